@@ -1,0 +1,120 @@
+"""Settle detection and step extraction on a stream of load-cell samples.
+
+The detector is a two-state machine, SETTLED and MOVING, over a short sliding window:
+- SETTLED: the level follows the window mean slowly (so zero drift never becomes a step); a
+  sample further than `unsettle_g` from the level starts a movement.
+- MOVING: when the window is still again (std below `settle_max_std_g`), the new level minus the
+  level before the movement is a step if it is at least `min_step_g`; otherwise the movement was
+  a bump or vibration and is dropped.
+Its state is a small JSON-able dict, so a stream processor can keep it in a changelogged table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SettleParams:
+    window_s: float = 0.3
+    settle_max_std_g: float = 3.0
+    unsettle_g: float = 8.0
+    min_step_g: float = 12.0
+    drift_follow: float = 0.05  # fraction of the window mean folded into the level per sample
+
+
+@dataclass(frozen=True)
+class Step:
+    """A settled change of the scale's level."""
+
+    delta_g: float
+    sigma_g: float
+    start_ms: int
+    end_ms: int
+    level_before_g: float
+    level_after_g: float
+
+
+@dataclass
+class SettleState:
+    window: list[float] = field(default_factory=list)
+    settled: bool = False
+    level: float = 0.0
+    level_std: float = 1.5
+    level_before: float = 0.0
+    level_before_std: float = 1.5
+    moving_since_ms: int = 0
+    initialised: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SettleState:
+        return cls(**data)
+
+
+class SettleDetector:
+    def __init__(self, params: SettleParams | None = None) -> None:
+        self.params = params or SettleParams()
+
+    def window_len(self, rate_hz: float) -> int:
+        return max(3, round(self.params.window_s * rate_hz))
+
+    def feed(
+        self, state: SettleState, samples: np.ndarray, start_ms: int, rate_hz: float
+    ) -> list[Step]:
+        """Advance `state` over one packet; return the steps that settled inside it."""
+        p = self.params
+        w = self.window_len(rate_hz)
+        values = np.asarray(samples, dtype=np.float64)
+        buf = np.concatenate([np.asarray(state.window, dtype=np.float64), values])
+        # rolling mean/std of the window ending at each new sample (NaN until the window fills)
+        if buf.size >= w:
+            views = np.lib.stride_tricks.sliding_window_view(buf, w)
+            means_full, stds_full = views.mean(axis=1), views.std(axis=1)
+        else:
+            means_full = stds_full = np.empty(0)
+        offset = buf.size - values.size  # index in buf of the first new sample
+        steps: list[Step] = []
+        period_ms = 1000.0 / rate_hz
+        for i, x in enumerate(values.tolist()):
+            k = offset + i - (w - 1)  # row of the window ending at this sample
+            if k < 0:
+                continue
+            mean, std = float(means_full[k]), float(stds_full[k])
+            now_ms = start_ms + round(i * period_ms)
+            if not state.initialised:
+                if std < p.settle_max_std_g:
+                    state.initialised, state.settled = True, True
+                    state.level, state.level_std = mean, max(std, 0.5)
+                continue
+            if state.settled:
+                if abs(x - state.level) > p.unsettle_g:
+                    state.settled = False
+                    state.level_before, state.level_before_std = state.level, state.level_std
+                    state.moving_since_ms = now_ms
+                elif std < p.settle_max_std_g:
+                    state.level += p.drift_follow * (mean - state.level)
+                    state.level_std = max(0.5, 0.9 * state.level_std + 0.1 * std)
+            elif std < p.settle_max_std_g:
+                delta = mean - state.level_before
+                state.settled, state.level, state.level_std = True, mean, max(std, 0.5)
+                if abs(delta) >= p.min_step_g:
+                    sigma = math.sqrt((state.level_before_std**2 + std**2) / w) + 0.5
+                    steps.append(
+                        Step(delta, sigma, state.moving_since_ms, now_ms, state.level_before, mean)
+                    )
+        state.window = buf[-(w - 1) :].tolist() if w > 1 else []
+        return steps
+
+    @staticmethod
+    def current_level(state: SettleState) -> float:
+        """The best reading of the net weight now (the settled level, or the window mean)."""
+        if state.settled or not state.window:
+            return state.level
+        return float(np.mean(state.window))

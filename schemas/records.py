@@ -1,0 +1,181 @@
+"""Typed views of the Avro records (what the codec reads and writes), one per schema."""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+SessionEventKind = Literal["STARTED", "CHECKOUT_REQUESTED", "ABANDONED"]
+BasketAction = Literal["ADD", "REMOVE", "UNKNOWN", "CHECKOUT_REQUESTED", "ABANDONED"]
+AnomalyKind = Literal[
+    "UNEXPLAINED_WEIGHT_CHANGE",
+    "CHECKOUT_WEIGHT_MISMATCH",
+    "UNRECOGNIZED_ITEM",
+    "ITEM_SWAP",
+    "CAMERA_BLOCKED",
+    "SCALE_TAMPER",
+    "REMOVAL_UNSEEN",
+]
+Severity = Literal["INFO", "WARNING", "CRITICAL"]
+CheckoutStatus = Literal["APPROVED", "NEEDS_REVIEW"]
+
+# Schema (file) name of each record type.
+CART_FRAME = "cart_frame"
+WEIGHT_PACKET = "weight_packet"
+SESSION_EVENT = "session_event"
+DETECTION = "detection"
+BASKET_CHANGE = "basket_change"
+ANOMALY = "anomaly"
+SESSION_REVIEW = "session_review"
+CHECKOUT = "checkout"
+DEAD_LETTER = "dead_letter"
+
+
+class CartFrame(TypedDict):
+    event_id: str
+    cart_id: str
+    store_id: str
+    session_id: str
+    camera_id: int
+    sequence: int
+    capture_time_ms: int
+    width: int
+    height: int
+    jpeg: bytes
+
+
+class WeightPacket(TypedDict):
+    event_id: str
+    cart_id: str
+    store_id: str
+    session_id: str
+    sequence: int
+    start_time_ms: int
+    sample_rate_hz: float
+    samples_g: list[float]
+
+
+class SessionEvent(TypedDict):
+    event_id: str
+    cart_id: str
+    store_id: str
+    session_id: str
+    kind: SessionEventKind
+    time_ms: int
+    last_weight_sequence: int
+    last_frame_sequence: int
+
+
+class DetectionBox(TypedDict):
+    sku: str
+    score: float
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+
+class Detection(TypedDict):
+    event_id: str
+    frame_event_id: str
+    cart_id: str
+    store_id: str
+    session_id: str
+    camera_id: int
+    frame_sequence: int
+    capture_time_ms: int
+    model_version: str
+    boxes: list[DetectionBox]
+
+
+class BasketChange(TypedDict):
+    event_id: str
+    cart_id: str
+    store_id: str
+    session_id: str
+    seq: int
+    action: BasketAction
+    sku: str | None
+    quantity: int
+    grams_delta: float
+    grams_sigma: float
+    confidence: float
+    step_start_ms: int
+    step_end_ms: int
+    scale_net_grams: float
+    evidence: str
+    source_event_id: str
+    source_produced_ms: int
+    published_ms: int
+    incomplete: bool
+
+
+class Anomaly(TypedDict):
+    anomaly_id: str
+    kind: AnomalyKind
+    severity: Severity
+    cart_id: str
+    store_id: str
+    session_id: str
+    detected_ms: int
+    description: str
+    basket_change_ids: list[str]
+    frame_event_ids: list[str]
+    weight_from_ms: int | None
+    weight_to_ms: int | None
+    grams_measured: float | None
+    grams_expected: float | None
+
+
+class SessionReview(TypedDict):
+    event_id: str
+    cart_id: str
+    store_id: str
+    session_id: str
+    anomaly_ids: list[str]
+    reasons: list[str]
+    reviewed_ms: int
+
+
+class CheckoutItem(TypedDict):
+    sku: str
+    name: str
+    quantity: int
+    unit_price_cents: int
+    grams: float
+    sold_by_weight: bool
+    line_total_cents: int
+
+
+class Checkout(TypedDict):
+    checkout_id: str
+    cart_id: str
+    store_id: str
+    session_id: str
+    requested_ms: int
+    decided_ms: int
+    currency: str
+    items: list[CheckoutItem]
+    item_count: int
+    subtotal_cents: int
+    measured_grams: float
+    expected_grams: float
+    tolerance_grams: float
+    status: CheckoutStatus
+    review_reasons: list[str]
+    anomaly_ids: list[str]
+    reasoning: str
+
+
+class DeadLetter(TypedDict):
+    event_id: str
+    stage: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    source_key: bytes | None
+    error_type: str
+    reason: str
+    failed_ms: int
+    payload: bytes
+    payload_truncated: bool
+    headers: dict[str, bytes]

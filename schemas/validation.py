@@ -1,0 +1,99 @@
+"""Rules a decoded input record must meet before any stage acts on it.
+
+Each `validate_*` raises ValidationError with a reason a person can act on; the stage then sends
+the message to the dead-letter topic and carries on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import cv2
+import numpy as np
+
+from cartstream.exceptions import ValidationError
+from cartstream.schemas.records import CartFrame, SessionEvent, WeightPacket
+
+MAX_NET_GRAMS = 150_000.0  # a loaded cart's scale tops out well below 150 kg
+MIN_NET_GRAMS = -500.0  # tare noise and a hand lifting the basket edge go slightly negative
+MAX_SAMPLES_PER_PACKET = 2_000
+MAX_FRAME_SIDE = 4096
+
+
+def _require_ids(record: Mapping[str, Any], fields: Iterable[str]) -> None:
+    for field in fields:
+        value = record.get(field)
+        if not isinstance(value, str) or not value.strip():
+            raise ValidationError(f"missing {field}")
+        if len(value) > 128:
+            raise ValidationError(f"{field} longer than 128 characters")
+
+
+def _require_not_future(time_ms: int, now_ms: int, max_skew_s: float, field: str) -> None:
+    if time_ms > now_ms + max_skew_s * 1000:
+        ahead = (time_ms - now_ms) / 1000
+        raise ValidationError(f"{field} is {ahead:.0f} s in the future (limit {max_skew_s:.0f} s)")
+    if time_ms <= 0:
+        raise ValidationError(f"{field} is not a time after 1970")
+
+
+_IDS = ("event_id", "cart_id", "store_id", "session_id")
+
+
+def validate_weight_packet(packet: WeightPacket, now_ms: int, max_skew_s: float) -> None:
+    _require_ids(packet, _IDS)
+    if packet["sequence"] < 0:
+        raise ValidationError("negative sequence")
+    rate = packet["sample_rate_hz"]
+    if not math.isfinite(rate) or not 1.0 <= rate <= 2_000.0:
+        raise ValidationError(f"sample_rate_hz {rate} outside 1..2000")
+    samples = packet["samples_g"]
+    if not samples:
+        raise ValidationError("no samples")
+    if len(samples) > MAX_SAMPLES_PER_PACKET:
+        raise ValidationError(f"{len(samples)} samples in one packet (limit {MAX_SAMPLES_PER_PACKET})")
+    arr = np.asarray(samples, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise ValidationError("NaN or infinite weight sample")
+    low, high = float(arr.min()), float(arr.max())
+    if low < MIN_NET_GRAMS:
+        raise ValidationError(f"negative weight {low:.1f} g below {MIN_NET_GRAMS:.0f} g")
+    if high > MAX_NET_GRAMS:
+        raise ValidationError(f"absurd weight {high:.0f} g above {MAX_NET_GRAMS:.0f} g")
+    end_ms = packet["start_time_ms"] + int(1000 * len(samples) / rate)
+    _require_not_future(end_ms, now_ms, max_skew_s, "start_time_ms")
+
+
+def validate_session_event(event: SessionEvent, now_ms: int, max_skew_s: float) -> None:
+    _require_ids(event, _IDS)
+    _require_not_future(event["time_ms"], now_ms, max_skew_s, "time_ms")
+    if event["last_weight_sequence"] < -1 or event["last_frame_sequence"] < -1:
+        raise ValidationError("last_*_sequence below -1")
+
+
+def validate_frame(
+    frame: CartFrame, now_ms: int, max_skew_s: float, max_bytes: int, decode: bool = True
+) -> np.ndarray | None:
+    """Check a frame; with `decode`, also decode the JPEG and return the BGR image."""
+    _require_ids(frame, _IDS)
+    if frame["camera_id"] < 0 or frame["sequence"] < 0:
+        raise ValidationError("negative camera_id or sequence")
+    _require_not_future(frame["capture_time_ms"], now_ms, max_skew_s, "capture_time_ms")
+    size = len(frame["jpeg"])
+    if size == 0:
+        raise ValidationError("empty frame")
+    if size > max_bytes:
+        raise ValidationError(f"oversized frame: {size} bytes (limit {max_bytes})")
+    w, h = frame["width"], frame["height"]
+    if not (0 < w <= MAX_FRAME_SIDE and 0 < h <= MAX_FRAME_SIDE):
+        raise ValidationError(f"frame size {w}x{h} outside 1..{MAX_FRAME_SIDE}")
+    if not decode:
+        return None
+    image = cv2.imdecode(np.frombuffer(frame["jpeg"], dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValidationError("undecodable JPEG")
+    if image.shape[0] != h or image.shape[1] != w:
+        raise ValidationError(f"JPEG is {image.shape[1]}x{image.shape[0]}, record says {w}x{h}")
+    return image

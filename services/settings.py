@@ -1,0 +1,207 @@
+"""All configuration in one frozen object, read from `CARTSTREAM_*` environment variables.
+
+Nested groups use a double underscore: `CARTSTREAM_KAFKA__BOOTSTRAP_SERVERS=b1:9092,b2:9092`,
+`CARTSTREAM_TOPICS__STREAM_PARTITIONS=32`, `CARTSTREAM_DATABASE_URL=postgresql+psycopg://...`.
+"""
+
+from __future__ import annotations
+
+import ssl
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cartstream.exceptions import ConfigurationError
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+BrokerProfile = Literal["kafka", "tansu"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Frozen):
+    """How to reach the Kafka cluster (or the embedded broker)."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    client_id: str = "cartstream"
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL"):
+            if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+                raise ValueError(
+                    f"security_protocol={self.security_protocol} needs sasl_mechanism, "
+                    "sasl_username and sasl_password"
+                )
+        if self.ssl_cafile is not None and not self.ssl_cafile.is_file():
+            raise ValueError(f"ssl_cafile {self.ssl_cafile} is not a readable file")
+        return self
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        return [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.security_protocol.endswith("SSL"):
+            return None
+        return ssl.create_default_context(
+            cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+        )
+
+    def kafka_python_config(self) -> dict[str, Any]:
+        """Connection options for kafka-python clients (cart producer, admin, tail consumer)."""
+        cfg: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_list,
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            cfg["sasl_mechanism"] = self.sasl_mechanism
+            cfg["sasl_plain_username"] = self.sasl_username
+            cfg["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        if self.ssl_cafile:
+            cfg["ssl_cafile"] = str(self.ssl_cafile)
+        return cfg
+
+
+class TopicSettings(_Frozen):
+    """Topic names and partition counts.
+
+    Every cart-keyed stream (frames, weights, sessions, detections, basket changes, reviews)
+    shares `stream_partitions`: the stages join them per cart, so they must be co-partitioned.
+    """
+
+    frames: str = "cart.frames"
+    weights: str = "cart.weights"
+    sessions: str = "cart.sessions"
+    detections: str = "cart.detections"
+    basket_changes: str = "basket.changes"
+    reviews: str = "basket.reviews"
+    anomalies: str = "anomalies"
+    checkouts: str = "checkouts"
+    dead_letters: str = "dead-letters"
+    stream_partitions: int = Field(default=8, ge=1, le=4096)
+    output_partitions: int = Field(default=4, ge=1, le=4096)
+    replication_factor: int = Field(default=1, ge=1, le=7)
+
+    def all_topics(self) -> dict[str, int]:
+        """Every topic cartstream owns, with its partition count."""
+        streams = [
+            self.frames,
+            self.weights,
+            self.sessions,
+            self.detections,
+            self.basket_changes,
+            self.reviews,
+        ]
+        outputs = [self.anomalies, self.checkouts, self.dead_letters]
+        return {
+            **dict.fromkeys(streams, self.stream_partitions),
+            **dict.fromkeys(outputs, self.output_partitions),
+        }
+
+
+class BrokerTuning(_Frozen):
+    """Client timings and workarounds; `profile` picks a named set (see `for_profile`)."""
+
+    session_timeout_s: float = 30.0
+    heartbeat_interval_s: float = 3.0
+    producer_max_batch_bytes: int = 16384
+    consumer_session_timeout_ms: int = 30000
+
+    @classmethod
+    def for_profile(cls, profile: BrokerProfile) -> BrokerTuning:
+        if profile == "tansu":
+            # Tansu 0.6 (the embedded test/demo broker) needs three workarounds; real Kafka none:
+            # - a group join waits session_timeout/2, so keep the session short;
+            # - ListOffsets(latest) counts only the first record of the newest batch, so a
+            #   recovering table would stop early unless every record is its own batch.
+            return cls(
+                session_timeout_s=6.0,
+                heartbeat_interval_s=1.0,
+                producer_max_batch_bytes=1,
+                consumer_session_timeout_ms=6000,
+            )
+        return cls()
+
+
+class ReasonSettings(_Frozen):
+    """Weight signal processing and matching (weight-only baseline)."""
+
+    settle_window_s: float = Field(default=0.3, gt=0)
+    settle_max_std_g: float = Field(default=4.0, gt=0)
+    min_step_g: float = Field(default=12.0, gt=0)
+    max_quantity: int = Field(default=4, ge=1, le=20)
+    min_match_likelihood: float = Field(default=1e-4, gt=0)
+    checkout_wait_s: float = Field(default=30.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Frozen: build a new one with `model_copy(update=...)`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CARTSTREAM_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="ignore",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    broker_profile: BrokerProfile = "kafka"
+    topics: TopicSettings = TopicSettings()
+    reason: ReasonSettings = ReasonSettings()
+    database_url: SecretStr = SecretStr("postgresql+psycopg://postgres@127.0.0.1:5432/cartstream")
+    app_id: str = "cartstream"
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    detector_model_path: Path | None = None
+    catalog_path: Path | None = None
+    review_wait_s: float = Field(default=30.0, gt=0)
+    max_future_skew_s: float = Field(default=300.0, gt=0)
+    max_frame_bytes: int = Field(default=2_000_000, gt=0)
+    otel_exporter: Literal["none", "console", "jsonl", "otlp"] = "none"
+    otel_endpoint: str | None = None
+    otel_jsonl_path: Path = Path("cartstream-spans.jsonl")
+    service_name: str = "cartstream"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.otel_exporter == "otlp" and not self.otel_endpoint:
+            raise ValueError("otel_exporter=otlp needs otel_endpoint")
+        if self.detector_model_path is not None and not self.detector_model_path.is_file():
+            raise ValueError(f"detector_model_path {self.detector_model_path} does not exist")
+        return self
+
+    @cached_property
+    def tuning(self) -> BrokerTuning:
+        return BrokerTuning.for_profile(self.broker_profile)
+
+    def with_overrides(self, **update: Any) -> Settings:
+        """A copy with some fields replaced, validated like the original."""
+        data = self.model_dump()
+        data.update(update)
+        try:
+            return Settings.model_validate(data)
+        except Exception as exc:  # pydantic.ValidationError, re-raised under our root
+            raise ConfigurationError(str(exc)) from exc
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment; turn pydantic's errors into ConfigurationError."""
+    try:
+        base = Settings()
+    except Exception as exc:
+        raise ConfigurationError(f"invalid CARTSTREAM_* settings: {exc}") from exc
+    return base.with_overrides(**overrides) if overrides else base
