@@ -1,0 +1,78 @@
+"""A basket's contents as the pipeline believes them, and the weight it should have.
+
+Packaged SKUs are counted in units; items sold by weight are kept bag by bag with their measured
+grams (a removal takes out the bag whose weight matches best). JSON-able for stream tables.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from cartstream.models.catalog import Catalog
+
+SCALE_READING_SD_G = 2.0  # how well one settled reading repeats
+MIN_TOLERANCE_G = 20.0
+
+
+@dataclass
+class Basket:
+    units: dict[str, int] = field(default_factory=dict)
+    bags: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, catalog: Catalog, sku: str, quantity: int, grams: float) -> None:
+        if catalog[sku].sold_by_weight:
+            self.bags.setdefault(sku, []).append(round(abs(grams), 1))
+        else:
+            self.units[sku] = self.units.get(sku, 0) + quantity
+
+    def remove(self, catalog: Catalog, sku: str, quantity: int, grams: float) -> bool:
+        """Take items out; False (and no change) if the basket does not hold them."""
+        if catalog[sku].sold_by_weight:
+            bags = self.bags.get(sku)
+            if not bags:
+                return False
+            best = min(range(len(bags)), key=lambda i: abs(bags[i] - abs(grams)))
+            bags.pop(best)
+            if not bags:
+                del self.bags[sku]
+            return True
+        have = self.units.get(sku, 0)
+        if have < quantity:
+            return False
+        if have == quantity:
+            del self.units[sku]
+        else:
+            self.units[sku] = have - quantity
+        return True
+
+    def counts(self) -> dict[str, int]:
+        """SKU -> units (bags for items sold by weight), the unit of checkout accuracy."""
+        out = dict(self.units)
+        for sku, bags in self.bags.items():
+            out[sku] = out.get(sku, 0) + len(bags)
+        return out
+
+    def expected_grams(self, catalog: Catalog) -> float:
+        packaged = sum(catalog[s].unit_grams * q for s, q in self.units.items())
+        return packaged + sum(sum(b) for b in self.bags.values())
+
+    def tolerance_grams(self, catalog: Catalog) -> float:
+        """Three standard deviations of (measured - expected) for an honest basket."""
+        var = sum(q * catalog[s].unit_grams_sd ** 2 for s, q in self.units.items())
+        readings = 1 + sum(len(b) for b in self.bags.values())
+        var += readings * SCALE_READING_SD_G**2
+        return max(MIN_TOLERANCE_G, 3.0 * math.sqrt(var))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"units": dict(self.units), "bags": {k: list(v) for k, v in self.bags.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Basket:
+        if not data:
+            return cls()
+        return cls(
+            units={str(k): int(v) for k, v in data.get("units", {}).items()},
+            bags={str(k): [float(g) for g in v] for k, v in data.get("bags", {}).items()},
+        )

@@ -1,0 +1,229 @@
+"""Simulated carts: shopper sessions turned into the events a real cart would publish.
+
+Each cart runs its sessions one after another on its own clock. The whole timeline is planned
+first and back-dated so that it ends now: timestamps look like a recording being replayed as fast
+as the broker takes it (never in the future). Content is reproducible from the seed; session ids
+also depend on `run_id`, so two runs never collide in the same database.
+
+Ground truth (the true basket of every session) goes to a JSON-lines file for the evaluator and
+never into the pipeline's inputs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from cartstream.models.catalog import Catalog
+from cartstream.models.render import encode_jpeg, render_frame
+from cartstream.models.scale import DEFAULT_RATE_HZ, synthesize_weights
+from cartstream.models.shopper import SessionPlan, ShopperProfile, plan_session
+from cartstream.schemas.records import (
+    CART_FRAME,
+    SESSION_EVENT,
+    WEIGHT_PACKET,
+    CartFrame,
+    SessionEvent,
+    SessionEventKind,
+    WeightPacket,
+)
+from cartstream.services.settings import TopicSettings
+from cartstream.streams.stage import derived_id
+
+CAMERAS = 2
+PACKET_SAMPLES = 10  # 200 ms at 50 Hz
+IDLE_FRAME_EVERY_S = 10.0
+SESSION_GAP_S = 3.0
+
+
+class EventSink(Protocol):
+    def send(self, topic: str, key: str, schema: str, record: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    carts: int = 4
+    sessions: int = 5  # per cart
+    seed: int = 7
+    stores: int = 2
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    profile: ShopperProfile = field(default_factory=ShopperProfile)
+    rate_hz: float = DEFAULT_RATE_HZ
+
+
+@dataclass(frozen=True)
+class PlannedSession:
+    cart_id: str
+    store_id: str
+    session_id: str
+    start_ms: int
+    plan: SessionPlan
+    seed: tuple[int, ...]
+
+    def truth(self, catalog: Catalog) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "cart_id": self.cart_id,
+            "store_id": self.store_id,
+            "outcome": self.plan.outcome,
+            "basket": dict(sorted(self.plan.basket().items())),
+            "basket_grams": round(self.plan.basket_grams(), 1),
+            "scenarios": sorted(self.plan.scenarios),
+            "actions": [
+                {"at_s": round(a.at_s, 3), "action": a.action, "sku": a.sku,
+                 "quantity": a.quantity, "grams": round(a.grams, 1)}
+                for a in self.plan.actions
+            ],
+        }
+
+
+def plan_carts(config: SimConfig, catalog: Catalog, now_ms: int | None = None) -> list[PlannedSession]:
+    """Every session of every cart, with its cart-clock start time (back-dated to end now)."""
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    planned: list[PlannedSession] = []
+    for c in range(config.carts):
+        store = f"store-{c % config.stores + 1:03d}"
+        cart = f"cart-{store[-3:]}-{c:04d}"
+        plans = []
+        for s in range(config.sessions):
+            seed = (config.seed, c, s)
+            plans.append((seed, plan_session(np.random.default_rng(seed), catalog, s, config.profile)))
+        total_ms = int(sum(p.duration_s + SESSION_GAP_S for _, p in plans) * 1000)
+        t = now_ms - total_ms - 2_000
+        for s, (seed, plan) in enumerate(plans):
+            sid = derived_id("session", config.run_id, config.seed, c, s)
+            planned.append(PlannedSession(cart, store, sid, t, plan, seed))
+            t += int((plan.duration_s + SESSION_GAP_S) * 1000)
+    return planned
+
+
+def _session_events(
+    ps: PlannedSession, catalog: Catalog, topics: TopicSettings, rate_hz: float
+) -> Iterator[tuple[int, str, str, dict[str, Any]]]:
+    """(cart time ms, topic, schema, record) for one session, in time order."""
+    rng = np.random.default_rng((*ps.seed, 1))
+    ids = {"cart_id": ps.cart_id, "store_id": ps.store_id, "session_id": ps.session_id}
+
+    def session_event(kind: SessionEventKind, at_ms: int, last_w: int, last_f: int) -> SessionEvent:
+        return {"event_id": str(uuid.uuid4()), **ids, "kind": kind, "time_ms": at_ms,
+                "last_weight_sequence": last_w, "last_frame_sequence": last_f}
+
+    events: list[tuple[int, str, str, dict[str, Any]]] = [
+        (ps.start_ms, topics.sessions, SESSION_EVENT, dict(session_event("STARTED", ps.start_ms, -1, -1)))
+    ]
+    samples = synthesize_weights(ps.plan, rng, rate_hz)
+    period = 1000.0 / rate_hz
+    last_w = -1
+    for seq, i in enumerate(range(0, len(samples), PACKET_SAMPLES)):
+        chunk = samples[i : i + PACKET_SAMPLES]
+        start = ps.start_ms + round(i * period)
+        packet: WeightPacket = {"event_id": str(uuid.uuid4()), **ids, "sequence": seq,
+                                "start_time_ms": start, "sample_rate_hz": rate_hz,
+                                "samples_g": chunk.tolist()}
+        events.append((start + round(len(chunk) * period), topics.weights, WEIGHT_PACKET, dict(packet)))
+        last_w = seq
+    frame_times: list[tuple[float, str | None]] = []
+    for a in ps.plan.actions:
+        frame_times += [(a.at_s + 0.1, a.sku), (a.at_s + 0.35, a.sku)]
+    t = IDLE_FRAME_EVERY_S / 2
+    while t < ps.plan.duration_s:
+        frame_times.append((t, None))
+        t += IDLE_FRAME_EVERY_S
+    frame_times.sort(key=lambda x: x[0])
+    inside: list[str] = []
+    pending = list(ps.plan.actions)
+    seq = 0
+    for at_s, in_hand in frame_times:
+        while pending and pending[0].at_s + pending[0].settle_s <= at_s:
+            done = pending.pop(0)
+            if done.action == "ADD":
+                inside += [done.sku] * done.quantity
+            elif done.sku in inside:
+                inside.remove(done.sku)
+        for cam in range(CAMERAS):
+            img = render_frame(cam, catalog[in_hand] if in_hand else None,
+                               [catalog[s] for s in inside], rng)
+            at_ms = ps.start_ms + int(at_s * 1000)
+            frame: CartFrame = {"event_id": str(uuid.uuid4()), **ids, "camera_id": cam,
+                                "sequence": seq, "capture_time_ms": at_ms, "width": img.shape[1],
+                                "height": img.shape[0], "jpeg": encode_jpeg(img)}
+            events.append((at_ms, topics.frames, CART_FRAME, dict(frame)))
+            seq += 1
+    end_ms = ps.start_ms + int(ps.plan.duration_s * 1000)
+    kind: SessionEventKind = "CHECKOUT_REQUESTED" if ps.plan.outcome == "checkout" else "ABANDONED"
+    events.sort(key=lambda e: e[0])
+    events.append((end_ms, topics.sessions, SESSION_EVENT, dict(session_event(kind, end_ms, last_w, seq - 1))))
+    yield from events
+
+
+def cart_events(
+    sessions: list[PlannedSession], catalog: Catalog, topics: TopicSettings, rate_hz: float
+) -> Iterator[tuple[int, str, str, str, dict[str, Any]]]:
+    """All carts' events merged by cart time: (time ms, topic, key, schema, record)."""
+
+    def one_cart(cart_sessions: list[PlannedSession]) -> Iterator[tuple[int, str, str, str, dict[str, Any]]]:
+        for ps in cart_sessions:
+            for at, topic, schema, record in _session_events(ps, catalog, topics, rate_hz):
+                yield at, topic, ps.cart_id, schema, record
+
+    by_cart: dict[str, list[PlannedSession]] = {}
+    for ps in sessions:
+        by_cart.setdefault(ps.cart_id, []).append(ps)
+    yield from heapq.merge(*(one_cart(v) for v in by_cart.values()), key=lambda e: e[0])
+
+
+@dataclass
+class SimulationReport:
+    sessions: int
+    checkouts_requested: int
+    abandoned: int
+    events: Counter[str]
+    truth_path: Path | None
+    seconds: float
+
+
+def write_truth(sessions: list[PlannedSession], catalog: Catalog, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        for ps in sessions:
+            fh.write(json.dumps(ps.truth(catalog)) + "\n")
+
+
+def read_truth(path: Path) -> dict[str, dict[str, Any]]:
+    with path.open() as fh:
+        return {row["session_id"]: row for row in map(json.loads, fh) if row}
+
+
+def simulate(
+    config: SimConfig,
+    catalog: Catalog,
+    topics: TopicSettings,
+    sink: EventSink,
+    truth_path: Path | None = None,
+    on_event: Any = None,
+) -> SimulationReport:
+    """Publish every planned event through `sink`; write ground truth first."""
+    started = time.monotonic()
+    sessions = plan_carts(config, catalog)
+    if truth_path is not None:
+        write_truth(sessions, catalog, truth_path)
+    counts: Counter[str] = Counter()
+    for _, topic, key, schema, record in cart_events(sessions, catalog, topics, config.rate_hz):
+        sink.send(topic, key, schema, record)
+        counts[topic] += 1
+        if on_event is not None:
+            on_event(topic, counts)
+    requested = sum(1 for s in sessions if s.plan.outcome == "checkout")
+    return SimulationReport(
+        len(sessions), requested, len(sessions) - requested, counts, truth_path,
+        time.monotonic() - started,
+    )

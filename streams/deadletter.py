@@ -1,0 +1,65 @@
+"""Decode and validate an input message, or turn it into a dead letter that says why."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from cartstream.exceptions import DecodeError, ValidationError
+from cartstream.schemas.codec import AvroCodec
+from cartstream.schemas.records import DEAD_LETTER, DeadLetter
+from cartstream.streams.stage import Inbound, Outbound, Stage, derived_id
+
+log = logging.getLogger(__name__)
+
+PAYLOAD_LIMIT = 1_000_000  # bytes of the original value kept in a dead letter
+
+
+def dead_letter(
+    stage: str, inbound: Inbound, value: bytes, error_type: str, reason: str, now_ms: int
+) -> DeadLetter:
+    raw = bytes(value or b"")
+    return {
+        "event_id": derived_id("dead-letter", inbound.topic, inbound.partition, inbound.offset),
+        "stage": stage,
+        "source_topic": inbound.topic,
+        "source_partition": inbound.partition,
+        "source_offset": inbound.offset,
+        "source_key": inbound.key,
+        "error_type": error_type,
+        "reason": reason,
+        "failed_ms": now_ms,
+        "payload": raw[:PAYLOAD_LIMIT],
+        "payload_truncated": len(raw) > PAYLOAD_LIMIT,
+        "headers": dict(inbound.headers),
+    }
+
+
+def decode_input(
+    stage: Stage,
+    codec: AvroCodec,
+    inbound: Inbound,
+    value: bytes,
+    now_ms: int,
+    dead_letter_topic: str,
+) -> Mapping[str, Any] | Outbound:
+    """The decoded, valid record; or the Outbound dead letter to publish instead."""
+    schema = stage.inputs()[inbound.topic]
+    try:
+        record = codec.decode(value, expect=schema)
+        stage.validate(record, inbound, now_ms)
+        return record
+    except DecodeError as exc:
+        error_type, reason = "DECODE", str(exc)
+    except ValidationError as exc:
+        error_type, reason = "VALIDATION", exc.reason
+    except (KeyError, TypeError, ValueError) as exc:  # a record that decodes but lacks fields
+        error_type, reason = "VALIDATION", f"{type(exc).__name__}: {exc}"
+    log.warning(
+        "%s: dead-lettered %s[%d]@%d: %s", stage.name, inbound.topic, inbound.partition,
+        inbound.offset, reason,
+    )
+    letter = dead_letter(stage.name, inbound, value, error_type, reason, now_ms)
+    key = (inbound.key or b"").decode(errors="replace")
+    return Outbound(dead_letter_topic, key, DEAD_LETTER, letter)

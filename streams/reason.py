@@ -1,0 +1,258 @@
+"""Reason: settled weight steps -> basket changes (weight-only baseline), per shopper session.
+
+Inputs `cart.weights` and `cart.sessions` (co-partitioned by cart). For each session it keeps the
+settle detector's state, the last weight packet sequence it applied (re-delivered or duplicate
+packets are skipped), and its view of the basket (removals are matched against it).
+
+A checkout request or abandonment names the last weight packet the cart sent before it; the
+session's closing marker is published on `basket.changes` only after that packet was processed,
+so every change precedes the marker on the same partition. If the packets never come, the marker
+goes out after `checkout_wait_s` flagged `incomplete`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, cast
+
+import numpy as np
+
+from cartstream.models.basket import Basket
+from cartstream.models.catalog import Catalog
+from cartstream.models.weighing import SettleDetector, SettleParams, SettleState, Step
+from cartstream.models.weight_match import MatchParams, WeightMatcher
+from cartstream.schemas.records import (
+    BASKET_CHANGE,
+    SESSION_EVENT,
+    WEIGHT_PACKET,
+    BasketAction,
+    BasketChange,
+    SessionEvent,
+    WeightPacket,
+)
+from cartstream.schemas.validation import validate_session_event, validate_weight_packet
+from cartstream.services.settings import Settings
+from cartstream.streams.stage import Inbound, Outbound, Result, State, derived_id
+
+log = logging.getLogger(__name__)
+
+STATE_RETENTION_MS = 6 * 3600 * 1000  # keep a closed session's state this long to drop late duplicates
+
+
+class ReasonStage:
+    stateful = True
+    name = "reason"
+
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        r = settings.reason
+        self.detector = SettleDetector(
+            SettleParams(
+                window_s=r.settle_window_s,
+                settle_max_std_g=r.settle_max_std_g,
+                min_step_g=r.min_step_g,
+            )
+        )
+        self.matcher = WeightMatcher(catalog, MatchParams(max_quantity=r.max_quantity))
+        self.wait_ms = int(r.checkout_wait_s * 1000)
+        self.topics = settings.topics
+
+    def inputs(self) -> Mapping[str, str]:
+        return {self.topics.weights: WEIGHT_PACKET, self.topics.sessions: SESSION_EVENT}
+
+    def validate(self, record: Mapping[str, Any], inbound: Inbound, now_ms: int) -> None:
+        skew = self.settings.max_future_skew_s
+        if inbound.topic == self.topics.weights:
+            validate_weight_packet(cast(WeightPacket, record), now_ms, skew)
+        else:
+            validate_session_event(cast(SessionEvent, record), now_ms, skew)
+
+    def state_key(self, record: Mapping[str, Any]) -> str:
+        return str(record["session_id"])
+
+    # -- state ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _new_state(record: Mapping[str, Any]) -> State:
+        return {
+            "cart_id": record["cart_id"],
+            "store_id": record["store_id"],
+            "session_id": record["session_id"],
+            "settle": SettleState().to_dict(),
+            "last_seq": -1,
+            "gaps": 0,
+            "next_change": 0,
+            "basket": Basket().to_dict(),
+            "pending": None,
+            "closed_ms": None,
+        }
+
+    def handle(
+        self, state: State | None, record: Mapping[str, Any], inbound: Inbound, now_ms: int
+    ) -> Result:
+        state = state if state is not None else self._new_state(record)
+        if state["closed_ms"] is not None:
+            return Result(state)  # late or duplicate input for a finished session
+        if inbound.topic == self.topics.weights:
+            return self._on_packet(state, cast(WeightPacket, record), inbound, now_ms)
+        return self._on_session(state, cast(SessionEvent, record), inbound, now_ms)
+
+    def _on_packet(
+        self, state: State, packet: WeightPacket, inbound: Inbound, now_ms: int
+    ) -> Result:
+        seq = packet["sequence"]
+        if seq <= state["last_seq"]:
+            return Result(state)  # re-delivery: already applied
+        if seq > state["last_seq"] + 1:
+            state["gaps"] += seq - state["last_seq"] - 1
+            log.warning("session %s: weight packets %d..%d missing",
+                        packet["session_id"], state["last_seq"] + 1, seq - 1)
+        settle = SettleState.from_dict(state["settle"])
+        steps = self.detector.feed(
+            settle,
+            np.asarray(packet["samples_g"], dtype=np.float64),
+            packet["start_time_ms"],
+            packet["sample_rate_hz"],
+        )
+        state["settle"] = settle.to_dict()
+        state["last_seq"] = seq
+        outputs = [self._decide(state, step, packet, inbound, now_ms) for step in steps]
+        pending = state["pending"]
+        if pending is not None and seq >= pending["last_weight_sequence"]:
+            outputs.append(self._close(state, pending, now_ms, incomplete=False))
+        return Result(state, outputs)
+
+    def _on_session(
+        self, state: State, event: SessionEvent, inbound: Inbound, now_ms: int
+    ) -> Result:
+        if event["kind"] == "STARTED":
+            return Result(state)
+        pending = {
+            "kind": event["kind"],
+            "event_id": event["event_id"],
+            "time_ms": event["time_ms"],
+            "last_weight_sequence": event["last_weight_sequence"],
+            "produced_ms": inbound.timestamp_ms,
+            "received_ms": now_ms,
+            "traceparent": (inbound.traceparent or b"").decode(),
+        }
+        if state["last_seq"] >= event["last_weight_sequence"]:
+            return Result(state, [self._close(state, pending, now_ms, incomplete=False)])
+        state["pending"] = pending
+        return Result(state)
+
+    # -- decisions -----------------------------------------------------------------------
+
+    def _decide(
+        self, state: State, step: Step, packet: WeightPacket, inbound: Inbound, now_ms: int
+    ) -> Outbound:
+        basket = Basket.from_dict(state["basket"])
+        grams = abs(step.delta_g)
+        if step.delta_g > 0:
+            match = self.matcher.match_add(grams, step.sigma_g)
+        else:
+            match = self.matcher.match_remove(grams, step.sigma_g, basket.units, basket.bags)
+        if match.action == "ADD" and match.sku:
+            basket.add(self.catalog, match.sku, match.quantity, grams)
+        elif match.action == "REMOVE" and match.sku:
+            basket.remove(self.catalog, match.sku, match.quantity, grams)
+        state["basket"] = basket.to_dict()
+        change = self._change(
+            state,
+            match.action,
+            match.sku,
+            match.quantity,
+            step_start_ms=step.start_ms,
+            step_end_ms=step.end_ms,
+            source_event_id=packet["event_id"],
+            source_produced_ms=inbound.timestamp_ms,
+            now_ms=now_ms,
+            grams_delta=step.delta_g,
+            grams_sigma=step.sigma_g,
+            confidence=match.confidence,
+            scale_net_grams=step.level_after_g,
+        )
+        return Outbound(self.topics.basket_changes, state["cart_id"], BASKET_CHANGE, change)
+
+    def _close(self, state: State, pending: dict[str, Any], now_ms: int, incomplete: bool) -> Outbound:
+        settle = SettleState.from_dict(state["settle"])
+        change = self._change(
+            state,
+            cast(BasketAction, pending["kind"]),
+            None,
+            0,
+            step_start_ms=pending["time_ms"],
+            step_end_ms=pending["time_ms"],
+            source_event_id=pending["event_id"],
+            source_produced_ms=pending["produced_ms"],
+            now_ms=now_ms,
+            scale_net_grams=self.detector.current_level(settle),
+            incomplete=incomplete or state["gaps"] > 0,
+        )
+        state["pending"] = None
+        state["closed_ms"] = now_ms
+        trace = pending["traceparent"].encode() or None
+        return Outbound(self.topics.basket_changes, state["cart_id"], BASKET_CHANGE, change, trace)
+
+    def _change(
+        self,
+        state: State,
+        action: BasketAction,
+        sku: str | None,
+        quantity: int,
+        *,
+        step_start_ms: int,
+        step_end_ms: int,
+        source_event_id: str,
+        source_produced_ms: int,
+        now_ms: int,
+        scale_net_grams: float,
+        grams_delta: float = 0.0,
+        grams_sigma: float = 0.0,
+        confidence: float = 1.0,
+        incomplete: bool = False,
+    ) -> BasketChange:
+        seq = state["next_change"]
+        state["next_change"] = seq + 1
+        return {
+            "event_id": derived_id("basket-change", state["session_id"], seq),
+            "cart_id": state["cart_id"],
+            "store_id": state["store_id"],
+            "session_id": state["session_id"],
+            "seq": seq,
+            "action": action,
+            "sku": sku,
+            "quantity": quantity,
+            "grams_delta": float(grams_delta),
+            "grams_sigma": float(grams_sigma),
+            "confidence": float(confidence),
+            "step_start_ms": int(step_start_ms),
+            "step_end_ms": int(step_end_ms),
+            "scale_net_grams": float(scale_net_grams),
+            "evidence": "weight",
+            "source_event_id": source_event_id,
+            "source_produced_ms": int(source_produced_ms),
+            "published_ms": int(now_ms),
+            "incomplete": incomplete,
+        }
+
+    # -- timers --------------------------------------------------------------------------
+
+    def needs_tick(self, state: State, now_ms: int) -> bool:
+        pending = state.get("pending")
+        if pending is not None:
+            return bool(now_ms - pending["received_ms"] >= self.wait_ms)
+        closed = state.get("closed_ms")
+        return closed is not None and now_ms - closed >= STATE_RETENTION_MS
+
+    def tick(self, state: State, now_ms: int) -> Result:
+        pending = state.get("pending")
+        if pending is not None and now_ms - pending["received_ms"] >= self.wait_ms:
+            log.warning("session %s: closing after %.0f s without weight packet %d",
+                        state["session_id"], self.wait_ms / 1000, pending["last_weight_sequence"])
+            return Result(state, [self._close(state, pending, now_ms, incomplete=True)])
+        if state.get("closed_ms") is not None and now_ms - state["closed_ms"] >= STATE_RETENTION_MS:
+            return Result(None)
+        return Result(state)

@@ -1,0 +1,97 @@
+"""What every stage is: a deterministic function of (state, input record) -> (state, outputs).
+
+Stages know nothing of Faust or Kafka clients. `cartstream.streams.runtime` runs them as Faust
+agents on a broker; `cartstream.streams.testing` runs them in memory. Both give a stage the same
+`Inbound` (where a record came from) and take the same `Outbound`s (what to publish).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+TRACEPARENT = "traceparent"
+EVENT_ID_HEADER = "event-id"
+_NAMESPACE = uuid.UUID("5b0c7f0e-4c1e-4d53-9a57-2f8f2b6a9c10")
+
+State = dict[str, Any]
+
+
+def derived_id(*parts: object) -> str:
+    """A deterministic UUID (v5) from its parts: re-processing yields the same id."""
+    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(str(p) for p in parts)))
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """Where an input record came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    timestamp_ms: int  # the message's Kafka timestamp (producer create time)
+    headers: Mapping[str, bytes] = field(default_factory=dict)
+
+    @property
+    def traceparent(self) -> bytes | None:
+        return self.headers.get(TRACEPARENT)
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One record to publish. `traceparent` None: the span of the input being processed."""
+
+    topic: str
+    key: str
+    schema: str
+    record: Mapping[str, Any]
+    traceparent: bytes | None = None
+
+
+@dataclass
+class Result:
+    """A stage's answer: the key's new state (None: forget the key) and what to publish."""
+
+    state: State | None
+    outputs: list[Outbound] = field(default_factory=list)
+
+
+class Stage(Protocol):
+    """A stream stage. Implementations must be deterministic in (state, record)."""
+
+    name: str
+    stateful: bool  # False: no table, state is always None
+
+    def inputs(self) -> Mapping[str, str]:
+        """Input topic -> the schema name it carries."""
+        ...
+
+    def validate(self, record: Mapping[str, Any], inbound: Inbound, now_ms: int) -> None:
+        """Raise cartstream.ValidationError when the record must go to the dead-letter topic."""
+        ...
+
+    def state_key(self, record: Mapping[str, Any]) -> str:
+        ...
+
+    def handle(
+        self, state: State | None, record: Mapping[str, Any], inbound: Inbound, now_ms: int
+    ) -> Result:
+        ...
+
+    def needs_tick(self, state: State, now_ms: int) -> bool:
+        """True when `tick` has work for this key (a deadline passed, retention is over)."""
+        ...
+
+    def tick(self, state: State, now_ms: int) -> Result:
+        ...
+
+
+def accept_in_order(state: State, seq: int) -> bool:
+    """Per-session change numbers: apply `seq` once, in order; False for a re-delivery."""
+    if seq < state["next_seq"]:
+        return False
+    state["next_seq"] = seq + 1
+    return True
