@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-
 from cartstream.models.catalog import Catalog, Sku
 
 Action = Literal["ADD", "REMOVE"]

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
-
 from cartstream.schemas.registry import SchemaRegistry
 
 

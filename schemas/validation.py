@@ -12,9 +12,9 @@ from typing import Any
 
 import cv2
 import numpy as np
+from cartstream.schemas.records import CartFrame, SessionEvent, WeightPacket
 
 from cartstream.exceptions import ValidationError
-from cartstream.schemas.records import CartFrame, SessionEvent, WeightPacket
 
 MAX_NET_GRAMS = 150_000.0  # a loaded cart's scale tops out well below 150 kg
 MIN_NET_GRAMS = -500.0  # tare noise and a hand lifting the basket edge go slightly negative

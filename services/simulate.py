@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-
 from cartstream.models.catalog import Catalog
 from cartstream.models.render import encode_jpeg, render_frame
 from cartstream.models.scale import DEFAULT_RATE_HZ, synthesize_weights

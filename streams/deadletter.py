@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from cartstream.exceptions import DecodeError, ValidationError
 from cartstream.schemas.codec import AvroCodec
 from cartstream.schemas.records import DEAD_LETTER, DeadLetter
-from cartstream.streams.stage import Inbound, Outbound, Stage, derived_id
+from cartstream.streams.stage import Inbound, Outbound, derived_id
+
+from cartstream.exceptions import DecodeError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +37,27 @@ def dead_letter(
     }
 
 
+Validator = Callable[[Mapping[str, Any], Inbound, int], None]
+
+
 def decode_input(
-    stage: Stage,
+    stage_name: str,
+    schemas: Mapping[str, str],
+    validate: Validator | None,
     codec: AvroCodec,
     inbound: Inbound,
     value: bytes,
     now_ms: int,
     dead_letter_topic: str,
 ) -> Mapping[str, Any] | Outbound:
-    """The decoded, valid record; or the Outbound dead letter to publish instead."""
-    schema = stage.inputs()[inbound.topic]
+    """The decoded, valid record; or the Outbound dead letter to publish instead.
+
+    `schemas`: input topic -> schema name; `validate` raises ValidationError for a bad record.
+    """
     try:
-        record = codec.decode(value, expect=schema)
-        stage.validate(record, inbound, now_ms)
+        record = codec.decode(value, expect=schemas[inbound.topic])
+        if validate is not None:
+            validate(record, inbound, now_ms)
         return record
     except DecodeError as exc:
         error_type, reason = "DECODE", str(exc)
@@ -57,9 +66,9 @@ def decode_input(
     except (KeyError, TypeError, ValueError) as exc:  # a record that decodes but lacks fields
         error_type, reason = "VALIDATION", f"{type(exc).__name__}: {exc}"
     log.warning(
-        "%s: dead-lettered %s[%d]@%d: %s", stage.name, inbound.topic, inbound.partition,
+        "%s: dead-lettered %s[%d]@%d: %s", stage_name, inbound.topic, inbound.partition,
         inbound.offset, reason,
     )
-    letter = dead_letter(stage.name, inbound, value, error_type, reason, now_ms)
+    letter = dead_letter(stage_name, inbound, value, error_type, reason, now_ms)
     key = (inbound.key or b"").decode(errors="replace")
     return Outbound(dead_letter_topic, key, DEAD_LETTER, letter)

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import numpy as np
-
 from cartstream.models.basket import Basket
 from cartstream.models.catalog import Catalog
 from cartstream.models.weighing import SettleDetector, SettleParams, SettleState, Step

@@ -80,7 +80,8 @@ class MemoryPipeline:
         inbound = Inbound(msg.topic, 0, msg.offset, msg.key, msg.timestamp_ms, msg.headers)
         now = self.clock()
         decoded = decode_input(
-            stage, self.codec, inbound, msg.value, now, self.settings.topics.dead_letters
+            stage.name, stage.inputs(), stage.validate, self.codec, inbound, msg.value, now,
+            self.settings.topics.dead_letters,
         )
         if isinstance(decoded, Outbound):
             self._emit(decoded, msg)

@@ -1,0 +1,3 @@
+from cartstream.services.cli import main
+
+main()

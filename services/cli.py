@@ -1,0 +1,218 @@
+"""The `cartstream` command line. Settings come from CARTSTREAM_* variables (see README)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cartstream.exceptions import CartstreamError
+from cartstream.services.settings import Settings, load_settings
+
+console = Console(stderr=True)
+
+
+def _settings(ctx: click.Context, **overrides: Any) -> Settings:
+    base: Settings = ctx.obj["settings"]
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return base.with_overrides(**clean) if clean else base
+
+
+@click.group()
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--bootstrap", default=None, help="Kafka bootstrap servers (overrides settings).")
+@click.pass_context
+def cli(ctx: click.Context, log_level: str, bootstrap: str | None) -> None:
+    """cartstream: smart-cart frames and weights in, reconciled checkouts out."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.ensure_object(dict)
+    settings = load_settings()
+    if bootstrap:
+        settings = settings.with_overrides(kafka={**settings.kafka.model_dump(),
+                                                  "bootstrap_servers": bootstrap})
+    ctx.obj["settings"] = settings
+    ctx.obj["log_level"] = log_level
+
+
+@cli.command()
+@click.option("--port", type=int, default=9092, show_default=True)
+def broker(port: int) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu, in-memory) in the foreground."""
+    import subprocess
+
+    from cartstream.services.broker import EmbeddedBroker
+
+    b = EmbeddedBroker(port)
+    console.print(f"[bold]Tansu broker on {b.bootstrap}[/] (in-memory; Ctrl-C stops it)")
+    try:
+        subprocess.run(b.command(), check=False)
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.group()
+def topics() -> None:
+    """Kafka topics."""
+
+
+@topics.command("create")
+@click.pass_context
+def topics_create(ctx: click.Context) -> None:
+    """Create every cartstream topic with its configured partition count."""
+    from cartstream.services.topics import ensure_topics
+
+    counts = ensure_topics(_settings(ctx))
+    for name, n in counts.items():
+        click.echo(f"{name}\t{n} partitions")
+
+
+@cli.command()
+@click.option("--roles", default="all", show_default=True,
+              help="Comma-separated subset of detect,reason,reconcile,anomalies,persist.")
+@click.option("--web/--no-web", default=False, show_default=True,
+              help="Serve Faust's web endpoints on CARTSTREAM_WEB_PORT.")
+@click.pass_context
+def worker(ctx: click.Context, roles: str, web: bool) -> None:
+    """Run stream stages as a Faust worker until stopped."""
+    from cartstream.streams.app import parse_roles
+    from cartstream.streams.worker import run_worker
+
+    level = ctx.obj["log_level"]
+    run_worker(_settings(ctx), parse_roles(roles), loglevel=level, web=web)
+
+
+@cli.group()
+def carts() -> None:
+    """Simulated carts."""
+
+
+@carts.command("simulate")
+@click.option("--carts", "n_carts", type=int, default=4, show_default=True)
+@click.option("--sessions", type=int, default=5, show_default=True, help="Sessions per cart.")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--truth", type=click.Path(path_type=Path), default=Path("cartstream-truth.jsonl"),
+              show_default=True, help="Where the ground truth goes (never into the pipeline).")
+@click.option("--spool-dir", type=click.Path(path_type=Path), default=None,
+              help="The cart client's on-disk spool (default: a fresh folder per run).")
+@click.option("--run-id", default=None, help="Pins session ids (default: random per run).")
+@click.pass_context
+def carts_simulate(ctx: click.Context, n_carts: int, sessions: int, seed: int, truth: Path,
+                   spool_dir: Path | None, run_id: str | None) -> None:
+    """Publish simulated shopper sessions through the cart client."""
+    from cartstream.models.catalog import Catalog
+    from cartstream.services.cart_client import CartClient
+    from cartstream.services.simulate import SimConfig, simulate
+
+    settings = _settings(ctx)
+    config = SimConfig(carts=n_carts, sessions=sessions, seed=seed,
+                       run_id=run_id or uuid.uuid4().hex[:8])
+    spool = spool_dir or Path(".cartstream") / "spool" / config.run_id
+    client = CartClient(settings, spool)
+    report = simulate(config, Catalog.load(settings.catalog_path), settings.topics, client, truth)
+    drained = client.close(timeout_s=120)
+    click.echo(f"{report.sessions} sessions ({report.checkouts_requested} checkouts requested), "
+               f"{sum(report.events.values())} events in {report.seconds:.1f} s; "
+               f"truth in {truth}" + ("" if drained else f"; {client.pending()} still spooled"))
+    if not drained:
+        sys.exit(1)
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--database-url", default=None)
+@click.pass_context
+def db_upgrade(ctx: click.Context, database_url: str | None) -> None:
+    """Apply Alembic migrations up to head."""
+    from cartstream.services.migrate import current, upgrade
+
+    url = database_url or _settings(ctx).database_url.get_secret_value()
+    upgrade(url)
+    click.echo(f"database at revision {current(url)}")
+
+
+@cli.group()
+def schemas() -> None:
+    """Avro schemas."""
+
+
+@schemas.command("check")
+@click.option("--dir", "folder", type=click.Path(path_type=Path, exists=True), default=None)
+def schemas_check(folder: Path | None) -> None:
+    """Check each schema version is BACKWARD compatible with the one before."""
+    from cartstream.schemas.compat import check_backward
+    from cartstream.schemas.registry import SchemaRegistry, bundled_schema_dir
+
+    results = check_backward(SchemaRegistry(folder or bundled_schema_dir()))
+    table = Table("schema", "version", "against", "result")
+    for r in results:
+        against = "-" if r.writer_version is None else f"v{r.writer_version}"
+        colour = "green" if r.compatible else "red"
+        table.add_row(r.name, f"v{r.reader_version}", against, f"[{colour}]{r.detail}[/]")
+    Console().print(table)
+    if not all(r.compatible for r in results):
+        sys.exit(1)
+
+
+@cli.group()
+def checkouts() -> None:
+    """The retailer-facing checkouts topic."""
+
+
+@checkouts.command("tail")
+@click.option("--max", "max_records", type=int, default=None, help="Stop after N checkouts.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--from-end", is_flag=True, help="Only checkouts published from now on.")
+@click.option("--idle-timeout", type=float, default=None,
+              help="Stop after this many seconds without a checkout (default: never).")
+@click.pass_context
+def checkouts_tail(ctx: click.Context, max_records: int | None, as_json: bool, from_end: bool,
+                   idle_timeout: float | None) -> None:
+    """Print decoded checkouts as a retailer's consumer sees them."""
+    from cartstream.services.tail import format_checkout, read_topic, to_json
+
+    settings = _settings(ctx)
+    for record, _msg in read_topic(settings, settings.topics.checkouts, not from_end,
+                                   idle_timeout, max_records):
+        click.echo(to_json(record) if as_json else format_checkout(record))
+
+
+@cli.command()
+@click.option("--carts", "n_carts", type=int, default=4, show_default=True)
+@click.option("--sessions", type=int, default=5, show_default=True, help="Sessions per cart.")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--database-url", default=None,
+              help="Default: an embedded SQLite file in the run folder.")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+              help="Where the run keeps its database, spool, truth and logs.")
+@click.option("--summary-json", type=click.Path(path_type=Path), default=None)
+@click.option("--timeout", type=float, default=300.0, show_default=True)
+@click.pass_context
+def demo(ctx: click.Context, n_carts: int, sessions: int, seed: int, database_url: str | None,
+         run_dir: Path | None, summary_json: Path | None, timeout: float) -> None:
+    """Broker, worker and simulated carts in one command; prints how well it went."""
+    from cartstream.services.demo import DemoConfig, run_demo
+
+    config = DemoConfig(carts=n_carts, sessions=sessions, seed=seed, database_url=database_url,
+                        run_dir=run_dir, summary_json=summary_json, timeout_s=timeout)
+    summary = run_demo(config, console)
+    if summary["checkouts_persisted"] != summary["checkouts_requested"]:
+        sys.exit(1)
+
+
+def main() -> None:
+    try:
+        cli(obj={})
+    except CartstreamError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(2)

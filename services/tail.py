@@ -1,0 +1,77 @@
+"""`cartstream checkouts tail`: a retailer-side consumer that needs only the published .avsc files."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from cartstream.schemas.codec import AvroCodec
+from cartstream.services.settings import Settings
+
+
+def read_topic(
+    settings: Settings,
+    topic: str,
+    from_beginning: bool = True,
+    idle_timeout_s: float | None = 5.0,
+    max_records: int | None = None,
+    codec: AvroCodec | None = None,
+) -> Iterator[tuple[dict[str, Any], Any]]:
+    """Decoded records of every partition of `topic` (no consumer group: nothing to join)."""
+    codec = codec or AvroCodec()
+    consumer = KafkaConsumer(**settings.kafka.kafka_python_config(), enable_auto_commit=False,
+                             consumer_timeout_ms=200)
+    try:
+        deadline = time.monotonic() + 15
+        partitions = consumer.partitions_for_topic(topic)
+        while not partitions and time.monotonic() < deadline:
+            time.sleep(0.2)
+            partitions = consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions or [])]
+        consumer.assign(tps)
+        if from_beginning:
+            consumer.seek_to_beginning(*tps)
+        else:
+            consumer.seek_to_end(*tps)
+        seen = 0
+        last = time.monotonic()
+        while max_records is None or seen < max_records:
+            batch = consumer.poll(timeout_ms=200)
+            if not batch:
+                if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
+                    return
+                continue
+            last = time.monotonic()
+            for messages in batch.values():
+                for msg in messages:
+                    yield codec.decode(msg.value), msg
+                    seen += 1
+                    if max_records is not None and seen >= max_records:
+                        return
+    finally:
+        consumer.close()
+
+
+def format_checkout(checkout: dict[str, Any]) -> str:
+    lines = [
+        f"{checkout['checkout_id']}  {checkout['store_id']}/{checkout['cart_id']}  "
+        f"{checkout['status']}  {checkout['item_count']} items  "
+        f"{checkout['subtotal_cents'] / 100:.2f} {checkout['currency']}  "
+        f"scale {checkout['measured_grams']:.0f} g / expected {checkout['expected_grams']:.0f} g"
+    ]
+    for item in checkout["items"]:
+        unit = "/kg" if item["sold_by_weight"] else ""
+        lines.append(
+            f"    {item['quantity']:>3} x {item['name']:<40} {item['unit_price_cents'] / 100:>7.2f}"
+            f"{unit:<3} {item['grams']:>8.0f} g {item['line_total_cents'] / 100:>8.2f}"
+        )
+    lines += [f"    review: {r}" for r in checkout["review_reasons"]]
+    return "\n".join(lines)
+
+
+def to_json(checkout: dict[str, Any]) -> str:
+    return json.dumps(checkout, sort_keys=True)

@@ -1,0 +1,53 @@
+"""`cartstream worker`: build the Faust app for a set of roles and run it until stopped."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import faust
+from cartstream.models.catalog import Catalog
+from cartstream.schemas.codec import AvroCodec
+from cartstream.services.persistence import Repository, make_engine
+from cartstream.services.settings import Settings
+from cartstream.services.telemetry import setup_tracing
+from cartstream.streams.anomalies import AnomalyStage
+from cartstream.streams.app import create_app
+from cartstream.streams.detect import DetectStage
+from cartstream.streams.persist import PersistRunner
+from cartstream.streams.reason import ReasonStage
+from cartstream.streams.reconcile import ReconcileStage
+from cartstream.streams.runtime import Publisher, StageRunner
+from cartstream.streams.stage import Stage
+
+log = logging.getLogger(__name__)
+
+
+def build_app(settings: Settings, roles: Sequence[str], web: bool = False) -> faust.App:
+    """The Faust app with one agent per role."""
+    setup_tracing(settings)
+    catalog = Catalog.load(settings.catalog_path)
+    app = create_app(settings, roles, web=web)
+    publisher = Publisher(app, AvroCodec())
+    stages: dict[str, Stage] = {}
+    if "detect" in roles:
+        stages["detect"] = DetectStage(settings)
+    if "reason" in roles:
+        stages["reason"] = ReasonStage(settings, catalog)
+    if "anomalies" in roles:
+        stages["anomalies"] = AnomalyStage(settings, catalog)
+    if "reconcile" in roles:
+        stages["reconcile"] = ReconcileStage(settings, catalog)
+    for stage in stages.values():
+        StageRunner(app, stage, settings, publisher)
+    if "persist" in roles:
+        url = settings.database_url.get_secret_value()
+        PersistRunner(app, settings, publisher, Repository(make_engine(url)))
+    return app
+
+
+def run_worker(settings: Settings, roles: Sequence[str], loglevel: str = "info",
+               web: bool = False) -> None:
+    app = build_app(settings, roles, web=web)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
