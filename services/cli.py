@@ -197,14 +197,18 @@ def checkouts_tail(ctx: click.Context, max_records: int | None, as_json: bool, f
               help="Where the run keeps its database, spool, truth and logs.")
 @click.option("--summary-json", type=click.Path(path_type=Path), default=None)
 @click.option("--timeout", type=float, default=300.0, show_default=True)
+@click.option("--speed", type=float, default=10.0, show_default=True,
+              help="Carts publish at this multiple of real time; 0: as fast as possible.")
 @click.pass_context
 def demo(ctx: click.Context, n_carts: int, sessions: int, seed: int, database_url: str | None,
-         run_dir: Path | None, summary_json: Path | None, timeout: float) -> None:
+         run_dir: Path | None, summary_json: Path | None, timeout: float, speed: float) -> None:
     """Broker, worker and simulated carts in one command; prints how well it went."""
     from cartstream.services.demo import DemoConfig, run_demo
 
+    bootstrap = ctx.find_root().params.get("bootstrap")
     config = DemoConfig(carts=n_carts, sessions=sessions, seed=seed, database_url=database_url,
-                        run_dir=run_dir, summary_json=summary_json, timeout_s=timeout)
+                        run_dir=run_dir, summary_json=summary_json, timeout_s=timeout,
+                        bootstrap=bootstrap, speed=speed)
     summary = run_demo(config, console)
     if summary["checkouts_persisted"] != summary["checkouts_requested"]:
         sys.exit(1)

@@ -175,6 +175,7 @@ class Settings(BaseSettings):
     otel_endpoint: str | None = None
     otel_jsonl_path: Path = Path("cartstream-spans.jsonl")
     service_name: str = "cartstream"
+    ready_file: Path | None = None  # touched once the worker owns its partitions (probes, demo)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -157,9 +157,9 @@ def _session_events(
                                 "height": img.shape[0], "jpeg": encode_jpeg(img)}
             events.append((at_ms, topics.frames, CART_FRAME, dict(frame)))
             seq += 1
-    end_ms = ps.start_ms + int(ps.plan.duration_s * 1000)
-    kind: SessionEventKind = "CHECKOUT_REQUESTED" if ps.plan.outcome == "checkout" else "ABANDONED"
     events.sort(key=lambda e: e[0])
+    end_ms = max(ps.start_ms + int(ps.plan.duration_s * 1000), events[-1][0])
+    kind: SessionEventKind = "CHECKOUT_REQUESTED" if ps.plan.outcome == "checkout" else "ABANDONED"
     events.append((end_ms, topics.sessions, SESSION_EVENT, dict(session_event(kind, end_ms, last_w, seq - 1))))
     yield from events
 
@@ -209,14 +209,26 @@ def simulate(
     sink: EventSink,
     truth_path: Path | None = None,
     on_event: Any = None,
+    speed: float = 0.0,
 ) -> SimulationReport:
-    """Publish every planned event through `sink`; write ground truth first."""
+    """Publish every planned event through `sink`; write ground truth first.
+
+    `speed` > 0 paces publishing at that multiple of real time (20: a minute of shopping in
+    3 s); 0 publishes as fast as the sink takes events.
+    """
     started = time.monotonic()
     sessions = plan_carts(config, catalog)
     if truth_path is not None:
         write_truth(sessions, catalog, truth_path)
     counts: Counter[str] = Counter()
-    for _, topic, key, schema, record in cart_events(sessions, catalog, topics, config.rate_hz):
+    first_ms: int | None = None
+    for at_ms, topic, key, schema, record in cart_events(sessions, catalog, topics,
+                                                         config.rate_hz):
+        if speed > 0:
+            first_ms = at_ms if first_ms is None else first_ms
+            delay = started + (at_ms - first_ms) / 1000.0 / speed - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
         sink.send(topic, key, schema, record)
         counts[topic] += 1
         if on_event is not None:

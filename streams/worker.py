@@ -40,6 +40,15 @@ def build_app(settings: Settings, roles: Sequence[str], web: bool = False) -> fa
         stages["reconcile"] = ReconcileStage(settings, catalog)
     for stage in stages.values():
         StageRunner(app, stage, settings, publisher)
+    if settings.ready_file is not None:
+        ready_file = settings.ready_file
+
+        @app.on_rebalance_complete.connect
+        async def _ready(sender: object, **_: object) -> None:
+            ready_file.parent.mkdir(parents=True, exist_ok=True)
+            ready_file.write_text(f"{app.conf.id} ready\n")
+            log.info("worker ready (partitions assigned, tables recovered)")
+
     if "persist" in roles:
         url = settings.database_url.get_secret_value()
         PersistRunner(app, settings, publisher, Repository(make_engine(url)))

@@ -1,0 +1,252 @@
+"""`cartstream demo`: the whole system on one machine, with a score at the end.
+
+Starts the embedded broker (unless a bootstrap is configured), migrates the database (SQLite in
+the run folder unless `--database-url`), creates topics, starts a worker with every role as a
+child process, publishes simulated carts through the cart client, waits until every requested
+checkout is persisted, then scores the run against the ground truth. Child processes are always
+stopped, also on Ctrl-C or error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cartstream.exceptions import CartstreamError
+from cartstream.models.catalog import Catalog
+from cartstream.services.broker import EmbeddedBroker, free_port
+from cartstream.services.cart_client import CartClient
+from cartstream.services.migrate import upgrade
+from cartstream.services.persistence import Repository, make_engine
+from cartstream.services.settings import Settings, load_settings
+from cartstream.services.simulate import SimConfig, plan_carts, simulate
+from cartstream.services.tail import read_topic
+from cartstream.services.topics import ensure_topics
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    carts: int = 4
+    sessions: int = 5
+    seed: int = 7
+    database_url: str | None = None
+    run_dir: Path | None = None
+    summary_json: Path | None = None
+    timeout_s: float = 300.0
+    bootstrap: str | None = None  # None: start the embedded broker
+    speed: float = 10.0  # carts publish at this multiple of real time (0: as fast as possible)
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p99": None}
+    arr = np.asarray(values, dtype=np.float64)
+    return {"p50": round(float(np.percentile(arr, 50)), 1),
+            "p99": round(float(np.percentile(arr, 99)), 1)}
+
+
+class WorkerProcess:
+    """`cartstream worker` as a child process with its own settings environment."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, roles: str = "all") -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cartstream", "--log-level", "warning", "worker", "--roles", roles],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_ready(self, ready_file: Path, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not ready_file.exists():
+            if not self.alive():
+                raise CartstreamError(f"worker exited during start-up; see {self.log_path}")
+            if time.monotonic() > deadline:
+                raise CartstreamError(f"worker not ready after {timeout_s:.0f} s; see {self.log_path}")
+            time.sleep(0.1)
+
+    def stop(self, kill: bool = False, timeout_s: float = 20.0) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+
+
+def worker_env(
+    settings: Settings, app_id: str, database_url: str, ready_file: Path
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARTSTREAM_")}
+    env.update({
+        "CARTSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "CARTSTREAM_BROKER_PROFILE": settings.broker_profile,
+        "CARTSTREAM_DATABASE_URL": database_url,
+        "CARTSTREAM_APP_ID": app_id,
+        "CARTSTREAM_WEB_PORT": str(free_port()),
+        "CARTSTREAM_READY_FILE": str(ready_file),
+    })
+    for key, value in os.environ.items():  # keep the user's other settings (topics, SASL, ...)
+        if key.startswith("CARTSTREAM_") and key not in env:
+            env[key] = value
+    return env
+
+
+def score(
+    repo: Repository, truth: dict[str, dict[str, Any]], changes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Accuracy against ground truth, from what was persisted and published."""
+    requested = [sid for sid, t in truth.items() if t["outcome"] == "checkout"]
+    rows = {row.session_id: row for row in repo.checkouts(requested)}
+    correct = sum(
+        1 for sid in requested
+        if sid in rows and {i.sku: i.quantity for i in rows[sid].items} == truth[sid]["basket"]
+    )
+    latencies = [
+        float(c["published_ms"] - c["source_produced_ms"])
+        for c in changes if c["action"] in ("ADD", "REMOVE", "UNKNOWN")
+    ]
+    statuses = Counter(row.status for row in rows.values())
+    return {
+        "sessions": len(truth),
+        "checkouts_requested": len(requested),
+        "checkouts_persisted": len(rows),
+        "checkout_accuracy": round(correct / len(requested), 4) if requested else None,
+        "status": dict(statuses),
+        "anomalies_by_kind": dict(repo.anomalies_by_kind()),
+        "latency_ms": _percentiles(latencies),
+        "basket_changes": len(latencies),
+    }
+
+
+def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
+    run_id = uuid.uuid4().hex[:8]
+    run_dir = config.run_dir or Path("cartstream-run") / time.strftime(f"%Y%m%d-%H%M%S-{run_id}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    database_url = config.database_url or f"sqlite:///{(run_dir / 'cartstream.db').resolve()}"
+    base = load_settings()
+    broker = None if config.bootstrap else EmbeddedBroker(log_path=run_dir / "broker.log")
+    worker: WorkerProcess | None = None
+    client: CartClient | None = None
+    try:
+        if broker is not None:
+            broker.start()
+            base = base.with_overrides(
+                kafka={**base.kafka.model_dump(), "bootstrap_servers": broker.bootstrap},
+                broker_profile="tansu",
+            )
+        elif config.bootstrap:
+            base = base.with_overrides(
+                kafka={**base.kafka.model_dump(), "bootstrap_servers": config.bootstrap})
+        settings = base.with_overrides(database_url=database_url)
+        console.print(f"[bold]cartstream demo[/] run {run_id}: broker {settings.kafka.bootstrap_servers}"
+                      f", database {make_engine(database_url).url.render_as_string()}, folder {run_dir}")
+        upgrade(database_url)
+        ensure_topics(settings)
+        ready = run_dir / "worker.ready"
+        worker = WorkerProcess(worker_env(settings, f"demo-{run_id}", database_url, ready),
+                               run_dir / "worker.log")
+        with console.status("starting the worker (joining its consumer group)..."):
+            worker.wait_ready(ready, timeout_s=90)
+        catalog = Catalog.load(settings.catalog_path)
+        sim = SimConfig(carts=config.carts, sessions=config.sessions, seed=config.seed,
+                        run_id=run_id)
+        truth_path = run_dir / "truth.jsonl"
+        requested = sum(1 for s in plan_carts(sim, catalog) if s.plan.outcome == "checkout")
+        repo = Repository(make_engine(database_url))
+        client = CartClient(settings, run_dir / "spool")
+        started = time.monotonic()
+        with Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console) as progress:
+            sent = progress.add_task("events published", total=None)
+            done = progress.add_task("checkouts persisted", total=requested)
+
+            def on_event(_topic: str, counts: Counter[str]) -> None:
+                total = sum(counts.values())
+                if total % 200 == 0:
+                    progress.update(sent, completed=total)
+
+            report = simulate(sim, catalog, settings.topics, client, truth_path, on_event,
+                              speed=config.speed)
+            progress.update(sent, completed=sum(report.events.values()),
+                            total=sum(report.events.values()))
+            client.flush(timeout_s=config.timeout_s)
+            deadline = started + config.timeout_s
+            persisted = 0
+            while time.monotonic() < deadline:
+                persisted = repo.count_checkouts()
+                progress.update(done, completed=persisted)
+                if persisted >= requested:
+                    break
+                if not worker.alive():
+                    raise CartstreamError(f"worker exited early; see {worker.log_path}")
+                time.sleep(0.25)
+        elapsed = time.monotonic() - started
+        changes = [r for r, _ in read_topic(settings, settings.topics.basket_changes,
+                                            idle_timeout_s=2.0)]
+        from cartstream.services.simulate import read_truth
+
+        summary = score(repo, read_truth(truth_path), changes)
+        events = sum(report.events.values())
+        summary.update({
+            "events": events,
+            "events_by_topic": dict(report.events),
+            "seconds": round(elapsed, 2),
+            "events_per_s": round(events / elapsed, 1) if elapsed else None,
+            "run_dir": str(run_dir),
+            "seed": config.seed,
+            "speed": config.speed,
+        })
+        _print_summary(console, summary)
+        if config.summary_json:
+            config.summary_json.parent.mkdir(parents=True, exist_ok=True)
+            config.summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+    finally:
+        if client is not None:
+            client.close(timeout_s=5)
+        if worker is not None:
+            worker.stop()
+        if broker is not None:
+            broker.stop()
+
+
+def _print_summary(console: Console, s: dict[str, Any]) -> None:
+    table = Table(title="cartstream demo", show_header=False)
+    rows = [
+        ("sessions", s["sessions"]),
+        ("checkouts requested", s["checkouts_requested"]),
+        ("checkouts persisted", s["checkouts_persisted"]),
+        ("checkout accuracy (cAcc)", s["checkout_accuracy"]),
+        ("decisions", ", ".join(f"{k} {v}" for k, v in sorted(s["status"].items())) or "-"),
+        ("anomalies", ", ".join(f"{k} {v}" for k, v in sorted(s["anomalies_by_kind"].items()))
+         or "none"),
+        ("latency p50 / p99 (ms)", f"{s['latency_ms']['p50']} / {s['latency_ms']['p99']}"),
+        ("events", s["events"]),
+        ("events/s", s["events_per_s"]),
+        ("wall time (s)", s["seconds"]),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    console.print(table)

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import pytest
+
+from cartstream.models.basket import MIN_TOLERANCE_G, Basket
+from cartstream.models.catalog import Catalog
+
+
+def test_units_and_bags(catalog: Catalog) -> None:
+    b = Basket()
+    b.add(catalog, "PAN-TUNA-160", 2, 370)
+    b.add(catalog, "PRD-APPLE", 1, 812.4)
+    b.add(catalog, "PRD-APPLE", 1, 400.0)
+    assert b.counts() == {"PAN-TUNA-160": 2, "PRD-APPLE": 2}
+    assert b.expected_grams(catalog) == pytest.approx(2 * 185 + 812.4 + 400.0)
+    assert b.remove(catalog, "PRD-APPLE", 1, -401.0)
+    assert b.bags == {"PRD-APPLE": [812.4]}
+    assert not b.remove(catalog, "PAN-TUNA-160", 3, 555)
+    assert b.remove(catalog, "PAN-TUNA-160", 2, 370)
+    assert Basket.from_dict(b.to_dict()) == b
+
+
+def test_tolerance_grows_with_the_basket(catalog: Catalog) -> None:
+    small, big = Basket(), Basket()
+    small.add(catalog, "SNK-CHOC-MILK-100", 1, 104)
+    big.add(catalog, "HH-TOILET-9", 4, 4040)
+    big.add(catalog, "BEV-LAGER-6PK", 3, 7050)
+    assert small.tolerance_grams(catalog) == MIN_TOLERANCE_G
+    assert big.tolerance_grams(catalog) > MIN_TOLERANCE_G

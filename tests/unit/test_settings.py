@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pytest
+
+from cartstream.exceptions import ConfigurationError
+from cartstream.services.settings import BrokerTuning, Settings, load_settings
+
+
+def test_environment_sets_nested_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARTSTREAM_KAFKA__BOOTSTRAP_SERVERS", "b1:9093, b2:9093")
+    monkeypatch.setenv("CARTSTREAM_TOPICS__STREAM_PARTITIONS", "32")
+    monkeypatch.setenv("CARTSTREAM_DATABASE_URL", "postgresql+psycopg://u:secret@db/x")
+    s = load_settings()
+    assert s.kafka.bootstrap_list == ["b1:9093", "b2:9093"]
+    assert s.topics.all_topics()["cart.frames"] == 32
+    assert "secret" not in repr(s)  # secrets never print
+    assert s.database_url.get_secret_value().endswith("@db/x")
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(Exception):
+        s.app_id = "other"  # type: ignore[misc]
+
+
+def test_sasl_needs_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARTSTREAM_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    with pytest.raises(ConfigurationError, match="sasl_mechanism"):
+        load_settings()
+    monkeypatch.setenv("CARTSTREAM_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("CARTSTREAM_KAFKA__SASL_USERNAME", "cart")
+    monkeypatch.setenv("CARTSTREAM_KAFKA__SASL_PASSWORD", "pw")
+    cfg = load_settings().kafka.kafka_python_config()
+    assert cfg["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert cfg["sasl_plain_password"] == "pw"
+    assert cfg["security_protocol"] == "SASL_SSL"
+
+
+def test_broker_workarounds_only_in_the_tansu_profile() -> None:
+    kafka, tansu = BrokerTuning.for_profile("kafka"), BrokerTuning.for_profile("tansu")
+    assert kafka.producer_max_batch_bytes > 1
+    assert tansu.producer_max_batch_bytes == 1
+    assert tansu.session_timeout_s < kafka.session_timeout_s
+    assert Settings().tuning == kafka
+    assert Settings(broker_profile="tansu").tuning == tansu
+
+
+def test_overrides_are_validated() -> None:
+    with pytest.raises(ConfigurationError):
+        Settings().with_overrides(otel_exporter="otlp")  # needs an endpoint

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from cartstream.models.catalog import Catalog
+from cartstream.models.shopper import plan_session
+from cartstream.services.settings import TopicSettings
+from cartstream.services.simulate import SimConfig, cart_events, plan_carts
+
+
+def test_same_seed_same_sessions(catalog: Catalog) -> None:
+    a = plan_session(np.random.default_rng((1, 2, 3)), catalog, 0)
+    b = plan_session(np.random.default_rng((1, 2, 3)), catalog, 0)
+    c = plan_session(np.random.default_rng((1, 2, 4)), catalog, 0)
+    assert a == b and a != c
+
+
+def test_truth_matches_the_actions(catalog: Catalog) -> None:
+    for i in range(30):
+        plan = plan_session(np.random.default_rng(i), catalog, i)
+        basket: dict[str, int] = {}
+        for action in plan.actions:
+            sign = 1 if action.action == "ADD" else -1
+            basket[action.sku] = basket.get(action.sku, 0) + sign * action.quantity
+        assert {k: v for k, v in basket.items() if v} == dict(plan.basket())
+        assert all(v > 0 for v in plan.basket().values())
+
+
+def test_events_are_ordered_backdated_and_closed(catalog: Catalog) -> None:
+    topics = TopicSettings()
+    config = SimConfig(carts=2, sessions=2, seed=5, run_id="t")
+    sessions = plan_carts(config, catalog)
+    events = list(cart_events(sessions, catalog, topics, 50.0))
+    times = [e[0] for e in events]
+    assert times == sorted(times)
+    assert max(times) <= time.time() * 1000
+    closing = [e[4] for e in events if e[1] == topics.sessions and e[4]["kind"] != "STARTED"]
+    assert len(closing) == 4
+    for close in closing:
+        packets = [e[4] for e in events
+                   if e[1] == topics.weights and e[4]["session_id"] == close["session_id"]]
+        assert close["last_weight_sequence"] == len(packets) - 1
+        assert [p["sequence"] for p in packets] == list(range(len(packets)))
