@@ -1,0 +1,118 @@
+"""A real worker process on the real broker and Postgres: good sessions become checkouts, bad
+input becomes dead letters with reasons, and the worker keeps going."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from click.testing import CliRunner
+from kafka import KafkaProducer
+
+from cartstream.models.catalog import Catalog
+from cartstream.models.render import encode_jpeg
+from cartstream.schemas.codec import AvroCodec
+from cartstream.schemas.records import CART_FRAME, SESSION_EVENT, WEIGHT_PACKET
+from cartstream.services.cart_client import CartClient
+from cartstream.services.cli import cli
+from cartstream.services.demo import WorkerProcess, worker_env
+from cartstream.services.persistence import Repository, make_engine
+from cartstream.services.settings import Settings
+from cartstream.services.simulate import SimConfig, read_truth, simulate
+from cartstream.services.tail import read_topic
+from cartstream.services.topics import ensure_topics
+
+
+def bad_inputs(settings: Settings) -> list[tuple[str, bytes, str]]:
+    """(topic, value, expected reason) for each kind of bad input."""
+    codec, now = AvroCodec(), int(time.time() * 1000)
+    ids = {"cart_id": "cart-bad", "store_id": "s", "session_id": "bad-session"}
+    packet = {"event_id": "b1", **ids, "sequence": 0, "start_time_ms": now - 1000,
+              "sample_rate_hz": 50.0, "samples_g": [1.0, float("nan")]}
+    frame = {"event_id": "b2", **ids, "camera_id": 0, "sequence": 0, "capture_time_ms": now,
+             "width": 8, "height": 8, "jpeg": b"\xff\xd8\xff\xe0 not a jpeg"}
+    empty = {**frame, "event_id": "b3", "jpeg": b""}
+    future = {"event_id": "b4", **ids, "kind": "STARTED", "time_ms": now + 3_600_000,
+              "last_weight_sequence": -1, "last_frame_sequence": -1}
+    negative = {**packet, "event_id": "b5", "samples_g": [-9000.0]}
+    no_session = {**packet, "event_id": "b6", "session_id": "", "samples_g": [5.0]}
+    ok_image = encode_jpeg(np.zeros((8, 8, 3), dtype=np.uint8))
+    wrong_schema = codec.encode(CART_FRAME, {**frame, "event_id": "b7", "jpeg": ok_image})
+    t = settings.topics
+    return [
+        (t.weights, b"{\"weight\": 12}", "bad marker"),
+        (t.weights, codec.encode(WEIGHT_PACKET, packet), "NaN"),
+        (t.frames, codec.encode(CART_FRAME, frame), "undecodable JPEG"),
+        (t.frames, codec.encode(CART_FRAME, empty), "empty frame"),
+        (t.sessions, codec.encode(SESSION_EVENT, future), "in the future"),
+        (t.weights, codec.encode(WEIGHT_PACKET, negative), "negative weight"),
+        (t.weights, codec.encode(WEIGHT_PACKET, no_session), "missing session_id"),
+        (t.weights, wrong_schema, "wrong schema"),
+    ]
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.25)
+
+
+def test_worker_turns_sessions_into_checkouts_and_bad_input_into_dead_letters(
+    broker_settings: Callable[..., Settings], pg_url: str, tmp_path: Path, catalog: Catalog,
+) -> None:
+    settings = broker_settings(database_url=pg_url)
+    ensure_topics(settings)
+    ready = tmp_path / "ready"
+    worker = WorkerProcess(worker_env(settings, settings.app_id, pg_url, ready),
+                           tmp_path / "worker.log")
+    try:
+        worker.wait_ready(ready, timeout_s=60)
+        producer = KafkaProducer(**settings.kafka.kafka_python_config())
+        bad = bad_inputs(settings)
+        for topic, value, _ in bad:
+            producer.send(topic, key=b"cart-bad", value=value).get(timeout=10)
+        producer.close()
+        client = CartClient(settings, tmp_path / "spool")
+        report = simulate(SimConfig(carts=2, sessions=2, seed=21, run_id=uuid.uuid4().hex[:6]),
+                          catalog, settings.topics, client, tmp_path / "truth.jsonl")
+        assert client.close(60)
+        truth = read_truth(tmp_path / "truth.jsonl")
+        requested = [s for s, t in truth.items() if t["outcome"] == "checkout"]
+        repo = Repository(make_engine(pg_url))
+        wait_for(lambda: len(repo.checkouts(requested)) == len(requested), 90, "checkouts")
+        letters = [r for r, _ in read_topic(settings, settings.topics.dead_letters,
+                                            idle_timeout_s=2)]
+        assert worker.alive()
+    finally:
+        worker.stop()
+    assert report.checkouts_requested == len(requested) > 0
+    assert len(letters) == len(bad)
+    reasons = sorted(letter["reason"] for letter in letters)
+    for _, value, reason in bad:
+        match = [letter for letter in letters if reason in letter["reason"]]
+        assert match, f"no dead letter says {reason!r}: {reasons}"
+        assert match[0]["payload"] == value and match[0]["source_key"] == b"cart-bad"
+        assert match[0]["source_offset"] >= 0
+    rows = repo.checkouts(requested)
+    assert len({r.checkout_id for r in rows}) == len(requested)  # no duplicates
+
+    # a retailer's view: the checkouts topic decoded with nothing but the .avsc files
+    result = CliRunner().invoke(
+        cli, ["--bootstrap", settings.kafka.bootstrap_servers, "checkouts", "tail",
+              "--max", str(len(requested)), "--json"], obj={},
+    )
+    assert result.exit_code == 0, result.output
+    tailed: list[dict[str, Any]] = [json.loads(line) for line in result.output.splitlines()]
+    assert {c["session_id"] for c in tailed} == set(requested)
+    for c in tailed:
+        persisted = repo.basket_of(c["session_id"])
+        assert persisted == {i["sku"]: i["quantity"] for i in c["items"]}
+        assert c["checkout_id"] == next(r.checkout_id for r in rows
+                                        if r.session_id == c["session_id"])
