@@ -63,7 +63,7 @@ class Basket:
         var = sum(q * catalog[s].unit_grams_sd ** 2 for s, q in self.units.items())
         readings = 1 + sum(len(b) for b in self.bags.values())
         var += readings * SCALE_READING_SD_G**2
-        return max(MIN_TOLERANCE_G, 3.0 * math.sqrt(var))
+        return float(max(MIN_TOLERANCE_G, 3.0 * math.sqrt(var)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"units": dict(self.units), "bags": {k: list(v) for k, v in self.bags.items()}}

@@ -1,4 +1,4 @@
-"""The store catalog: every SKU's name, price and weight, as the simulator and the pipeline see it."""
+"""The store catalog: every SKU's name, price and weight, for the simulator and the pipeline."""
 
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ class Catalog:
     @cached_property
     def popularity(self) -> np.ndarray:
         pop = np.array([s.popularity for s in self.skus], dtype=np.float64)
-        return pop / pop.sum()
+        share: np.ndarray = pop / pop.sum()
+        return share
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Catalog:

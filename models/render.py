@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+
 from cartstream.models.catalog import Sku
 
 FRAME_SIZE = 224

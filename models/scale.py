@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from cartstream.models.shopper import SessionPlan
 
 DEFAULT_RATE_HZ = 50.0

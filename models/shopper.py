@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+
 from cartstream.models.catalog import Catalog, Sku
 
 Action = Literal["ADD", "REMOVE"]
@@ -117,9 +118,7 @@ def plan_session(
     bumps = _plan_bumps(rng, actions, duration, p)
     outcome: Outcome = "abandoned" if rng.random() < p.abandon_rate else "checkout"
     drift = float(rng.normal(0.0, 1.5))
-    return SessionPlan(
-        index, tuple(actions), bumps, outcome, duration, drift, frozenset(scenarios)
-    )
+    return SessionPlan(index, tuple(actions), bumps, outcome, duration, drift, frozenset(scenarios))
 
 
 def _plan_bumps(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
 from cartstream.models.catalog import Catalog
 
 MatchAction = Literal["ADD", "REMOVE", "UNKNOWN"]

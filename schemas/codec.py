@@ -15,10 +15,10 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from cartstream.schemas.registry import SchemaRegistry, SchemaVersion, default_registry
 from fastavro import schemaless_reader, schemaless_writer
 
 from cartstream.exceptions import DecodeError, SchemaError
+from cartstream.schemas.registry import SchemaRegistry, SchemaVersion, default_registry
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10

@@ -6,11 +6,13 @@ version N-1. The check itself is the `avro` package's ReaderWriterCompatibilityC
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
+
 from cartstream.schemas.registry import SchemaRegistry
 
 
@@ -30,7 +32,7 @@ def check_backward(registry: SchemaRegistry) -> list[CompatResult]:
     for name in registry.names():
         versions = registry.versions(name)
         results.append(CompatResult(name, versions[0].version, None, True, "first version"))
-        for writer, reader in zip(versions, versions[1:], strict=False):
+        for writer, reader in itertools.pairwise(versions):
             reader_schema = avro.schema.parse(json.dumps(reader.raw))
             writer_schema = avro.schema.parse(json.dumps(writer.raw))
             outcome = checker.get_compatibility(reader_schema, writer_schema)

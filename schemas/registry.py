@@ -65,9 +65,7 @@ class SchemaRegistry:
         except Exception as exc:
             raise SchemaError(f"{path.name}: not a valid Avro schema: {exc}") from exc
         fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
-        version = SchemaVersion(
-            match["name"], int(match["version"]), path, raw, parsed, fp
-        )
+        version = SchemaVersion(match["name"], int(match["version"]), path, raw, parsed, fp)
         self._versions.setdefault(version.name, {})[version.version] = version
         if fp in self._by_fingerprint and self._by_fingerprint[fp].name != version.name:
             raise SchemaError(f"{path.name} has the same fingerprint as another schema")

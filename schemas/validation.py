@@ -12,9 +12,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-from cartstream.schemas.records import CartFrame, SessionEvent, WeightPacket
 
 from cartstream.exceptions import ValidationError
+from cartstream.schemas.records import CartFrame, SessionEvent, WeightPacket
 
 MAX_NET_GRAMS = 150_000.0  # a loaded cart's scale tops out well below 150 kg
 MIN_NET_GRAMS = -500.0  # tare noise and a hand lifting the basket edge go slightly negative
@@ -53,7 +53,9 @@ def validate_weight_packet(packet: WeightPacket, now_ms: int, max_skew_s: float)
     if not samples:
         raise ValidationError("no samples")
     if len(samples) > MAX_SAMPLES_PER_PACKET:
-        raise ValidationError(f"{len(samples)} samples in one packet (limit {MAX_SAMPLES_PER_PACKET})")
+        raise ValidationError(
+            f"{len(samples)} samples in one packet (limit {MAX_SAMPLES_PER_PACKET})"
+        )
     arr = np.asarray(samples, dtype=np.float64)
     if not np.isfinite(arr).all():
         raise ValidationError("NaN or infinite weight sample")
@@ -91,7 +93,9 @@ def validate_frame(
         raise ValidationError(f"frame size {w}x{h} outside 1..{MAX_FRAME_SIDE}")
     if not decode:
         return None
-    image = cv2.imdecode(np.frombuffer(frame["jpeg"], dtype=np.uint8), cv2.IMREAD_COLOR)
+    image: np.ndarray | None = cv2.imdecode(
+        np.frombuffer(frame["jpeg"], dtype=np.uint8), cv2.IMREAD_COLOR
+    )
     if image is None:
         raise ValidationError("undecodable JPEG")
     if image.shape[0] != h or image.shape[1] != w:

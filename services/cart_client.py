@@ -78,8 +78,9 @@ class CartClient:
     def send(self, topic: str, key: str, schema: str, record: dict[str, Any]) -> int:
         """Spool one event; returns its spool index. Never blocks on the network."""
         value = self.codec.encode(schema, record)
-        with message_span("send", topic, kind=SpanKind.PRODUCER,
-                          attributes={"messaging.kafka.message.key": key}):
+        with message_span(
+            "send", topic, kind=SpanKind.PRODUCER, attributes={"messaging.kafka.message.key": key}
+        ):
             trace = current_traceparent()
         headers = [*self.codec.headers(schema), (EVENT_ID_HEADER, str(record["event_id"]).encode())]
         if trace:
@@ -142,8 +143,11 @@ class CartClient:
                 fut.get(timeout=0)
             return True
         except (KafkaError, OSError, AssertionError) as exc:
-            log.warning("cart sender: broker unavailable (%s); %d events spooled",
-                        type(exc).__name__, self.spool.pending())
+            log.warning(
+                "cart sender: broker unavailable (%s); %d events spooled",
+                type(exc).__name__,
+                self.spool.pending(),
+            )
             self._reset_producer()
             return False
 

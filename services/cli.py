@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import uuid
@@ -25,18 +26,25 @@ def _settings(ctx: click.Context, **overrides: Any) -> Settings:
 
 
 @click.group()
-@click.option("--log-level", default="warning", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers (overrides settings).")
 @click.pass_context
 def cli(ctx: click.Context, log_level: str, bootstrap: str | None) -> None:
     """cartstream: smart-cart frames and weights in, reconciled checkouts out."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     ctx.ensure_object(dict)
     settings = load_settings()
     if bootstrap:
-        settings = settings.with_overrides(kafka={**settings.kafka.model_dump(),
-                                                  "bootstrap_servers": bootstrap})
+        settings = settings.with_overrides(
+            kafka={**settings.kafka.model_dump(), "bootstrap_servers": bootstrap}
+        )
     ctx.obj["settings"] = settings
     ctx.obj["log_level"] = log_level
 
@@ -51,10 +59,8 @@ def broker(port: int) -> None:
 
     b = EmbeddedBroker(port)
     console.print(f"[bold]Tansu broker on {b.bootstrap}[/] (in-memory; Ctrl-C stops it)")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         subprocess.run(b.command(), check=False)
-    except KeyboardInterrupt:
-        pass
 
 
 @cli.group()
@@ -74,10 +80,18 @@ def topics_create(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.option("--roles", default="all", show_default=True,
-              help="Comma-separated subset of detect,reason,reconcile,anomalies,persist.")
-@click.option("--web/--no-web", default=False, show_default=True,
-              help="Serve Faust's web endpoints on CARTSTREAM_WEB_PORT.")
+@click.option(
+    "--roles",
+    default="all",
+    show_default=True,
+    help="Comma-separated subset of detect,reason,reconcile,anomalies,persist.",
+)
+@click.option(
+    "--web/--no-web",
+    default=False,
+    show_default=True,
+    help="Serve Faust's web endpoints on CARTSTREAM_WEB_PORT.",
+)
 @click.pass_context
 def worker(ctx: click.Context, roles: str, web: bool) -> None:
     """Run stream stages as a Faust worker until stopped."""
@@ -97,29 +111,48 @@ def carts() -> None:
 @click.option("--carts", "n_carts", type=int, default=4, show_default=True)
 @click.option("--sessions", type=int, default=5, show_default=True, help="Sessions per cart.")
 @click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--truth", type=click.Path(path_type=Path), default=Path("cartstream-truth.jsonl"),
-              show_default=True, help="Where the ground truth goes (never into the pipeline).")
-@click.option("--spool-dir", type=click.Path(path_type=Path), default=None,
-              help="The cart client's on-disk spool (default: a fresh folder per run).")
+@click.option(
+    "--truth",
+    type=click.Path(path_type=Path),
+    default=Path("cartstream-truth.jsonl"),
+    show_default=True,
+    help="Where the ground truth goes (never into the pipeline).",
+)
+@click.option(
+    "--spool-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The cart client's on-disk spool (default: a fresh folder per run).",
+)
 @click.option("--run-id", default=None, help="Pins session ids (default: random per run).")
 @click.pass_context
-def carts_simulate(ctx: click.Context, n_carts: int, sessions: int, seed: int, truth: Path,
-                   spool_dir: Path | None, run_id: str | None) -> None:
+def carts_simulate(
+    ctx: click.Context,
+    n_carts: int,
+    sessions: int,
+    seed: int,
+    truth: Path,
+    spool_dir: Path | None,
+    run_id: str | None,
+) -> None:
     """Publish simulated shopper sessions through the cart client."""
     from cartstream.models.catalog import Catalog
     from cartstream.services.cart_client import CartClient
     from cartstream.services.simulate import SimConfig, simulate
 
     settings = _settings(ctx)
-    config = SimConfig(carts=n_carts, sessions=sessions, seed=seed,
-                       run_id=run_id or uuid.uuid4().hex[:8])
+    config = SimConfig(
+        carts=n_carts, sessions=sessions, seed=seed, run_id=run_id or uuid.uuid4().hex[:8]
+    )
     spool = spool_dir or Path(".cartstream") / "spool" / config.run_id
     client = CartClient(settings, spool)
     report = simulate(config, Catalog.load(settings.catalog_path), settings.topics, client, truth)
     drained = client.close(timeout_s=120)
-    click.echo(f"{report.sessions} sessions ({report.checkouts_requested} checkouts requested), "
-               f"{sum(report.events.values())} events in {report.seconds:.1f} s; "
-               f"truth in {truth}" + ("" if drained else f"; {client.pending()} still spooled"))
+    click.echo(
+        f"{report.sessions} sessions ({report.checkouts_requested} checkouts requested), "
+        f"{sum(report.events.values())} events in {report.seconds:.1f} s; "
+        f"truth in {truth}" + ("" if drained else f"; {client.pending()} still spooled")
+    )
     if not drained:
         sys.exit(1)
 
@@ -173,17 +206,27 @@ def checkouts() -> None:
 @click.option("--max", "max_records", type=int, default=None, help="Stop after N checkouts.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--from-end", is_flag=True, help="Only checkouts published from now on.")
-@click.option("--idle-timeout", type=float, default=None,
-              help="Stop after this many seconds without a checkout (default: never).")
+@click.option(
+    "--idle-timeout",
+    type=float,
+    default=None,
+    help="Stop after this many seconds without a checkout (default: never).",
+)
 @click.pass_context
-def checkouts_tail(ctx: click.Context, max_records: int | None, as_json: bool, from_end: bool,
-                   idle_timeout: float | None) -> None:
+def checkouts_tail(
+    ctx: click.Context,
+    max_records: int | None,
+    as_json: bool,
+    from_end: bool,
+    idle_timeout: float | None,
+) -> None:
     """Print decoded checkouts as a retailer's consumer sees them."""
     from cartstream.services.tail import format_checkout, read_topic, to_json
 
     settings = _settings(ctx)
-    for record, _msg in read_topic(settings, settings.topics.checkouts, not from_end,
-                                   idle_timeout, max_records):
+    for record, _msg in read_topic(
+        settings, settings.topics.checkouts, not from_end, idle_timeout, max_records
+    ):
         click.echo(to_json(record) if as_json else format_checkout(record))
 
 
@@ -191,24 +234,51 @@ def checkouts_tail(ctx: click.Context, max_records: int | None, as_json: bool, f
 @click.option("--carts", "n_carts", type=int, default=4, show_default=True)
 @click.option("--sessions", type=int, default=5, show_default=True, help="Sessions per cart.")
 @click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--database-url", default=None,
-              help="Default: an embedded SQLite file in the run folder.")
-@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
-              help="Where the run keeps its database, spool, truth and logs.")
+@click.option(
+    "--database-url", default=None, help="Default: an embedded SQLite file in the run folder."
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the run keeps its database, spool, truth and logs.",
+)
 @click.option("--summary-json", type=click.Path(path_type=Path), default=None)
 @click.option("--timeout", type=float, default=300.0, show_default=True)
-@click.option("--speed", type=float, default=10.0, show_default=True,
-              help="Carts publish at this multiple of real time; 0: as fast as possible.")
+@click.option(
+    "--speed",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Carts publish at this multiple of real time; 0: as fast as possible.",
+)
 @click.pass_context
-def demo(ctx: click.Context, n_carts: int, sessions: int, seed: int, database_url: str | None,
-         run_dir: Path | None, summary_json: Path | None, timeout: float, speed: float) -> None:
+def demo(
+    ctx: click.Context,
+    n_carts: int,
+    sessions: int,
+    seed: int,
+    database_url: str | None,
+    run_dir: Path | None,
+    summary_json: Path | None,
+    timeout: float,
+    speed: float,
+) -> None:
     """Broker, worker and simulated carts in one command; prints how well it went."""
     from cartstream.services.demo import DemoConfig, run_demo
 
     bootstrap = ctx.find_root().params.get("bootstrap")
-    config = DemoConfig(carts=n_carts, sessions=sessions, seed=seed, database_url=database_url,
-                        run_dir=run_dir, summary_json=summary_json, timeout_s=timeout,
-                        bootstrap=bootstrap, speed=speed)
+    config = DemoConfig(
+        carts=n_carts,
+        sessions=sessions,
+        seed=seed,
+        database_url=database_url,
+        run_dir=run_dir,
+        summary_json=summary_json,
+        timeout_s=timeout,
+        bootstrap=bootstrap,
+        speed=speed,
+    )
     summary = run_demo(config, console)
     if summary["checkouts_persisted"] != summary["checkouts_requested"]:
         sys.exit(1)

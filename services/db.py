@@ -45,7 +45,9 @@ class CheckoutRow(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     review_reasons: Mapped[list[str]] = mapped_column(JsonType)
     reasoning: Mapped[str] = mapped_column(String(16))
-    persisted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    persisted_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
 
     items: Mapped[list[CheckoutItemRow]] = relationship(
         back_populates="checkout", order_by="CheckoutItemRow.line_no"
@@ -82,7 +84,9 @@ class AnomalyRow(Base):
     detected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     description: Mapped[str] = mapped_column(Text)
     evidence: Mapped[dict[str, Any]] = mapped_column(JsonType)
-    persisted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    persisted_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
 
 
 class CheckoutAnomalyRow(Base):

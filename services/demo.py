@@ -55,8 +55,10 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p99": None}
     arr = np.asarray(values, dtype=np.float64)
-    return {"p50": round(float(np.percentile(arr, 50)), 1),
-            "p99": round(float(np.percentile(arr, 99)), 1)}
+    return {
+        "p50": round(float(np.percentile(arr, 50)), 1),
+        "p99": round(float(np.percentile(arr, 99)), 1),
+    }
 
 
 class WorkerProcess:
@@ -66,8 +68,20 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cartstream", "--log-level", "warning", "worker", "--roles", roles],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "cartstream",
+                "--log-level",
+                "warning",
+                "worker",
+                "--roles",
+                roles,
+            ],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def alive(self) -> bool:
@@ -79,7 +93,9 @@ class WorkerProcess:
             if not self.alive():
                 raise CartstreamError(f"worker exited during start-up; see {self.log_path}")
             if time.monotonic() > deadline:
-                raise CartstreamError(f"worker not ready after {timeout_s:.0f} s; see {self.log_path}")
+                raise CartstreamError(
+                    f"worker not ready after {timeout_s:.0f} s; see {self.log_path}"
+                )
             time.sleep(0.1)
 
     def stop(self, kill: bool = False, timeout_s: float = 20.0) -> None:
@@ -99,14 +115,16 @@ def worker_env(
     settings: Settings, app_id: str, database_url: str, ready_file: Path
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARTSTREAM_")}
-    env.update({
-        "CARTSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "CARTSTREAM_BROKER_PROFILE": settings.broker_profile,
-        "CARTSTREAM_DATABASE_URL": database_url,
-        "CARTSTREAM_APP_ID": app_id,
-        "CARTSTREAM_WEB_PORT": str(free_port()),
-        "CARTSTREAM_READY_FILE": str(ready_file),
-    })
+    env.update(
+        {
+            "CARTSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "CARTSTREAM_BROKER_PROFILE": settings.broker_profile,
+            "CARTSTREAM_DATABASE_URL": database_url,
+            "CARTSTREAM_APP_ID": app_id,
+            "CARTSTREAM_WEB_PORT": str(free_port()),
+            "CARTSTREAM_READY_FILE": str(ready_file),
+        }
+    )
     for key, value in os.environ.items():  # keep the user's other settings (topics, SASL, ...)
         if key.startswith("CARTSTREAM_") and key not in env:
             env[key] = value
@@ -120,12 +138,14 @@ def score(
     requested = [sid for sid, t in truth.items() if t["outcome"] == "checkout"]
     rows = {row.session_id: row for row in repo.checkouts(requested)}
     correct = sum(
-        1 for sid in requested
+        1
+        for sid in requested
         if sid in rows and {i.sku: i.quantity for i in rows[sid].items} == truth[sid]["basket"]
     )
     latencies = [
         float(c["published_ms"] - c["source_produced_ms"])
-        for c in changes if c["action"] in ("ADD", "REMOVE", "UNKNOWN")
+        for c in changes
+        if c["action"] in ("ADD", "REMOVE", "UNKNOWN")
     ]
     statuses = Counter(row.status for row in rows.values())
     return {
@@ -158,27 +178,37 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
             )
         elif config.bootstrap:
             base = base.with_overrides(
-                kafka={**base.kafka.model_dump(), "bootstrap_servers": config.bootstrap})
+                kafka={**base.kafka.model_dump(), "bootstrap_servers": config.bootstrap}
+            )
         settings = base.with_overrides(database_url=database_url)
-        console.print(f"[bold]cartstream demo[/] run {run_id}: broker {settings.kafka.bootstrap_servers}"
-                      f", database {make_engine(database_url).url.render_as_string()}, folder {run_dir}")
+        console.print(
+            f"[bold]cartstream demo[/] run {run_id}: broker {settings.kafka.bootstrap_servers}"
+            f", database {make_engine(database_url).url.render_as_string()}, folder {run_dir}"
+        )
         upgrade(database_url)
         ensure_topics(settings)
         ready = run_dir / "worker.ready"
-        worker = WorkerProcess(worker_env(settings, f"demo-{run_id}", database_url, ready),
-                               run_dir / "worker.log")
+        worker = WorkerProcess(
+            worker_env(settings, f"demo-{run_id}", database_url, ready), run_dir / "worker.log"
+        )
         with console.status("starting the worker (joining its consumer group)..."):
             worker.wait_ready(ready, timeout_s=90)
         catalog = Catalog.load(settings.catalog_path)
-        sim = SimConfig(carts=config.carts, sessions=config.sessions, seed=config.seed,
-                        run_id=run_id)
+        sim = SimConfig(
+            carts=config.carts, sessions=config.sessions, seed=config.seed, run_id=run_id
+        )
         truth_path = run_dir / "truth.jsonl"
         requested = sum(1 for s in plan_carts(sim, catalog) if s.plan.outcome == "checkout")
         repo = Repository(make_engine(database_url))
         client = CartClient(settings, run_dir / "spool")
         started = time.monotonic()
-        with Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console) as progress:
+        with Progress(
+            TextColumn("{task.description:<22}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
             sent = progress.add_task("events published", total=None)
             done = progress.add_task("checkouts persisted", total=requested)
 
@@ -187,10 +217,12 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
                 if total % 200 == 0:
                     progress.update(sent, completed=total)
 
-            report = simulate(sim, catalog, settings.topics, client, truth_path, on_event,
-                              speed=config.speed)
-            progress.update(sent, completed=sum(report.events.values()),
-                            total=sum(report.events.values()))
+            report = simulate(
+                sim, catalog, settings.topics, client, truth_path, on_event, speed=config.speed
+            )
+            progress.update(
+                sent, completed=sum(report.events.values()), total=sum(report.events.values())
+            )
             client.flush(timeout_s=config.timeout_s)
             deadline = started + config.timeout_s
             persisted = 0
@@ -203,21 +235,24 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
                     raise CartstreamError(f"worker exited early; see {worker.log_path}")
                 time.sleep(0.25)
         elapsed = time.monotonic() - started
-        changes = [r for r, _ in read_topic(settings, settings.topics.basket_changes,
-                                            idle_timeout_s=2.0)]
+        changes = [
+            r for r, _ in read_topic(settings, settings.topics.basket_changes, idle_timeout_s=2.0)
+        ]
         from cartstream.services.simulate import read_truth
 
         summary = score(repo, read_truth(truth_path), changes)
         events = sum(report.events.values())
-        summary.update({
-            "events": events,
-            "events_by_topic": dict(report.events),
-            "seconds": round(elapsed, 2),
-            "events_per_s": round(events / elapsed, 1) if elapsed else None,
-            "run_dir": str(run_dir),
-            "seed": config.seed,
-            "speed": config.speed,
-        })
+        summary.update(
+            {
+                "events": events,
+                "events_by_topic": dict(report.events),
+                "seconds": round(elapsed, 2),
+                "events_per_s": round(events / elapsed, 1) if elapsed else None,
+                "run_dir": str(run_dir),
+                "seed": config.seed,
+                "speed": config.speed,
+            }
+        )
         _print_summary(console, summary)
         if config.summary_json:
             config.summary_json.parent.mkdir(parents=True, exist_ok=True)
@@ -240,8 +275,10 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
         ("checkouts persisted", s["checkouts_persisted"]),
         ("checkout accuracy (cAcc)", s["checkout_accuracy"]),
         ("decisions", ", ".join(f"{k} {v}" for k, v in sorted(s["status"].items())) or "-"),
-        ("anomalies", ", ".join(f"{k} {v}" for k, v in sorted(s["anomalies_by_kind"].items()))
-         or "none"),
+        (
+            "anomalies",
+            ", ".join(f"{k} {v}" for k, v in sorted(s["anomalies_by_kind"].items())) or "none",
+        ),
         ("latency p50 / p99 (ms)", f"{s['latency_ms']['p50']} / {s['latency_ms']['p99']}"),
         ("events", s["events"]),
         ("events/s", s["events_per_s"]),

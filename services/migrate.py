@@ -6,6 +6,7 @@ from importlib import resources
 
 from alembic import command
 from alembic.config import Config
+
 from cartstream.services.persistence import make_engine
 
 

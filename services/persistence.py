@@ -11,11 +11,12 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from cartstream.schemas.records import Anomaly, Checkout
-from cartstream.services.db import AnomalyRow, CheckoutAnomalyRow, CheckoutItemRow, CheckoutRow
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
+
+from cartstream.schemas.records import Anomaly, Checkout
+from cartstream.services.db import AnomalyRow, CheckoutAnomalyRow, CheckoutItemRow, CheckoutRow
 
 
 def _when(ms: int) -> datetime:
@@ -25,12 +26,14 @@ def _when(ms: int) -> datetime:
 def make_engine(url: str) -> Engine:
     engine = create_engine(url, pool_pre_ping=True, future=True)
     if engine.dialect.name == "sqlite":
+
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(conn: Any, _record: Any) -> None:
             cur = conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.close()
+
     return engine
 
 
@@ -74,7 +77,9 @@ class Repository:
                 for a in checkout["anomaly_ids"]
             ]
             if links:
-                conn.execute(self._insert(CheckoutAnomalyRow).values(links).on_conflict_do_nothing())
+                conn.execute(
+                    self._insert(CheckoutAnomalyRow).values(links).on_conflict_do_nothing()
+                )
         return True
 
     def save_anomaly(self, anomaly: Anomaly) -> bool:
@@ -91,8 +96,11 @@ class Repository:
             "session_id": anomaly["session_id"],
             "detected_at": _when(anomaly["detected_ms"]),
             "description": anomaly["description"],
-            "evidence": {**evidence, "grams_measured": anomaly["grams_measured"],
-                         "grams_expected": anomaly["grams_expected"]},
+            "evidence": {
+                **evidence,
+                "grams_measured": anomaly["grams_measured"],
+                "grams_expected": anomaly["grams_expected"],
+            },
         }
         with self.engine.begin() as conn:
             stmt = self._insert(AnomalyRow).values(**row).on_conflict_do_nothing()
@@ -115,7 +123,8 @@ class Repository:
         """SKU -> quantity of the persisted checkout of a session (None if not persisted)."""
         with Session(self.engine) as s:
             row = s.scalar(
-                select(CheckoutRow).options(selectinload(CheckoutRow.items))
+                select(CheckoutRow)
+                .options(selectinload(CheckoutRow.items))
                 .where(CheckoutRow.session_id == session_id)
             )
             return None if row is None else {i.sku: i.quantity for i in row.items}

@@ -38,12 +38,13 @@ class KafkaSettings(_Frozen):
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
-        if self.security_protocol.startswith("SASL"):
-            if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
-                raise ValueError(
-                    f"security_protocol={self.security_protocol} needs sasl_mechanism, "
-                    "sasl_username and sasl_password"
-                )
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"security_protocol={self.security_protocol} needs sasl_mechanism, "
+                "sasl_username and sasl_password"
+            )
         if self.ssl_cafile is not None and not self.ssl_cafile.is_file():
             raise ValueError(f"ssl_cafile {self.ssl_cafile} is not a readable file")
         return self
@@ -55,9 +56,7 @@ class KafkaSettings(_Frozen):
     def ssl_context(self) -> ssl.SSLContext | None:
         if not self.security_protocol.endswith("SSL"):
             return None
-        return ssl.create_default_context(
-            cafile=str(self.ssl_cafile) if self.ssl_cafile else None
-        )
+        return ssl.create_default_context(cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
 
     def kafka_python_config(self) -> dict[str, Any]:
         """Connection options for kafka-python clients (cart producer, admin, tail consumer)."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
 from cartstream.models.catalog import Catalog
 from cartstream.models.render import encode_jpeg, render_frame
 from cartstream.models.scale import DEFAULT_RATE_HZ, synthesize_weights
@@ -30,10 +31,7 @@ from cartstream.schemas.records import (
     CART_FRAME,
     SESSION_EVENT,
     WEIGHT_PACKET,
-    CartFrame,
-    SessionEvent,
     SessionEventKind,
-    WeightPacket,
 )
 from cartstream.services.settings import TopicSettings
 from cartstream.streams.stage import derived_id
@@ -45,7 +43,7 @@ SESSION_GAP_S = 3.0
 
 
 class EventSink(Protocol):
-    def send(self, topic: str, key: str, schema: str, record: Any) -> None: ...
+    def send(self, topic: str, key: str, schema: str, record: dict[str, Any]) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -78,14 +76,21 @@ class PlannedSession:
             "basket_grams": round(self.plan.basket_grams(), 1),
             "scenarios": sorted(self.plan.scenarios),
             "actions": [
-                {"at_s": round(a.at_s, 3), "action": a.action, "sku": a.sku,
-                 "quantity": a.quantity, "grams": round(a.grams, 1)}
+                {
+                    "at_s": round(a.at_s, 3),
+                    "action": a.action,
+                    "sku": a.sku,
+                    "quantity": a.quantity,
+                    "grams": round(a.grams, 1),
+                }
                 for a in self.plan.actions
             ],
         }
 
 
-def plan_carts(config: SimConfig, catalog: Catalog, now_ms: int | None = None) -> list[PlannedSession]:
+def plan_carts(
+    config: SimConfig, catalog: Catalog, now_ms: int | None = None
+) -> list[PlannedSession]:
     """Every session of every cart, with its cart-clock start time (back-dated to end now)."""
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     planned: list[PlannedSession] = []
@@ -95,7 +100,9 @@ def plan_carts(config: SimConfig, catalog: Catalog, now_ms: int | None = None) -
         plans = []
         for s in range(config.sessions):
             seed = (config.seed, c, s)
-            plans.append((seed, plan_session(np.random.default_rng(seed), catalog, s, config.profile)))
+            plans.append(
+                (seed, plan_session(np.random.default_rng(seed), catalog, s, config.profile))
+            )
         total_ms = int(sum(p.duration_s + SESSION_GAP_S for _, p in plans) * 1000)
         t = now_ms - total_ms - 2_000
         for s, (seed, plan) in enumerate(plans):
@@ -110,14 +117,31 @@ def _session_events(
 ) -> Iterator[tuple[int, str, str, dict[str, Any]]]:
     """(cart time ms, topic, schema, record) for one session, in time order."""
     rng = np.random.default_rng((*ps.seed, 1))
-    ids = {"cart_id": ps.cart_id, "store_id": ps.store_id, "session_id": ps.session_id}
+    ids: dict[str, Any] = {
+        "cart_id": ps.cart_id,
+        "store_id": ps.store_id,
+        "session_id": ps.session_id,
+    }
 
-    def session_event(kind: SessionEventKind, at_ms: int, last_w: int, last_f: int) -> SessionEvent:
-        return {"event_id": str(uuid.uuid4()), **ids, "kind": kind, "time_ms": at_ms,
-                "last_weight_sequence": last_w, "last_frame_sequence": last_f}
+    def session_event(
+        kind: SessionEventKind, at_ms: int, last_w: int, last_f: int
+    ) -> dict[str, Any]:
+        return {
+            "event_id": str(uuid.uuid4()),
+            **ids,
+            "kind": kind,
+            "time_ms": at_ms,
+            "last_weight_sequence": last_w,
+            "last_frame_sequence": last_f,
+        }
 
     events: list[tuple[int, str, str, dict[str, Any]]] = [
-        (ps.start_ms, topics.sessions, SESSION_EVENT, dict(session_event("STARTED", ps.start_ms, -1, -1)))
+        (
+            ps.start_ms,
+            topics.sessions,
+            SESSION_EVENT,
+            dict(session_event("STARTED", ps.start_ms, -1, -1)),
+        )
     ]
     samples = synthesize_weights(ps.plan, rng, rate_hz)
     period = 1000.0 / rate_hz
@@ -125,10 +149,17 @@ def _session_events(
     for seq, i in enumerate(range(0, len(samples), PACKET_SAMPLES)):
         chunk = samples[i : i + PACKET_SAMPLES]
         start = ps.start_ms + round(i * period)
-        packet: WeightPacket = {"event_id": str(uuid.uuid4()), **ids, "sequence": seq,
-                                "start_time_ms": start, "sample_rate_hz": rate_hz,
-                                "samples_g": chunk.tolist()}
-        events.append((start + round(len(chunk) * period), topics.weights, WEIGHT_PACKET, dict(packet)))
+        packet: dict[str, Any] = {
+            "event_id": str(uuid.uuid4()),
+            **ids,
+            "sequence": seq,
+            "start_time_ms": start,
+            "sample_rate_hz": rate_hz,
+            "samples_g": chunk.tolist(),
+        }
+        events.append(
+            (start + round(len(chunk) * period), topics.weights, WEIGHT_PACKET, dict(packet))
+        )
         last_w = seq
     frame_times: list[tuple[float, str | None]] = []
     for a in ps.plan.actions:
@@ -149,18 +180,28 @@ def _session_events(
             elif done.sku in inside:
                 inside.remove(done.sku)
         for cam in range(CAMERAS):
-            img = render_frame(cam, catalog[in_hand] if in_hand else None,
-                               [catalog[s] for s in inside], rng)
+            img = render_frame(
+                cam, catalog[in_hand] if in_hand else None, [catalog[s] for s in inside], rng
+            )
             at_ms = ps.start_ms + int(at_s * 1000)
-            frame: CartFrame = {"event_id": str(uuid.uuid4()), **ids, "camera_id": cam,
-                                "sequence": seq, "capture_time_ms": at_ms, "width": img.shape[1],
-                                "height": img.shape[0], "jpeg": encode_jpeg(img)}
+            frame: dict[str, Any] = {
+                "event_id": str(uuid.uuid4()),
+                **ids,
+                "camera_id": cam,
+                "sequence": seq,
+                "capture_time_ms": at_ms,
+                "width": img.shape[1],
+                "height": img.shape[0],
+                "jpeg": encode_jpeg(img),
+            }
             events.append((at_ms, topics.frames, CART_FRAME, dict(frame)))
             seq += 1
     events.sort(key=lambda e: e[0])
     end_ms = max(ps.start_ms + int(ps.plan.duration_s * 1000), events[-1][0])
     kind: SessionEventKind = "CHECKOUT_REQUESTED" if ps.plan.outcome == "checkout" else "ABANDONED"
-    events.append((end_ms, topics.sessions, SESSION_EVENT, dict(session_event(kind, end_ms, last_w, seq - 1))))
+    events.append(
+        (end_ms, topics.sessions, SESSION_EVENT, dict(session_event(kind, end_ms, last_w, seq - 1)))
+    )
     yield from events
 
 
@@ -169,7 +210,9 @@ def cart_events(
 ) -> Iterator[tuple[int, str, str, str, dict[str, Any]]]:
     """All carts' events merged by cart time: (time ms, topic, key, schema, record)."""
 
-    def one_cart(cart_sessions: list[PlannedSession]) -> Iterator[tuple[int, str, str, str, dict[str, Any]]]:
+    def one_cart(
+        cart_sessions: list[PlannedSession],
+    ) -> Iterator[tuple[int, str, str, str, dict[str, Any]]]:
         for ps in cart_sessions:
             for at, topic, schema, record in _session_events(ps, catalog, topics, rate_hz):
                 yield at, topic, ps.cart_id, schema, record
@@ -222,8 +265,7 @@ def simulate(
         write_truth(sessions, catalog, truth_path)
     counts: Counter[str] = Counter()
     first_ms: int | None = None
-    for at_ms, topic, key, schema, record in cart_events(sessions, catalog, topics,
-                                                         config.rate_hz):
+    for at_ms, topic, key, schema, record in cart_events(sessions, catalog, topics, config.rate_hz):
         if speed > 0:
             first_ms = at_ms if first_ms is None else first_ms
             delay = started + (at_ms - first_ms) / 1000.0 / speed - time.monotonic()
@@ -235,6 +277,10 @@ def simulate(
             on_event(topic, counts)
     requested = sum(1 for s in sessions if s.plan.outcome == "checkout")
     return SimulationReport(
-        len(sessions), requested, len(sessions) - requested, counts, truth_path,
+        len(sessions),
+        requested,
+        len(sessions) - requested,
+        counts,
+        truth_path,
         time.monotonic() - started,
     )

@@ -16,6 +16,7 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from cartstream.exceptions import SpoolError
 
@@ -32,10 +33,15 @@ class SpoolRecord:
 
     def encode(self) -> bytes:
         topic = self.topic.encode()
-        parts = [struct.pack("<H", len(topic)), topic,
-                 struct.pack("<I", len(self.key)), self.key,
-                 struct.pack("<I", len(self.value)), self.value,
-                 struct.pack("<H", len(self.headers))]
+        parts = [
+            struct.pack("<H", len(topic)),
+            topic,
+            struct.pack("<I", len(self.key)),
+            self.key,
+            struct.pack("<I", len(self.value)),
+            self.value,
+            struct.pack("<H", len(self.headers)),
+        ]
         for name, value in self.headers:
             raw = name.encode()
             parts += [struct.pack("<H", len(raw)), raw, struct.pack("<I", len(value)), value]
@@ -82,7 +88,7 @@ class Spool:
         # (index, segment, byte offset, body length) of every record not yet acknowledged
         self._unacked: deque[tuple[int, int, int, int]] = deque()
         self._next_index = self._recover()
-        self._writer = None if not self._segments else self._open_tail()
+        self._writer: BinaryIO | None = None if not self._segments else self._open_tail()
 
     # -- files ---------------------------------------------------------------------------
 
@@ -125,7 +131,7 @@ class Spool:
             next_index = max(next_index, first + len(spans))
         return next_index
 
-    def _open_tail(self):  # type: ignore[no-untyped-def]
+    def _open_tail(self) -> BinaryIO:
         return self._path(self._segments[-1]).open("ab")
 
     # -- API -----------------------------------------------------------------------------
@@ -154,17 +160,16 @@ class Spool:
         with self._lock:
             wanted = [self._unacked[i] for i in range(min(max_records, len(self._unacked)))]
         out: list[tuple[int, SpoolRecord]] = []
-        handle, handle_seg = None, -1
+        handles: dict[int, BinaryIO] = {}
         try:
             for index, segment, pos, length in wanted:
-                if segment != handle_seg:
-                    if handle is not None:
-                        handle.close()
-                    handle, handle_seg = self._path(segment).open("rb"), segment
+                if segment not in handles:
+                    handles[segment] = self._path(segment).open("rb")
+                handle = handles[segment]
                 handle.seek(pos)
                 out.append((index, SpoolRecord.decode(handle.read(length))))
         finally:
-            if handle is not None:
+            for handle in handles.values():
                 handle.close()
         return out
 

@@ -1,4 +1,4 @@
-"""`cartstream checkouts tail`: a retailer-side consumer that needs only the published .avsc files."""
+"""`cartstream checkouts tail`: a retailer-side consumer needing only the published .avsc files."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ def read_topic(
 ) -> Iterator[tuple[dict[str, Any], Any]]:
     """Decoded records of every partition of `topic` (no consumer group: nothing to join)."""
     codec = codec or AvroCodec()
-    consumer = KafkaConsumer(**settings.kafka.kafka_python_config(), enable_auto_commit=False,
-                             consumer_timeout_ms=200)
+    consumer = KafkaConsumer(
+        **settings.kafka.kafka_python_config(), enable_auto_commit=False, consumer_timeout_ms=200
+    )
     try:
         deadline = time.monotonic() + 15
         partitions = consumer.partitions_for_topic(topic)

@@ -14,7 +14,6 @@ from pathlib import Path
 from threading import Lock
 from typing import Any
 
-from cartstream.services.settings import Settings
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -27,6 +26,8 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from cartstream.services.settings import Settings
 
 log = logging.getLogger(__name__)
 TRACEPARENT = "traceparent"
@@ -102,8 +103,12 @@ def message_span(
     attributes: Mapping[str, Any] | None = None,
 ) -> Iterator[Span]:
     """A span named `<operation> <topic>` with OTel messaging attributes, child of `parent`."""
-    attrs = {"messaging.system": "kafka", "messaging.destination.name": topic,
-             "messaging.operation.name": operation, **(attributes or {})}
+    attrs = {
+        "messaging.system": "kafka",
+        "messaging.destination.name": topic,
+        "messaging.operation.name": operation,
+        **(attributes or {}),
+    }
     with tracer().start_as_current_span(
         f"{operation} {topic}", context=context_from(parent), kind=kind, attributes=attrs
     ) as span:

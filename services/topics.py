@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -18,12 +19,14 @@ def admin_client(settings: Settings, timeout_s: float = 15.0) -> KafkaAdminClien
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return KafkaAdminClient(**settings.kafka.kafka_python_config(),
-                                    request_timeout_ms=10_000)
+            return KafkaAdminClient(
+                **settings.kafka.kafka_python_config(), request_timeout_ms=10_000
+            )
         except KafkaError as exc:
             if time.monotonic() > deadline:
-                raise BrokerError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: "
-                                  f"{exc}") from exc
+                raise BrokerError(
+                    f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}"
+                ) from exc
             time.sleep(0.3)
 
 
@@ -35,13 +38,12 @@ def ensure_topics(settings: Settings) -> dict[str, int]:
         existing = set(admin.list_topics())
         missing = [
             NewTopic(name, partitions, settings.topics.replication_factor)
-            for name, partitions in wanted.items() if name not in existing
+            for name, partitions in wanted.items()
+            if name not in existing
         ]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(missing, timeout_ms=10_000)
-            except TopicAlreadyExistsError:
-                pass
             log.info("created topics %s", ", ".join(t.name for t in missing))
         return partition_counts(admin, list(wanted))
     finally:

@@ -97,24 +97,31 @@ class AnomalyStage:
         basket = Basket.from_dict(state["basket"])
         found: list[Anomaly] = []
         action, sku = change["action"], change["sku"]
-        if action == "ADD" and sku in self.catalog:
+        if action == "ADD" and sku is not None and sku in self.catalog:
             basket.add(self.catalog, sku, change["quantity"], change["grams_delta"])
-        elif action == "REMOVE" and sku in self.catalog:
+        elif action == "REMOVE" and sku is not None and sku in self.catalog:
             basket.remove(self.catalog, sku, change["quantity"], change["grams_delta"])
         elif action == "UNKNOWN":
             direction = "added" if change["grams_delta"] > 0 else "removed"
-            found.append(anomaly(
-                "UNEXPLAINED_WEIGHT_CHANGE", "WARNING", change, now_ms,
-                f"{abs(change['grams_delta']):.0f} g {direction} that no catalog item explains",
-                measured=change["grams_delta"],
-            ))
+            found.append(
+                anomaly(
+                    "UNEXPLAINED_WEIGHT_CHANGE",
+                    "WARNING",
+                    change,
+                    now_ms,
+                    f"{abs(change['grams_delta']):.0f} g {direction} that no catalog item explains",
+                    measured=change["grams_delta"],
+                )
+            )
         outputs = [Outbound(self.topics.anomalies, change["cart_id"], ANOMALY, a) for a in found]
         state["anomaly_ids"] += [a["anomaly_id"] for a in found]
         state["reasons"] += [a["description"] for a in found]
         if action == "CHECKOUT_REQUESTED":
             mismatch = self._weight_check(basket, change, now_ms)
             if mismatch is not None:
-                outputs.append(Outbound(self.topics.anomalies, change["cart_id"], ANOMALY, mismatch))
+                outputs.append(
+                    Outbound(self.topics.anomalies, change["cart_id"], ANOMALY, mismatch)
+                )
                 state["anomaly_ids"].append(mismatch["anomaly_id"])
                 state["reasons"].append(mismatch["description"])
             outputs.append(self._review(state, change, now_ms))
@@ -132,10 +139,14 @@ class AnomalyStage:
             return None
         severity: Severity = "CRITICAL" if abs(diff) > 3 * tolerance else "WARNING"
         return anomaly(
-            "CHECKOUT_WEIGHT_MISMATCH", severity, change, now_ms,
+            "CHECKOUT_WEIGHT_MISMATCH",
+            severity,
+            change,
+            now_ms,
             f"scale reads {measured:.0f} g, basket should weigh {expected:.0f} g "
             f"({diff:+.0f} g, tolerance {tolerance:.0f} g)",
-            measured=measured, expected=expected,
+            measured=measured,
+            expected=expected,
         )
 
     def _review(self, state: State, change: BasketChange, now_ms: int) -> Outbound:

@@ -11,9 +11,9 @@ import logging
 from collections.abc import Sequence
 
 import faust
-from cartstream.services.settings import Settings
 
 from cartstream.exceptions import ConfigurationError
+from cartstream.services.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,10 @@ def create_app(settings: Settings, roles: Sequence[str], web: bool = False) -> f
         value_serializer="raw",
         key_serializer="raw",
     )
-    log.info("faust app %s for roles %s (broker profile %s)", app.conf.id, ",".join(roles),
-             settings.broker_profile)
+    log.info(
+        "faust app %s for roles %s (broker profile %s)",
+        app.conf.id,
+        ",".join(roles),
+        settings.broker_profile,
+    )
     return app

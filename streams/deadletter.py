@@ -6,11 +6,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from cartstream.exceptions import DecodeError, ValidationError
 from cartstream.schemas.codec import AvroCodec
 from cartstream.schemas.records import DEAD_LETTER, DeadLetter
 from cartstream.streams.stage import Inbound, Outbound, derived_id
-
-from cartstream.exceptions import DecodeError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +65,12 @@ def decode_input(
     except (KeyError, TypeError, ValueError) as exc:  # a record that decodes but lacks fields
         error_type, reason = "VALIDATION", f"{type(exc).__name__}: {exc}"
     log.warning(
-        "%s: dead-lettered %s[%d]@%d: %s", stage_name, inbound.topic, inbound.partition,
-        inbound.offset, reason,
+        "%s: dead-lettered %s[%d]@%d: %s",
+        stage_name,
+        inbound.topic,
+        inbound.partition,
+        inbound.offset,
+        reason,
     )
     letter = dead_letter(stage_name, inbound, value, error_type, reason, now_ms)
     key = (inbound.key or b"").decode(errors="replace")

@@ -13,6 +13,7 @@ import logging
 from typing import Any, cast
 
 import faust
+
 from cartstream.schemas.records import ANOMALY, CHECKOUT, Anomaly, Checkout
 from cartstream.services.persistence import Repository
 from cartstream.services.settings import Settings
@@ -38,17 +39,34 @@ class PersistRunner:
         app.agent(topic, name="persist", concurrency=1)(self._run)
 
     async def _run(self, stream: faust.StreamT) -> None:
-        log.info("persist: writing %s to %s", ", ".join(self.schemas),
-                 self.repository.engine.url.render_as_string(hide_password=True))
+        log.info(
+            "persist: writing %s to %s",
+            ", ".join(self.schemas),
+            self.repository.engine.url.render_as_string(hide_password=True),
+        )
         async for event in stream.events():
             await self.handle(event.message)
 
     async def handle(self, msg: Any) -> None:
-        inbound = Inbound(msg.topic, msg.partition, msg.offset, msg.key,
-                          int((msg.timestamp or 0) * 1000), _headers(msg.headers))
+        inbound = Inbound(
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            msg.key,
+            int((msg.timestamp or 0) * 1000),
+            _headers(msg.headers),
+        )
         with message_span("process", msg.topic, parent=inbound.traceparent):
-            decoded = decode_input("persist", self.schemas, None, self.publisher.codec, inbound,
-                                   msg.value, now_ms(), self.settings.topics.dead_letters)
+            decoded = decode_input(
+                "persist",
+                self.schemas,
+                None,
+                self.publisher.codec,
+                inbound,
+                msg.value,
+                now_ms(),
+                self.settings.topics.dead_letters,
+            )
             if isinstance(decoded, Outbound):
                 await self.publisher.publish([decoded])
                 return
@@ -56,8 +74,10 @@ class PersistRunner:
             with message_span("insert", "postgres", attributes={"db.system": "postgresql"}):
                 if msg.topic == self.settings.topics.checkouts:
                     new = await loop.run_in_executor(
-                        None, self.repository.save_checkout, cast(Checkout, decoded))
+                        None, self.repository.save_checkout, cast(Checkout, decoded)
+                    )
                 else:
                     new = await loop.run_in_executor(
-                        None, self.repository.save_anomaly, cast(Anomaly, decoded))
+                        None, self.repository.save_anomaly, cast(Anomaly, decoded)
+                    )
             self.written += int(new)

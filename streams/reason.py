@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import numpy as np
+
 from cartstream.models.basket import Basket
 from cartstream.models.catalog import Catalog
 from cartstream.models.weighing import SettleDetector, SettleParams, SettleState, Step
@@ -36,7 +37,9 @@ from cartstream.streams.stage import Inbound, Outbound, Result, State, derived_i
 
 log = logging.getLogger(__name__)
 
-STATE_RETENTION_MS = 6 * 3600 * 1000  # keep a closed session's state this long to drop late duplicates
+STATE_RETENTION_MS = (
+    6 * 3600 * 1000
+)  # keep a closed session's state this long to drop late duplicates
 
 
 class ReasonStage:
@@ -106,8 +109,12 @@ class ReasonStage:
             return Result(state)  # re-delivery: already applied
         if seq > state["last_seq"] + 1:
             state["gaps"] += seq - state["last_seq"] - 1
-            log.warning("session %s: weight packets %d..%d missing",
-                        packet["session_id"], state["last_seq"] + 1, seq - 1)
+            log.warning(
+                "session %s: weight packets %d..%d missing",
+                packet["session_id"],
+                state["last_seq"] + 1,
+                seq - 1,
+            )
         settle = SettleState.from_dict(state["settle"])
         steps = self.detector.feed(
             settle,
@@ -175,7 +182,9 @@ class ReasonStage:
         )
         return Outbound(self.topics.basket_changes, state["cart_id"], BASKET_CHANGE, change)
 
-    def _close(self, state: State, pending: dict[str, Any], now_ms: int, incomplete: bool) -> Outbound:
+    def _close(
+        self, state: State, pending: dict[str, Any], now_ms: int, incomplete: bool
+    ) -> Outbound:
         settle = SettleState.from_dict(state["settle"])
         change = self._change(
             state,
@@ -249,8 +258,12 @@ class ReasonStage:
     def tick(self, state: State, now_ms: int) -> Result:
         pending = state.get("pending")
         if pending is not None and now_ms - pending["received_ms"] >= self.wait_ms:
-            log.warning("session %s: closing after %.0f s without weight packet %d",
-                        state["session_id"], self.wait_ms / 1000, pending["last_weight_sequence"])
+            log.warning(
+                "session %s: closing after %.0f s without weight packet %d",
+                state["session_id"],
+                self.wait_ms / 1000,
+                pending["last_weight_sequence"],
+            )
             return Result(state, [self._close(state, pending, now_ms, incomplete=True)])
         if state.get("closed_ms") is not None and now_ms - state["closed_ms"] >= STATE_RETENTION_MS:
             return Result(None)

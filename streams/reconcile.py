@@ -36,7 +36,7 @@ STATE_RETENTION_MS = 6 * 3600 * 1000
 
 
 def checkout_id_for(session_id: str) -> str:
-    return derived_id("checkout", session_id)
+    return str(derived_id("checkout", session_id))
 
 
 def build_checkout(
@@ -50,18 +50,30 @@ def build_checkout(
     items: list[CheckoutItem] = []
     for sku, quantity in sorted(basket.units.items()):
         item = catalog[sku]
-        items.append({
-            "sku": sku, "name": item.name, "quantity": quantity,
-            "unit_price_cents": item.price_cents, "grams": round(item.unit_grams * quantity, 1),
-            "sold_by_weight": False, "line_total_cents": item.price_for(quantity, 0.0),
-        })
+        items.append(
+            {
+                "sku": sku,
+                "name": item.name,
+                "quantity": quantity,
+                "unit_price_cents": item.price_cents,
+                "grams": round(item.unit_grams * quantity, 1),
+                "sold_by_weight": False,
+                "line_total_cents": item.price_for(quantity, 0.0),
+            }
+        )
     for sku, bags in sorted(basket.bags.items()):
         item, grams = catalog[sku], round(sum(bags), 1)
-        items.append({
-            "sku": sku, "name": item.name, "quantity": len(bags),
-            "unit_price_cents": item.price_cents, "grams": grams,
-            "sold_by_weight": True, "line_total_cents": item.price_for(len(bags), grams),
-        })
+        items.append(
+            {
+                "sku": sku,
+                "name": item.name,
+                "quantity": len(bags),
+                "unit_price_cents": item.price_cents,
+                "grams": grams,
+                "sold_by_weight": True,
+                "line_total_cents": item.price_for(len(bags), grams),
+            }
+        )
     expected = basket.expected_grams(catalog)
     tolerance = basket.tolerance_grams(catalog)
     measured = float(marker["scale_net_grams"])
@@ -136,7 +148,10 @@ class ReconcileStage:
         if inbound.topic == self.topics.reviews:
             if state["review"] is None:
                 review = cast(SessionReview, record)
-                state["review"] = {"anomaly_ids": review["anomaly_ids"], "reasons": review["reasons"]}
+                state["review"] = {
+                    "anomaly_ids": review["anomaly_ids"],
+                    "reasons": review["reasons"],
+                }
         else:
             change = cast(BasketChange, record)
             if not accept_in_order(state, change["seq"]):
@@ -146,7 +161,7 @@ class ReconcileStage:
 
     def _apply(self, state: State, change: BasketChange, inbound: Inbound, now_ms: int) -> None:
         action, sku = change["action"], change["sku"]
-        if action in ("ADD", "REMOVE") and sku in self.catalog:
+        if action in ("ADD", "REMOVE") and sku is not None and sku in self.catalog:
             basket = Basket.from_dict(state["basket"])
             if action == "ADD":
                 basket.add(self.catalog, sku, change["quantity"], change["grams_delta"])
@@ -155,8 +170,18 @@ class ReconcileStage:
             state["basket"] = basket.to_dict()
         elif action in ("CHECKOUT_REQUESTED", "ABANDONED"):
             state["marker"] = {
-                **{k: change[k] for k in ("cart_id", "store_id", "session_id", "step_end_ms",
-                                          "scale_net_grams", "incomplete", "evidence")},
+                **{
+                    k: change[k]
+                    for k in (
+                        "cart_id",
+                        "store_id",
+                        "session_id",
+                        "step_end_ms",
+                        "scale_net_grams",
+                        "incomplete",
+                        "evidence",
+                    )
+                },
                 "action": action,
                 "received_ms": now_ms,
                 "traceparent": (inbound.traceparent or b"").decode(),
@@ -188,7 +213,10 @@ class ReconcileStage:
         if state.get("closed_ms") is not None:
             return Result(None if self.needs_tick(state, now_ms) else state)
         if self.needs_tick(state, now_ms):
-            log.warning("session %s: no anomaly review after %.0f s; checkout needs review",
-                        state["session_id"], self.review_wait_ms / 1000)
+            log.warning(
+                "session %s: no anomaly review after %.0f s; checkout needs review",
+                state["session_id"],
+                self.review_wait_ms / 1000,
+            )
             return Result(state, self._maybe_checkout(state, now_ms, timed_out=True))
         return Result(state)

@@ -21,12 +21,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import faust
+from opentelemetry.trace import SpanKind
+
 from cartstream.schemas.codec import AvroCodec
 from cartstream.services.settings import Settings
 from cartstream.services.telemetry import current_traceparent, message_span
 from cartstream.streams.deadletter import decode_input
 from cartstream.streams.stage import EVENT_ID_HEADER, TRACEPARENT, Inbound, Outbound, Stage
-from opentelemetry.trace import SpanKind
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +66,22 @@ class Publisher:
             trace = out.traceparent or current_traceparent()
             if trace:
                 headers.append((TRACEPARENT, trace))
-            event_id = out.record.get("event_id") or out.record.get("checkout_id") or out.record.get(
-                "anomaly_id"
+            event_id = (
+                out.record.get("event_id")
+                or out.record.get("checkout_id")
+                or out.record.get("anomaly_id")
             )
             if event_id:
                 headers.append((EVENT_ID_HEADER, str(event_id).encode()))
-            with message_span("send", out.topic, kind=SpanKind.PRODUCER,
-                              attributes={"messaging.kafka.message.key": out.key}):
+            with message_span(
+                "send",
+                out.topic,
+                kind=SpanKind.PRODUCER,
+                attributes={"messaging.kafka.message.key": out.key},
+            ):
                 fut = await self.topic(out.topic).send(
-                    key=out.key.encode(), value=self.codec.encode(out.schema, out.record),
+                    key=out.key.encode(),
+                    value=self.codec.encode(out.schema, out.record),
                     headers=headers,
                 )
             futures.append(fut)
@@ -99,16 +107,25 @@ class StageRunner:
         if stage.stateful:
             names.append(self.tick_topic_name)
             self.tick_topic = app.topic(
-                self.tick_topic_name, partitions=partitions,
-                value_serializer="raw", key_serializer="raw",
+                self.tick_topic_name,
+                partitions=partitions,
+                value_serializer="raw",
+                key_serializer="raw",
             )
             changelog = app.topic(
-                f"{prefix}.state-changelog", partitions=partitions,
-                key_serializer="json", value_serializer="json", compacting=True,
+                f"{prefix}.state-changelog",
+                partitions=partitions,
+                key_serializer="json",
+                value_serializer="json",
+                compacting=True,
             )
             self.table = app.Table(
-                f"{stage.name}-state", default=None, partitions=partitions,
-                changelog_topic=changelog, key_type=str, value_type=dict,
+                f"{stage.name}-state",
+                default=None,
+                partitions=partitions,
+                changelog_topic=changelog,
+                key_type=str,
+                value_type=dict,
             )
             app.timer(interval=1.0, name=f"{stage.name}-deadlines")(self._send_ticks)
         self.topic = app.topic(*names, value_serializer="raw", key_serializer="raw")
@@ -122,22 +139,38 @@ class StageRunner:
 
     async def handle(self, msg: Any) -> None:
         inbound = Inbound(
-            topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key,
-            timestamp_ms=int((msg.timestamp or 0) * 1000), headers=_headers(msg.headers),
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=msg.key,
+            timestamp_ms=int((msg.timestamp or 0) * 1000),
+            headers=_headers(msg.headers),
         )
         now = now_ms()
-        with message_span("process", msg.topic, parent=inbound.traceparent, attributes={
-            "messaging.destination.partition.id": str(msg.partition),
-            "messaging.kafka.offset": msg.offset,
-            "messaging.consumer.group.name": self.app.conf.id,
-            "messaging.kafka.message.key": (msg.key or b"").decode(errors="replace"),
-        }):
+        with message_span(
+            "process",
+            msg.topic,
+            parent=inbound.traceparent,
+            attributes={
+                "messaging.destination.partition.id": str(msg.partition),
+                "messaging.kafka.offset": msg.offset,
+                "messaging.consumer.group.name": self.app.conf.id,
+                "messaging.kafka.message.key": (msg.key or b"").decode(errors="replace"),
+            },
+        ):
             if msg.topic == self.tick_topic_name:
                 await self._on_tick((msg.key or b"").decode(), now)
                 return
-            decoded = decode_input(self.stage.name, self.stage.inputs(), self.stage.validate,
-                                   self.codec, inbound, msg.value, now,
-                                   self.settings.topics.dead_letters)
+            decoded = decode_input(
+                self.stage.name,
+                self.stage.inputs(),
+                self.stage.validate,
+                self.codec,
+                inbound,
+                msg.value,
+                now,
+                self.settings.topics.dead_letters,
+            )
             if isinstance(decoded, Outbound):
                 await self.publisher.publish([decoded])
                 return

@@ -48,7 +48,11 @@ class MemoryPipeline:
         self._queue: deque[Message] = deque()
 
     def publish_raw(
-        self, topic: str, key: bytes | None, value: bytes, headers: Mapping[str, bytes] | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Mapping[str, bytes] | None = None,
     ) -> Message:
         msg = Message(topic, len(self.log[topic]), key, value, dict(headers or {}), self.clock())
         self.log[topic].append(msg)
@@ -63,7 +67,9 @@ class MemoryPipeline:
         trace = out.traceparent or (parent.headers.get("traceparent") if parent else None)
         if trace:
             headers["traceparent"] = trace
-        self.publish_raw(out.topic, out.key.encode(), self.codec.encode(out.schema, out.record), headers)
+        self.publish_raw(
+            out.topic, out.key.encode(), self.codec.encode(out.schema, out.record), headers
+        )
 
     def run(self, max_messages: int = 10_000_000) -> int:
         """Deliver queued messages (and everything they cause); returns how many were handled."""
@@ -80,7 +86,13 @@ class MemoryPipeline:
         inbound = Inbound(msg.topic, 0, msg.offset, msg.key, msg.timestamp_ms, msg.headers)
         now = self.clock()
         decoded = decode_input(
-            stage.name, stage.inputs(), stage.validate, self.codec, inbound, msg.value, now,
+            stage.name,
+            stage.inputs(),
+            stage.validate,
+            self.codec,
+            inbound,
+            msg.value,
+            now,
             self.settings.topics.dead_letters,
         )
         if isinstance(decoded, Outbound):

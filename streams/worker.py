@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 
 import faust
+
 from cartstream.models.catalog import Catalog
 from cartstream.schemas.codec import AvroCodec
 from cartstream.services.persistence import Repository, make_engine
@@ -43,11 +44,12 @@ def build_app(settings: Settings, roles: Sequence[str], web: bool = False) -> fa
     if settings.ready_file is not None:
         ready_file = settings.ready_file
 
-        @app.on_rebalance_complete.connect
         async def _ready(sender: object, **_: object) -> None:
             ready_file.parent.mkdir(parents=True, exist_ok=True)
             ready_file.write_text(f"{app.conf.id} ready\n")
             log.info("worker ready (partitions assigned, tables recovered)")
+
+        app.on_rebalance_complete.connect(_ready)
 
     if "persist" in roles:
         url = settings.database_url.get_secret_value()
@@ -55,8 +57,9 @@ def build_app(settings: Settings, roles: Sequence[str], web: bool = False) -> fa
     return app
 
 
-def run_worker(settings: Settings, roles: Sequence[str], loglevel: str = "info",
-               web: bool = False) -> None:
+def run_worker(
+    settings: Settings, roles: Sequence[str], loglevel: str = "info", web: bool = False
+) -> None:
     app = build_app(settings, roles, web=web)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

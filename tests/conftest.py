@@ -41,8 +41,11 @@ def broker() -> Iterator[EmbeddedBroker]:
 @pytest.fixture(scope="module")
 def broker_settings(broker: EmbeddedBroker) -> Callable[..., Settings]:
     def make(**overrides: object) -> Settings:
-        base = Settings(kafka=KafkaSettings(bootstrap_servers=broker.bootstrap),
-                        broker_profile="tansu", app_id=f"it-{uuid.uuid4().hex[:8]}")
+        base = Settings(
+            kafka=KafkaSettings(bootstrap_servers=broker.bootstrap),
+            broker_profile="tansu",
+            app_id=f"it-{uuid.uuid4().hex[:8]}",
+        )
         return base.with_overrides(**overrides) if overrides else base
 
     return make

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from alembic import context
-from cartstream.services.db import Base
 from sqlalchemy import create_engine
+
+from cartstream.services.db import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -25,8 +26,11 @@ def run_migrations_online() -> None:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata,
-                      literal_binds=True)
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"),
+        target_metadata=target_metadata,
+        literal_binds=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

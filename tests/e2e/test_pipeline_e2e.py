@@ -29,7 +29,10 @@ pytestmark = pytest.mark.e2e
 
 
 def test_four_carts_twenty_sessions_with_a_worker_killed_midway(
-    broker_settings: Callable[..., Settings], pg_url: str, tmp_path: Path, catalog: Catalog,
+    broker_settings: Callable[..., Settings],
+    pg_url: str,
+    tmp_path: Path,
+    catalog: Catalog,
 ) -> None:
     settings = broker_settings(database_url=pg_url)
     ensure_topics(settings)
@@ -42,8 +45,11 @@ def test_four_carts_twenty_sessions_with_a_worker_killed_midway(
         client = CartClient(settings, tmp_path / "spool")
         config = SimConfig(carts=4, sessions=20, seed=1234, run_id=uuid.uuid4().hex[:6])
         result: dict[str, Any] = {}
-        publisher = threading.Thread(target=lambda: result.update(
-            report=simulate(config, catalog, settings.topics, client, truth_path, speed=0)))
+        publisher = threading.Thread(
+            target=lambda: result.update(
+                report=simulate(config, catalog, settings.topics, client, truth_path, speed=0)
+            )
+        )
         publisher.start()
         while not truth_path.exists():
             time.sleep(0.1)
@@ -55,15 +61,17 @@ def test_four_carts_twenty_sessions_with_a_worker_killed_midway(
             time.sleep(0.2)
         worker.stop(kill=True)
         killed_at = len(repo.checkouts(requested))
-        worker = WorkerProcess({**env, "CARTSTREAM_READY_FILE": str(tmp_path / "ready-2")},
-                               tmp_path / "worker-2.log")
+        worker = WorkerProcess(
+            {**env, "CARTSTREAM_READY_FILE": str(tmp_path / "ready-2")}, tmp_path / "worker-2.log"
+        )
         publisher.join(timeout=300)
         assert client.close(120)
         deadline = time.monotonic() + 240
         while len(repo.checkouts(requested)) < len(requested):
             assert worker.alive(), (tmp_path / "worker-2.log").read_text()[-3000:]
             assert time.monotonic() < deadline, (
-                f"{len(repo.checkouts(requested))}/{len(requested)} checkouts persisted")
+                f"{len(repo.checkouts(requested))}/{len(requested)} checkouts persisted"
+            )
             time.sleep(0.5)
         published = defaultdict(list)
         for record, _ in read_topic(settings, settings.topics.checkouts, idle_timeout_s=3):
@@ -85,13 +93,15 @@ def test_four_carts_twenty_sessions_with_a_worker_killed_midway(
         assert len(baskets) == 1, f"{row.session_id} published with different baskets"
         assert {v["checkout_id"] for v in versions} == {row.checkout_id}
         assert [(i.sku, i.quantity, i.line_total_cents) for i in row.items] == [
-            (i["sku"], i["quantity"], i["line_total_cents"]) for i in versions[0]["items"]]
+            (i["sku"], i["quantity"], i["line_total_cents"]) for i in versions[0]["items"]
+        ]
 
 
 def _children() -> set[str]:
     """PIDs of every running broker or worker process."""
-    out = subprocess.run(["pgrep", "-f", "tansu|cartstream.* worker"], capture_output=True,
-                         text=True, check=False).stdout
+    out = subprocess.run(
+        ["pgrep", "-f", "tansu|cartstream.* worker"], capture_output=True, text=True, check=False
+    ).stdout
     return set(out.split())
 
 
@@ -100,14 +110,39 @@ def test_demo_command(tmp_path: Path) -> None:
     before = _children()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARTSTREAM_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "cartstream", "demo", "--carts", "2", "--sessions", "3",
-         "--speed", "0", "--run-dir", str(tmp_path / "run"), "--summary-json", str(summary_path)],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "cartstream",
+            "demo",
+            "--carts",
+            "2",
+            "--sessions",
+            "3",
+            "--speed",
+            "0",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--summary-json",
+            str(summary_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     summary = json.loads(summary_path.read_text())
-    for key in ("sessions", "checkouts_requested", "checkouts_persisted", "checkout_accuracy",
-                "anomalies_by_kind", "latency_ms", "events_per_s"):
+    for key in (
+        "sessions",
+        "checkouts_requested",
+        "checkouts_persisted",
+        "checkout_accuracy",
+        "anomalies_by_kind",
+        "latency_ms",
+        "events_per_s",
+    ):
         assert key in summary
     assert summary["sessions"] == 6
     assert summary["checkouts_persisted"] == summary["checkouts_requested"] > 0

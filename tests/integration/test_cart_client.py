@@ -17,10 +17,16 @@ CARTS = ("cart-a", "cart-b", "cart-c")
 
 
 def packet(cart: str, seq: int) -> dict[str, object]:
-    return {"event_id": str(uuid.uuid4()), "cart_id": cart, "store_id": "s1",
-            "session_id": f"session-{cart}", "sequence": seq,
-            "start_time_ms": int(time.time() * 1000) - 60_000 + seq * 200,
-            "sample_rate_hz": 50.0, "samples_g": [float(seq)] * 10}
+    return {
+        "event_id": str(uuid.uuid4()),
+        "cart_id": cart,
+        "store_id": "s1",
+        "session_id": f"session-{cart}",
+        "sequence": seq,
+        "start_time_ms": int(time.time() * 1000) - 60_000 + seq * 200,
+        "sample_rate_hz": 50.0,
+        "samples_g": [float(seq)] * 10,
+    }
 
 
 def collect(settings: Settings) -> list[dict[str, object]]:
@@ -29,8 +35,9 @@ def collect(settings: Settings) -> list[dict[str, object]]:
 
 def test_broker_outage_mid_session(tmp_path: Path) -> None:
     broker = EmbeddedBroker().start()
-    settings = Settings(kafka=KafkaSettings(bootstrap_servers=broker.bootstrap),
-                        broker_profile="tansu")
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers=broker.bootstrap), broker_profile="tansu"
+    )
     ensure_topics(settings)
     client = CartClient(settings, tmp_path / "spool", batch_size=50)
     sent: list[dict[str, object]] = []

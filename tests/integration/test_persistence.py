@@ -11,31 +11,62 @@ from cartstream.streams.reconcile import checkout_id_for
 
 def checkout(session: str, anomalies: list[str] | None = None) -> Any:
     return {
-        "checkout_id": checkout_id_for(session), "cart_id": "cart-1", "store_id": "store-1",
-        "session_id": session, "requested_ms": 1_700_000_000_000, "decided_ms": 1_700_000_001_000,
+        "checkout_id": checkout_id_for(session),
+        "cart_id": "cart-1",
+        "store_id": "store-1",
+        "session_id": session,
+        "requested_ms": 1_700_000_000_000,
+        "decided_ms": 1_700_000_001_000,
         "currency": "USD",
         "items": [
-            {"sku": "PAN-TUNA-160", "name": "Ocean Tuna 160 g", "quantity": 2,
-             "unit_price_cents": 179, "grams": 370.0, "sold_by_weight": False,
-             "line_total_cents": 358},
-            {"sku": "PRD-APPLE", "name": "Red Apples (per kg)", "quantity": 1,
-             "unit_price_cents": 399, "grams": 812.0, "sold_by_weight": True,
-             "line_total_cents": 324},
+            {
+                "sku": "PAN-TUNA-160",
+                "name": "Ocean Tuna 160 g",
+                "quantity": 2,
+                "unit_price_cents": 179,
+                "grams": 370.0,
+                "sold_by_weight": False,
+                "line_total_cents": 358,
+            },
+            {
+                "sku": "PRD-APPLE",
+                "name": "Red Apples (per kg)",
+                "quantity": 1,
+                "unit_price_cents": 399,
+                "grams": 812.0,
+                "sold_by_weight": True,
+                "line_total_cents": 324,
+            },
         ],
-        "item_count": 3, "subtotal_cents": 682, "measured_grams": 1183.0,
-        "expected_grams": 1182.0, "tolerance_grams": 20.0,
+        "item_count": 3,
+        "subtotal_cents": 682,
+        "measured_grams": 1183.0,
+        "expected_grams": 1182.0,
+        "tolerance_grams": 20.0,
         "status": "NEEDS_REVIEW" if anomalies else "APPROVED",
-        "review_reasons": ["anomaly: x"] if anomalies else [], "anomaly_ids": anomalies or [],
+        "review_reasons": ["anomaly: x"] if anomalies else [],
+        "anomaly_ids": anomalies or [],
         "reasoning": "weight",
     }
 
 
 def anomaly(anomaly_id: str, session: str) -> Any:
-    return {"anomaly_id": anomaly_id, "kind": "UNEXPLAINED_WEIGHT_CHANGE", "severity": "WARNING",
-            "cart_id": "cart-1", "store_id": "store-1", "session_id": session,
-            "detected_ms": 1_700_000_000_500, "description": "7777 g added",
-            "basket_change_ids": ["bc-1"], "frame_event_ids": [], "weight_from_ms": 1,
-            "weight_to_ms": 2, "grams_measured": 7777.0, "grams_expected": None}
+    return {
+        "anomaly_id": anomaly_id,
+        "kind": "UNEXPLAINED_WEIGHT_CHANGE",
+        "severity": "WARNING",
+        "cart_id": "cart-1",
+        "store_id": "store-1",
+        "session_id": session,
+        "detected_ms": 1_700_000_000_500,
+        "description": "7777 g added",
+        "basket_change_ids": ["bc-1"],
+        "frame_event_ids": [],
+        "weight_from_ms": 1,
+        "weight_to_ms": 2,
+        "grams_measured": 7777.0,
+        "grams_expected": None,
+    }
 
 
 @pytest.fixture(scope="module")

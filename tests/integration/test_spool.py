@@ -42,7 +42,7 @@ def test_acknowledged_segments_are_deleted(tmp_path: Path, monkeypatch: object) 
     spool_module.SEGMENT_BYTES = 2048  # type: ignore[misc]
     try:
         spool = Spool(tmp_path)
-        for i in range(60):
+        for _i in range(60):
             spool.append(rec(100))
         assert len(list(tmp_path.glob("seg-*.log"))) > 3
         spool.ack(59)

@@ -32,20 +32,40 @@ def bad_inputs(settings: Settings) -> list[tuple[str, bytes, str]]:
     """(topic, value, expected reason) for each kind of bad input."""
     codec, now = AvroCodec(), int(time.time() * 1000)
     ids = {"cart_id": "cart-bad", "store_id": "s", "session_id": "bad-session"}
-    packet = {"event_id": "b1", **ids, "sequence": 0, "start_time_ms": now - 1000,
-              "sample_rate_hz": 50.0, "samples_g": [1.0, float("nan")]}
-    frame = {"event_id": "b2", **ids, "camera_id": 0, "sequence": 0, "capture_time_ms": now,
-             "width": 8, "height": 8, "jpeg": b"\xff\xd8\xff\xe0 not a jpeg"}
+    packet = {
+        "event_id": "b1",
+        **ids,
+        "sequence": 0,
+        "start_time_ms": now - 1000,
+        "sample_rate_hz": 50.0,
+        "samples_g": [1.0, float("nan")],
+    }
+    frame = {
+        "event_id": "b2",
+        **ids,
+        "camera_id": 0,
+        "sequence": 0,
+        "capture_time_ms": now,
+        "width": 8,
+        "height": 8,
+        "jpeg": b"\xff\xd8\xff\xe0 not a jpeg",
+    }
     empty = {**frame, "event_id": "b3", "jpeg": b""}
-    future = {"event_id": "b4", **ids, "kind": "STARTED", "time_ms": now + 3_600_000,
-              "last_weight_sequence": -1, "last_frame_sequence": -1}
+    future = {
+        "event_id": "b4",
+        **ids,
+        "kind": "STARTED",
+        "time_ms": now + 3_600_000,
+        "last_weight_sequence": -1,
+        "last_frame_sequence": -1,
+    }
     negative = {**packet, "event_id": "b5", "samples_g": [-9000.0]}
     no_session = {**packet, "event_id": "b6", "session_id": "", "samples_g": [5.0]}
     ok_image = encode_jpeg(np.zeros((8, 8, 3), dtype=np.uint8))
     wrong_schema = codec.encode(CART_FRAME, {**frame, "event_id": "b7", "jpeg": ok_image})
     t = settings.topics
     return [
-        (t.weights, b"{\"weight\": 12}", "bad marker"),
+        (t.weights, b'{"weight": 12}', "bad marker"),
         (t.weights, codec.encode(WEIGHT_PACKET, packet), "NaN"),
         (t.frames, codec.encode(CART_FRAME, frame), "undecodable JPEG"),
         (t.frames, codec.encode(CART_FRAME, empty), "empty frame"),
@@ -65,13 +85,17 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
 
 
 def test_worker_turns_sessions_into_checkouts_and_bad_input_into_dead_letters(
-    broker_settings: Callable[..., Settings], pg_url: str, tmp_path: Path, catalog: Catalog,
+    broker_settings: Callable[..., Settings],
+    pg_url: str,
+    tmp_path: Path,
+    catalog: Catalog,
 ) -> None:
     settings = broker_settings(database_url=pg_url)
     ensure_topics(settings)
     ready = tmp_path / "ready"
-    worker = WorkerProcess(worker_env(settings, settings.app_id, pg_url, ready),
-                           tmp_path / "worker.log")
+    worker = WorkerProcess(
+        worker_env(settings, settings.app_id, pg_url, ready), tmp_path / "worker.log"
+    )
     try:
         worker.wait_ready(ready, timeout_s=60)
         producer = KafkaProducer(**settings.kafka.kafka_python_config())
@@ -80,15 +104,21 @@ def test_worker_turns_sessions_into_checkouts_and_bad_input_into_dead_letters(
             producer.send(topic, key=b"cart-bad", value=value).get(timeout=10)
         producer.close()
         client = CartClient(settings, tmp_path / "spool")
-        report = simulate(SimConfig(carts=2, sessions=2, seed=21, run_id=uuid.uuid4().hex[:6]),
-                          catalog, settings.topics, client, tmp_path / "truth.jsonl")
+        report = simulate(
+            SimConfig(carts=2, sessions=2, seed=21, run_id=uuid.uuid4().hex[:6]),
+            catalog,
+            settings.topics,
+            client,
+            tmp_path / "truth.jsonl",
+        )
         assert client.close(60)
         truth = read_truth(tmp_path / "truth.jsonl")
         requested = [s for s, t in truth.items() if t["outcome"] == "checkout"]
         repo = Repository(make_engine(pg_url))
         wait_for(lambda: len(repo.checkouts(requested)) == len(requested), 90, "checkouts")
-        letters = [r for r, _ in read_topic(settings, settings.topics.dead_letters,
-                                            idle_timeout_s=2)]
+        letters = [
+            r for r, _ in read_topic(settings, settings.topics.dead_letters, idle_timeout_s=2)
+        ]
         assert worker.alive()
     finally:
         worker.stop()
@@ -105,8 +135,17 @@ def test_worker_turns_sessions_into_checkouts_and_bad_input_into_dead_letters(
 
     # a retailer's view: the checkouts topic decoded with nothing but the .avsc files
     result = CliRunner().invoke(
-        cli, ["--bootstrap", settings.kafka.bootstrap_servers, "checkouts", "tail",
-              "--max", str(len(requested)), "--json"], obj={},
+        cli,
+        [
+            "--bootstrap",
+            settings.kafka.bootstrap_servers,
+            "checkouts",
+            "tail",
+            "--max",
+            str(len(requested)),
+            "--json",
+        ],
+        obj={},
     )
     assert result.exit_code == 0, result.output
     tailed: list[dict[str, Any]] = [json.loads(line) for line in result.output.splitlines()]
@@ -114,5 +153,6 @@ def test_worker_turns_sessions_into_checkouts_and_bad_input_into_dead_letters(
     for c in tailed:
         persisted = repo.basket_of(c["session_id"])
         assert persisted == {i["sku"]: i["quantity"] for i in c["items"]}
-        assert c["checkout_id"] == next(r.checkout_id for r in rows
-                                        if r.session_id == c["session_id"])
+        assert c["checkout_id"] == next(
+            r.checkout_id for r in rows if r.session_id == c["session_id"]
+        )

@@ -15,14 +15,31 @@ codec = AvroCodec()
 
 
 def packet(samples: list[float]) -> dict[str, object]:
-    return {"event_id": "e1", "cart_id": "c1", "store_id": "s1", "session_id": "x", "sequence": 3,
-            "start_time_ms": 1_700_000_000_000, "sample_rate_hz": 50.0, "samples_g": samples}
+    return {
+        "event_id": "e1",
+        "cart_id": "c1",
+        "store_id": "s1",
+        "session_id": "x",
+        "sequence": 3,
+        "start_time_ms": 1_700_000_000_000,
+        "sample_rate_hz": 50.0,
+        "samples_g": samples,
+    }
 
 
 def test_every_topic_has_a_schema() -> None:
     names = set(default_registry().names())
-    assert {"cart_frame", "weight_packet", "session_event", "detection", "basket_change",
-            "anomaly", "checkout", "dead_letter", "session_review"} <= names
+    assert {
+        "cart_frame",
+        "weight_packet",
+        "session_event",
+        "detection",
+        "basket_change",
+        "anomaly",
+        "checkout",
+        "dead_letter",
+        "session_review",
+    } <= names
 
 
 def test_single_object_framing() -> None:
@@ -37,15 +54,16 @@ def test_weight_packet_roundtrip(samples: list[float], sequence: int) -> None:
     record = {**packet(samples), "sequence": sequence}
     back = codec.decode(codec.encode(WEIGHT_PACKET, record))
     assert back["sequence"] == sequence
-    assert all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(back["samples_g"], samples,
-                                                                 strict=True))
+    assert all(
+        math.isclose(a, b, rel_tol=1e-6) for a, b in zip(back["samples_g"], samples, strict=True)
+    )
 
 
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
         (b"", "shorter than"),
-        (b"{\"json\": true}", "marker"),
+        (b'{"json": true}', "marker"),
         (MAGIC + b"\x00" * 8 + b"\x02", "unknown writer schema"),
     ],
 )

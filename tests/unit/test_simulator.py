@@ -39,7 +39,10 @@ def test_events_are_ordered_backdated_and_closed(catalog: Catalog) -> None:
     closing = [e[4] for e in events if e[1] == topics.sessions and e[4]["kind"] != "STARTED"]
     assert len(closing) == 4
     for close in closing:
-        packets = [e[4] for e in events
-                   if e[1] == topics.weights and e[4]["session_id"] == close["session_id"]]
+        packets = [
+            e[4]
+            for e in events
+            if e[1] == topics.weights and e[4]["session_id"] == close["session_id"]
+        ]
         assert close["last_weight_sequence"] == len(packets) - 1
         assert [p["sequence"] for p in packets] == list(range(len(packets)))

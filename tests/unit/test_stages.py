@@ -27,16 +27,24 @@ class Clock:
         return self.ms
 
 
-def pipeline(settings: Settings, catalog: Catalog, clock: Clock | None = None,
-             stages: str = "detect,reason,anomalies,reconcile") -> MemoryPipeline:
-    make = {"detect": lambda: DetectStage(settings), "reason": lambda: ReasonStage(settings, catalog),
-            "anomalies": lambda: AnomalyStage(settings, catalog),
-            "reconcile": lambda: ReconcileStage(settings, catalog)}
+def pipeline(
+    settings: Settings,
+    catalog: Catalog,
+    clock: Clock | None = None,
+    stages: str = "detect,reason,anomalies,reconcile",
+) -> MemoryPipeline:
+    make = {
+        "detect": lambda: DetectStage(settings),
+        "reason": lambda: ReasonStage(settings, catalog),
+        "anomalies": lambda: AnomalyStage(settings, catalog),
+        "reconcile": lambda: ReconcileStage(settings, catalog),
+    }
     return MemoryPipeline(settings, [make[s]() for s in stages.split(",")], clock=clock)
 
 
-def simulated(catalog: Catalog, settings: Settings, carts: int = 2, sessions: int = 3,
-              seed: int = 11) -> tuple[list[Any], list[Any]]:
+def simulated(
+    catalog: Catalog, settings: Settings, carts: int = 2, sessions: int = 3, seed: int = 11
+) -> tuple[list[Any], list[Any]]:
     planned = plan_carts(SimConfig(carts=carts, sessions=sessions, seed=seed, run_id="u"), catalog)
     return planned, list(cart_events(planned, catalog, settings.topics, 50.0))
 
@@ -62,8 +70,14 @@ def test_redelivery_changes_nothing(settings: Settings, catalog: Catalog) -> Non
     _, events = simulated(catalog, settings)
     p = pipeline(settings, catalog)
     feed(p, events)
-    before = {t: len(p.log[t]) for t in (settings.topics.basket_changes, settings.topics.checkouts,
-                                          settings.topics.anomalies)}
+    before = {
+        t: len(p.log[t])
+        for t in (
+            settings.topics.basket_changes,
+            settings.topics.checkouts,
+            settings.topics.anomalies,
+        )
+    }
     feed(p, events)  # the whole input again, as after a crash before any commit
     for topic, n in before.items():
         assert len(p.log[topic]) == n, topic
@@ -84,7 +98,8 @@ def test_duplicated_basket_changes_apply_once(settings: Settings, catalog: Catal
     twice.run()
     strip = lambda cs: [{k: v for k, v in c.items() if k != "decided_ms"} for c in cs]  # noqa: E731
     assert strip(once.records(settings.topics.checkouts)) == strip(
-        twice.records(settings.topics.checkouts))
+        twice.records(settings.topics.checkouts)
+    )
 
 
 def test_checkout_waits_for_the_last_weight_packet(settings: Settings, catalog: Catalog) -> None:
@@ -108,15 +123,17 @@ def test_checkout_waits_for_the_last_weight_packet(settings: Settings, catalog: 
     assert checkout["item_count"] > 0
 
 
-def test_missing_packets_close_the_session_after_the_wait(settings: Settings,
-                                                         catalog: Catalog) -> None:
+def test_missing_packets_close_the_session_after_the_wait(
+    settings: Settings, catalog: Catalog
+) -> None:
     _, events = simulated(catalog, settings, carts=1, sessions=1, seed=3)
     clock = Clock()
     p = pipeline(settings, catalog, clock)
     lost = {e[4]["sequence"] for e in events if e[1] == settings.topics.weights}
     lost = set(sorted(lost)[-5:])
-    feed(p, [e for e in events
-             if not (e[1] == settings.topics.weights and e[4]["sequence"] in lost)])
+    feed(
+        p, [e for e in events if not (e[1] == settings.topics.weights and e[4]["sequence"] in lost)]
+    )
     p.tick()
     assert p.records(settings.topics.checkouts) == []
     clock.ms += int(settings.reason.checkout_wait_s * 1000) + 1
@@ -140,13 +157,21 @@ def test_review_never_comes(settings: Settings, catalog: Catalog) -> None:
 
 
 def _packet(session: str, seq: int, grams: list[float], t0: int) -> dict[str, Any]:
-    return {"event_id": f"{session}-{seq}", "cart_id": "cart-1", "store_id": "s",
-            "session_id": session, "sequence": seq, "start_time_ms": t0 + seq * 200,
-            "sample_rate_hz": 50.0, "samples_g": grams}
+    return {
+        "event_id": f"{session}-{seq}",
+        "cart_id": "cart-1",
+        "store_id": "s",
+        "session_id": session,
+        "sequence": seq,
+        "start_time_ms": t0 + seq * 200,
+        "sample_rate_hz": 50.0,
+        "samples_g": grams,
+    }
 
 
-def test_unexplained_weight_raises_anomalies_and_needs_review(settings: Settings,
-                                                              catalog: Catalog) -> None:
+def test_unexplained_weight_raises_anomalies_and_needs_review(
+    settings: Settings, catalog: Catalog
+) -> None:
     p = pipeline(settings, catalog)
     t0 = int(time.time() * 1000) - 60_000
     rng = np.random.default_rng(0)
@@ -155,17 +180,29 @@ def test_unexplained_weight_raises_anomalies_and_needs_review(settings: Settings
         level = levels[seq] if seq < len(levels) else levels[-1]
         grams = (level + rng.normal(0, 1.0, 10)).tolist()
         p.publish(settings.topics.weights, "cart-1", WEIGHT_PACKET, _packet("s1", seq, grams, t0))
-    p.publish(settings.topics.sessions, "cart-1", SESSION_EVENT, {
-        "event_id": "close", "cart_id": "cart-1", "store_id": "s", "session_id": "s1",
-        "kind": "CHECKOUT_REQUESTED", "time_ms": t0 + 9000, "last_weight_sequence": 39,
-        "last_frame_sequence": -1})
+    p.publish(
+        settings.topics.sessions,
+        "cart-1",
+        SESSION_EVENT,
+        {
+            "event_id": "close",
+            "cart_id": "cart-1",
+            "store_id": "s",
+            "session_id": "s1",
+            "kind": "CHECKOUT_REQUESTED",
+            "time_ms": t0 + 9000,
+            "last_weight_sequence": 39,
+            "last_frame_sequence": -1,
+        },
+    )
     p.run()
     kinds = sorted(a["kind"] for a in p.records(settings.topics.anomalies))
     assert kinds == ["CHECKOUT_WEIGHT_MISMATCH", "UNEXPLAINED_WEIGHT_CHANGE"]
     (checkout,) = p.records(settings.topics.checkouts)
     assert checkout["status"] == "NEEDS_REVIEW"
     assert sorted(checkout["anomaly_ids"]) == sorted(
-        a["anomaly_id"] for a in p.records(settings.topics.anomalies))
+        a["anomaly_id"] for a in p.records(settings.topics.anomalies)
+    )
     assert checkout["measured_grams"] == pytest.approx(7777, abs=3)
 
 
@@ -178,12 +215,16 @@ def test_unexplained_weight_raises_anomalies_and_needs_review(settings: Settings
     ],
 )
 def test_bad_input_goes_to_dead_letters_and_the_rest_flows(
-    settings: Settings, catalog: Catalog, topic_attr: str, value: Any, error_type: str,
+    settings: Settings,
+    catalog: Catalog,
+    topic_attr: str,
+    value: Any,
+    error_type: str,
     reason: str,
 ) -> None:
     from cartstream.schemas.codec import AvroCodec
 
-    planned, events = simulated(catalog, settings, carts=1, sessions=1, seed=3)
+    _planned, events = simulated(catalog, settings, carts=1, sessions=1, seed=3)
     p = pipeline(settings, catalog)
     topic = getattr(settings.topics, topic_attr)
     codec = AvroCodec()
@@ -197,6 +238,9 @@ def test_bad_input_goes_to_dead_letters_and_the_rest_flows(
     (letter,) = p.records(settings.topics.dead_letters)
     assert letter["error_type"] == error_type and reason in letter["reason"]
     assert (letter["source_topic"], letter["source_offset"], letter["source_key"]) == (
-        topic, 0, b"cart-x")
+        topic,
+        0,
+        b"cart-x",
+    )
     assert letter["payload"] == value
     assert len(p.records(settings.topics.checkouts)) == 1

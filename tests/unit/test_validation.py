@@ -19,20 +19,43 @@ IDS = {"event_id": "e", "cart_id": "c", "store_id": "s", "session_id": "x"}
 
 
 def packet(**kw: Any) -> Any:
-    return {**IDS, "sequence": 0, "start_time_ms": NOW - 1000, "sample_rate_hz": 50.0,
-            "samples_g": [10.0, 11.0], **kw}
+    return {
+        **IDS,
+        "sequence": 0,
+        "start_time_ms": NOW - 1000,
+        "sample_rate_hz": 50.0,
+        "samples_g": [10.0, 11.0],
+        **kw,
+    }
 
 
 def frame(**kw: Any) -> Any:
     img = np.zeros((32, 48, 3), dtype=np.uint8)
-    return {**IDS, "camera_id": 0, "sequence": 0, "capture_time_ms": NOW, "width": 48,
-            "height": 32, "jpeg": encode_jpeg(img), **kw}
+    return {
+        **IDS,
+        "camera_id": 0,
+        "sequence": 0,
+        "capture_time_ms": NOW,
+        "width": 48,
+        "height": 32,
+        "jpeg": encode_jpeg(img),
+        **kw,
+    }
 
 
 def test_good_records_pass() -> None:
     validate_weight_packet(packet(), NOW, 300)
-    validate_session_event({**IDS, "kind": "STARTED", "time_ms": NOW, "last_weight_sequence": -1,
-                            "last_frame_sequence": -1}, NOW, 300)
+    validate_session_event(
+        {
+            **IDS,
+            "kind": "STARTED",
+            "time_ms": NOW,
+            "last_weight_sequence": -1,
+            "last_frame_sequence": -1,
+        },
+        NOW,
+        300,
+    )
     assert validate_frame(frame(), NOW, 300, 1_000_000).shape == (32, 48, 3)
 
 

@@ -29,8 +29,9 @@ def test_removal_only_considers_the_basket(catalog: Catalog) -> None:
 
 
 def test_produce_bag_removal_by_its_grams(catalog: Catalog) -> None:
-    m = WeightMatcher(catalog).match_remove(733.0, 1.5, {"PAN-TUNA-160": 1},
-                                            {"PRD-APPLE": [733.4], "PRD-BANANA": [610.0]})
+    m = WeightMatcher(catalog).match_remove(
+        733.0, 1.5, {"PAN-TUNA-160": 1}, {"PRD-APPLE": [733.4], "PRD-BANANA": [610.0]}
+    )
     assert (m.action, m.sku) == ("REMOVE", "PRD-APPLE")
 
 
