@@ -120,6 +120,7 @@ class BrokerTuning(_Frozen):
     heartbeat_interval_s: float = 3.0
     producer_max_batch_bytes: int = 16384
     consumer_session_timeout_ms: int = 30000
+    fetch_max_wait_ms: int | None = None  # None: the client's default
 
     @classmethod
     def for_profile(cls, profile: BrokerProfile) -> BrokerTuning:
@@ -127,12 +128,15 @@ class BrokerTuning(_Frozen):
             # Tansu 0.6 (the embedded test/demo broker) needs three workarounds; real Kafka none:
             # - a group join waits session_timeout/2, so keep the session short;
             # - ListOffsets(latest) counts only the first record of the newest batch, so a
-            #   recovering table would stop early unless every record is its own batch.
+            #   recovering table would stop early unless every record is its own batch;
+            # - a fetch is answered only when fetch_max_wait expires, even when records
+            #   arrive sooner (Faust waits 1.5 s), so every hop would add up to that.
             return cls(
                 session_timeout_s=6.0,
                 heartbeat_interval_s=1.0,
                 producer_max_batch_bytes=1,
                 consumer_session_timeout_ms=6000,
+                fetch_max_wait_ms=20,
             )
         return cls()
 
