@@ -24,7 +24,10 @@ def read_topic(
     """Decoded records of every partition of `topic` (no consumer group: nothing to join)."""
     codec = codec or AvroCodec()
     consumer = KafkaConsumer(
-        **settings.kafka.kafka_python_config(), enable_auto_commit=False, consumer_timeout_ms=200
+        **settings.kafka.kafka_python_config(),
+        enable_auto_commit=False,
+        consumer_timeout_ms=200,
+        fetch_max_wait_ms=settings.tuning.fetch_max_wait_ms or 500,
     )
     try:
         deadline = time.monotonic() + 15

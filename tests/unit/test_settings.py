@@ -41,6 +41,7 @@ def test_broker_workarounds_only_in_the_tansu_profile() -> None:
     assert kafka.producer_max_batch_bytes > 1
     assert tansu.producer_max_batch_bytes == 1
     assert tansu.session_timeout_s < kafka.session_timeout_s
+    assert kafka.fetch_max_wait_ms is None and tansu.fetch_max_wait_ms == 20
     assert Settings().tuning == kafka
     assert Settings(broker_profile="tansu").tuning == tansu
 
