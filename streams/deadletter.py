@@ -9,7 +9,7 @@ from typing import Any
 from cartstream.exceptions import DecodeError, ValidationError
 from cartstream.schemas.codec import AvroCodec
 from cartstream.schemas.records import DEAD_LETTER, DeadLetter
-from cartstream.streams.stage import Inbound, Outbound, derived_id
+from cartstream.streams.stage import Inbound, Outbound, Stage, derived_id
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +75,17 @@ def decode_input(
     letter = dead_letter(stage_name, inbound, value, error_type, reason, now_ms)
     key = (inbound.key or b"").decode(errors="replace")
     return Outbound(dead_letter_topic, key, DEAD_LETTER, letter)
+
+
+def decode_for_stage(
+    stage: Stage,
+    codec: AvroCodec,
+    inbound: Inbound,
+    value: bytes,
+    now_ms: int,
+    dead_letter_topic: str,
+) -> Mapping[str, Any] | Outbound:
+    """`decode_input` with a stage's own inputs and validation."""
+    return decode_input(
+        stage.name, stage.inputs(), stage.validate, codec, inbound, value, now_ms, dead_letter_topic
+    )

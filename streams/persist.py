@@ -19,8 +19,8 @@ from cartstream.services.persistence import Repository
 from cartstream.services.settings import Settings
 from cartstream.services.telemetry import message_span
 from cartstream.streams.deadletter import decode_input
-from cartstream.streams.runtime import Publisher, _headers, now_ms
-from cartstream.streams.stage import Inbound, Outbound
+from cartstream.streams.runtime import Publisher, inbound_from, now_ms
+from cartstream.streams.stage import Outbound
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,7 @@ class PersistRunner:
             await self.handle(event.message)
 
     async def handle(self, msg: Any) -> None:
-        inbound = Inbound(
-            msg.topic,
-            msg.partition,
-            msg.offset,
-            msg.key,
-            int((msg.timestamp or 0) * 1000),
-            _headers(msg.headers),
-        )
+        inbound = inbound_from(msg)
         with message_span("process", msg.topic, parent=inbound.traceparent):
             decoded = decode_input(
                 "persist",

@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind
 from cartstream.schemas.codec import AvroCodec
 from cartstream.services.settings import Settings
 from cartstream.services.telemetry import current_traceparent, message_span
-from cartstream.streams.deadletter import decode_input
+from cartstream.streams.deadletter import decode_for_stage
 from cartstream.streams.stage import EVENT_ID_HEADER, TRACEPARENT, Inbound, Outbound, Stage
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,19 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _headers(raw: Any) -> dict[str, bytes]:
-    if not raw:
-        return {}
+def inbound_from(msg: Any) -> Inbound:
+    """Where a Faust message came from, as stages see it."""
+    raw = msg.headers or {}
     items = raw.items() if isinstance(raw, dict) else raw
-    return {str(k): bytes(v) if v is not None else b"" for k, v in items}
+    headers = {str(k): bytes(v) if v is not None else b"" for k, v in items}
+    return Inbound(
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        key=msg.key,
+        timestamp_ms=int((msg.timestamp or 0) * 1000),
+        headers=headers,
+    )
 
 
 class Publisher:
@@ -138,14 +146,7 @@ class StageRunner:
             await self.handle(event.message)
 
     async def handle(self, msg: Any) -> None:
-        inbound = Inbound(
-            topic=msg.topic,
-            partition=msg.partition,
-            offset=msg.offset,
-            key=msg.key,
-            timestamp_ms=int((msg.timestamp or 0) * 1000),
-            headers=_headers(msg.headers),
-        )
+        inbound = inbound_from(msg)
         now = now_ms()
         with message_span(
             "process",
@@ -161,15 +162,8 @@ class StageRunner:
             if msg.topic == self.tick_topic_name:
                 await self._on_tick((msg.key or b"").decode(), now)
                 return
-            decoded = decode_input(
-                self.stage.name,
-                self.stage.inputs(),
-                self.stage.validate,
-                self.codec,
-                inbound,
-                msg.value,
-                now,
-                self.settings.topics.dead_letters,
+            decoded = decode_for_stage(
+                self.stage, self.codec, inbound, msg.value, now, self.settings.topics.dead_letters
             )
             if isinstance(decoded, Outbound):
                 await self.publisher.publish([decoded])

@@ -17,7 +17,7 @@ from typing import Any
 
 from cartstream.schemas.codec import AvroCodec
 from cartstream.services.settings import Settings
-from cartstream.streams.deadletter import decode_input
+from cartstream.streams.deadletter import decode_for_stage
 from cartstream.streams.stage import Inbound, Outbound, Stage, State
 
 
@@ -85,15 +85,8 @@ class MemoryPipeline:
     def _deliver(self, stage: Stage, msg: Message) -> None:
         inbound = Inbound(msg.topic, 0, msg.offset, msg.key, msg.timestamp_ms, msg.headers)
         now = self.clock()
-        decoded = decode_input(
-            stage.name,
-            stage.inputs(),
-            stage.validate,
-            self.codec,
-            inbound,
-            msg.value,
-            now,
-            self.settings.topics.dead_letters,
+        decoded = decode_for_stage(
+            stage, self.codec, inbound, msg.value, now, self.settings.topics.dead_letters
         )
         if isinstance(decoded, Outbound):
             self._emit(decoded, msg)
