@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from cartstream.exceptions import DecodeError
 from cartstream.schemas.codec import AvroCodec
 from cartstream.services.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def read_topic(
@@ -52,7 +56,14 @@ def read_topic(
             last = time.monotonic()
             for messages in batch.values():
                 for msg in messages:
-                    yield codec.decode(msg.value), msg
+                    try:
+                        record = codec.decode(msg.value)
+                    except DecodeError as exc:
+                        log.warning(
+                            "%s[%d]@%d skipped: %s", msg.topic, msg.partition, msg.offset, exc
+                        )
+                        continue
+                    yield record, msg
                     seen += 1
                     if max_records is not None and seen >= max_records:
                         return

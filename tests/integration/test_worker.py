@@ -148,6 +148,31 @@ def test_worker_turns_sessions_into_checkouts_and_bad_input_into_dead_letters(
         obj={},
     )
     assert result.exit_code == 0, result.output
+
+    # trace context: each checkout continues the trace of its cart's checkout request
+    def trace_id(msg: Any) -> str | None:
+        value = dict(msg.headers or []).get("traceparent")  # bad inputs above have none
+        return bytes(value).decode().split("-")[1] if value else None
+
+    requests = {
+        r["session_id"]: trace_id(m)
+        for r, m in read_topic(settings, settings.topics.sessions, idle_timeout_s=2)
+        if r["kind"] == "CHECKOUT_REQUESTED"
+    }
+    published = list(read_topic(settings, settings.topics.checkouts, idle_timeout_s=2))
+    assert published
+    for record, msg in published:
+        assert trace_id(msg) is not None
+        assert trace_id(msg) == requests[record["session_id"]]
+    packets = {
+        trace_id(m) for _, m in read_topic(settings, settings.topics.weights, idle_timeout_s=2)
+    }
+    changes = [
+        (r, m)
+        for r, m in read_topic(settings, settings.topics.basket_changes, idle_timeout_s=2)
+        if r["action"] == "ADD"
+    ]
+    assert changes and all(trace_id(m) in packets for _, m in changes)
     tailed: list[dict[str, Any]] = [json.loads(line) for line in result.output.splitlines()]
     assert {c["session_id"] for c in tailed} == set(requested)
     for c in tailed:
