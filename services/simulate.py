@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from cartstream.models.catalog import Catalog
-from cartstream.models.render import encode_jpeg, render_frame
+from cartstream.models.render import SceneRenderer, encode_jpeg
 from cartstream.models.scale import DEFAULT_RATE_HZ, synthesize_weights
 from cartstream.models.shopper import SessionPlan, ShopperProfile, plan_session
 from cartstream.schemas.records import (
@@ -113,7 +113,11 @@ def plan_carts(
 
 
 def _session_events(
-    ps: PlannedSession, catalog: Catalog, topics: TopicSettings, rate_hz: float
+    ps: PlannedSession,
+    catalog: Catalog,
+    topics: TopicSettings,
+    rate_hz: float,
+    renderer: SceneRenderer,
 ) -> Iterator[tuple[int, str, str, dict[str, Any]]]:
     """(cart time ms, topic, schema, record) for one session, in time order."""
     rng = np.random.default_rng((*ps.seed, 1))
@@ -180,9 +184,7 @@ def _session_events(
             elif done.sku in inside:
                 inside.remove(done.sku)
         for cam in range(CAMERAS):
-            img = render_frame(
-                cam, catalog[in_hand] if in_hand else None, [catalog[s] for s in inside], rng
-            )
+            img, _labels = renderer.render(rng, cam, in_hand, inside)
             at_ms = ps.start_ms + int(at_s * 1000)
             frame: dict[str, Any] = {
                 "event_id": str(uuid.uuid4()),
@@ -209,12 +211,13 @@ def cart_events(
     sessions: list[PlannedSession], catalog: Catalog, topics: TopicSettings, rate_hz: float
 ) -> Iterator[tuple[int, str, str, str, dict[str, Any]]]:
     """All carts' events merged by cart time: (time ms, topic, key, schema, record)."""
+    renderer = SceneRenderer(catalog)
 
     def one_cart(
         cart_sessions: list[PlannedSession],
     ) -> Iterator[tuple[int, str, str, str, dict[str, Any]]]:
         for ps in cart_sessions:
-            for at, topic, schema, record in _session_events(ps, catalog, topics, rate_hz):
+            for at, topic, schema, record in _session_events(ps, catalog, topics, rate_hz, renderer):
                 yield at, topic, ps.cart_id, schema, record
 
     by_cart: dict[str, list[PlannedSession]] = {}
