@@ -74,7 +74,7 @@ def _silhouette(shape: str, w: int, h: int) -> np.ndarray:
 def make_look(sku: Sku, scale: float = 1.0) -> Look:
     """The deterministic appearance of one SKU (same code -> same pixels)."""
     d = _digest(f"{sku.brand}/{sku.shape}")  # a brand's packs share pattern and band place
-    size = 34 + 22 * min(1.0, math.log10(max(sku.unit_grams, 40.0)) - 1.6)
+    size = min(62.0, max(24.0, 28 + 11 * math.log2(max(sku.unit_grams, 10.0) / 100)))
     tall = sku.shape in ("bottle", "can", "jar", "cup", "carton")
     w = round(size * (0.75 if tall else 1.15) * scale)
     h = round(size * (1.35 if tall else 0.85) * scale)
@@ -104,8 +104,16 @@ def make_look(sku: Sku, scale: float = 1.0) -> Look:
         y0, y1 = int(h * (0.35 + (d[2] % 10) / 100)), int(h * (0.62 + (d[3] % 10) / 100))
         cv2.rectangle(img, (0, y0), (w - 1, y1), band, -1)
         glyphs = "".join(ch for ch in sku.sku.split("-", 1)[1] if ch.isalnum())[:3]
-        cv2.putText(img, glyphs, (2, y1 - 3), cv2.FONT_HERSHEY_SIMPLEX,
-                    max(0.25, (y1 - y0) / 28), main, 1, cv2.LINE_AA)
+        cv2.putText(
+            img,
+            glyphs,
+            (2, y1 - 3),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            max(0.25, (y1 - y0) / 28),
+            main,
+            1,
+            cv2.LINE_AA,
+        )
     else:
         cv2.circle(img, (w // 2, h // 3), max(2, w // 10), band, -1)
     alpha = _silhouette(sku.shape, w, h)
@@ -133,15 +141,23 @@ class SceneParams:
 class SceneRenderer:
     """Renders camera scenes; sprites are cached per SKU."""
 
-    def __init__(self, catalog: Catalog, size: int = FRAME_SIZE,
-                 params: SceneParams | None = None) -> None:
+    def __init__(
+        self, catalog: Catalog, size: int = FRAME_SIZE, params: SceneParams | None = None
+    ) -> None:
         self.catalog = catalog
         self.size = size
         self.params = params or SceneParams()
         self._looks = {s.sku: make_look(s, size / FRAME_SIZE) for s in catalog.skus}
 
-    def _paste(self, canvas: np.ndarray, owner: np.ndarray, owner_id: int, sprite: np.ndarray,
-               x: int, y: int) -> tuple[int, int, int, int] | None:
+    def _paste(
+        self,
+        canvas: np.ndarray,
+        owner: np.ndarray,
+        owner_id: int,
+        sprite: np.ndarray,
+        x: int,
+        y: int,
+    ) -> tuple[int, int, int, int] | None:
         h, w = sprite.shape[:2]
         x0, y0 = max(0, x), max(0, y)
         x1, y1 = min(self.size, x + w), min(self.size, y + h)
@@ -171,7 +187,7 @@ class SceneRenderer:
         owner = np.zeros((s, s), dtype=np.int32)
         placed: list[tuple[str, tuple[int, int, int, int], bool]] = []
         items = list(in_basket)[-8:]
-        order = rng.permutation(len(items)) if items else []
+        order = rng.permutation(len(items))
         cols = 3
         for n, idx in enumerate(order):
             sprite = self._looks[items[int(idx)]].sprite
@@ -181,8 +197,14 @@ class SceneRenderer:
             cy = int(s * 0.62 + (n // cols) * s * 0.2 + rng.normal(0, 5))
             if rng.random() < p.occlusion:  # pushed against a neighbour
                 cx += int(rng.choice([-1, 1]) * s * 0.12)
-            box = self._paste(canvas, owner, len(placed) + 1, sprite,
-                              cx - sprite.shape[1] // 2, cy - sprite.shape[0] // 2)
+            box = self._paste(
+                canvas,
+                owner,
+                len(placed) + 1,
+                sprite,
+                cx - sprite.shape[1] // 2,
+                cy - sprite.shape[0] // 2,
+            )
             if box:
                 placed.append((items[int(idx)], box, False))
         if in_hand is not None:
@@ -201,8 +223,13 @@ class SceneRenderer:
         boxes = self._visible_boxes(owner, placed)
         return self._camera(canvas, rng), boxes
 
-    def _hand(self, canvas: np.ndarray, owner: np.ndarray, rng: np.random.Generator,
-              box: tuple[int, int, int, int]) -> None:
+    def _hand(
+        self,
+        canvas: np.ndarray,
+        owner: np.ndarray,
+        rng: np.random.Generator,
+        box: tuple[int, int, int, int],
+    ) -> None:
         x0, y0, x1, y1 = box
         skin = tuple(int(c) for c in np.array([120, 150, 200]) + rng.integers(-30, 30, 3))
         side = rng.choice([-1, 1])
@@ -238,12 +265,13 @@ class SceneRenderer:
             if area == 0 or mine[y0:y1, x0:x1].sum() < self.params.min_visible * area * 0.6:
                 continue
             ys, xs = np.nonzero(mine)
-            boxes.append(Box(sku, xs.min() / s, ys.min() / s, (xs.max() + 1) / s,
-                             (ys.max() + 1) / s, hand))
+            boxes.append(
+                Box(sku, xs.min() / s, ys.min() / s, (xs.max() + 1) / s, (ys.max() + 1) / s, hand)
+            )
         return boxes
 
     def _camera(self, canvas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        img = canvas.astype(np.float32)
+        img: np.ndarray = canvas.astype(np.float32)
         gain = rng.uniform(0.7, 1.25)
         cast = rng.uniform(0.9, 1.1, 3)
         img = img * gain * cast + rng.uniform(-15, 15)
@@ -258,9 +286,15 @@ def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:
     return bytes(buf.tobytes())
 
 
-def render_frame(camera_id: int, in_hand: Sku | None, in_basket: Sequence[Sku],
-                 rng: np.random.Generator, renderer: SceneRenderer) -> np.ndarray:
+def render_frame(
+    camera_id: int,
+    in_hand: Sku | None,
+    in_basket: Sequence[Sku],
+    rng: np.random.Generator,
+    renderer: SceneRenderer,
+) -> np.ndarray:
     """A frame for the simulator (labels dropped: they are never pipeline input)."""
-    image, _ = renderer.render(rng, camera_id, in_hand.sku if in_hand else None,
-                               [s.sku for s in in_basket])
+    image, _ = renderer.render(
+        rng, camera_id, in_hand.sku if in_hand else None, [s.sku for s in in_basket]
+    )
     return image

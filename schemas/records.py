@@ -28,6 +28,7 @@ ANOMALY = "anomaly"
 SESSION_REVIEW = "session_review"
 CHECKOUT = "checkout"
 DEAD_LETTER = "dead_letter"
+REVIEW_FRAME = "review_frame"
 
 
 class CartFrame(TypedDict):
@@ -85,6 +86,21 @@ class Detection(TypedDict):
     capture_time_ms: int
     model_version: str
     boxes: list[DetectionBox]
+
+
+class ReviewFrame(TypedDict):
+    event_id: str
+    frame_event_id: str
+    cart_id: str
+    store_id: str
+    session_id: str
+    camera_id: int
+    capture_time_ms: int
+    model_version: str
+    reason: str
+    best_score: float
+    boxes: list[DetectionBox]
+    jpeg: bytes
 
 
 class BasketChange(TypedDict):

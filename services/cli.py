@@ -284,6 +284,16 @@ def demo(
         sys.exit(1)
 
 
+def _register_model_commands() -> None:
+    from cartstream.services.cli_models import bench, models
+
+    cli.add_command(models)
+    cli.add_command(bench)
+
+
+_register_model_commands()
+
+
 def main() -> None:
     try:
         cli(obj={})

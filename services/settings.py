@@ -92,6 +92,7 @@ class TopicSettings(_Frozen):
     anomalies: str = "anomalies"
     checkouts: str = "checkouts"
     dead_letters: str = "dead-letters"
+    review_frames: str = "cart.review-frames"
     stream_partitions: int = Field(default=8, ge=1, le=4096)
     output_partitions: int = Field(default=4, ge=1, le=4096)
     replication_factor: int = Field(default=1, ge=1, le=7)
@@ -106,7 +107,7 @@ class TopicSettings(_Frozen):
             self.basket_changes,
             self.reviews,
         ]
-        outputs = [self.anomalies, self.checkouts, self.dead_letters]
+        outputs = [self.anomalies, self.checkouts, self.dead_letters, self.review_frames]
         return {
             **dict.fromkeys(streams, self.stream_partitions),
             **dict.fromkeys(outputs, self.output_partitions),
@@ -141,6 +142,25 @@ class BrokerTuning(_Frozen):
         return cls()
 
 
+class DetectSettings(_Frozen):
+    """The detect stage: which model, where it runs, how frames are batched."""
+
+    enabled: bool = True  # False: validate frames only, publish no detections
+    model_path: Path | None = None  # None: the artifact bundled with the package
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_batch: int = Field(default=32, ge=1, le=1024)
+    max_wait_ms: float = Field(default=5.0, ge=0)
+    score_threshold: float = Field(default=0.3, gt=0, lt=1)
+    review_below: float = Field(default=0.6, gt=0, le=1)  # best score under this: review
+    threads: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _model_exists(self) -> DetectSettings:
+        if self.model_path is not None and not self.model_path.is_file():
+            raise ValueError(f"detect.model_path {self.model_path} does not exist")
+        return self
+
+
 class ReasonSettings(_Frozen):
     """Weight signal processing and matching (weight-only baseline)."""
 
@@ -165,11 +185,11 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     broker_profile: BrokerProfile = "kafka"
     topics: TopicSettings = TopicSettings()
+    detect: DetectSettings = DetectSettings()
     reason: ReasonSettings = ReasonSettings()
     database_url: SecretStr = SecretStr("postgresql+psycopg://postgres@127.0.0.1:5432/cartstream")
     app_id: str = "cartstream"
     web_port: int = Field(default=6066, ge=0, le=65535)
-    detector_model_path: Path | None = None
     catalog_path: Path | None = None
     review_wait_s: float = Field(default=30.0, gt=0)
     max_future_skew_s: float = Field(default=300.0, gt=0)
@@ -184,8 +204,6 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.otel_exporter == "otlp" and not self.otel_endpoint:
             raise ValueError("otel_exporter=otlp needs otel_endpoint")
-        if self.detector_model_path is not None and not self.detector_model_path.is_file():
-            raise ValueError(f"detector_model_path {self.detector_model_path} does not exist")
         return self
 
     @cached_property

@@ -217,7 +217,9 @@ def cart_events(
         cart_sessions: list[PlannedSession],
     ) -> Iterator[tuple[int, str, str, str, dict[str, Any]]]:
         for ps in cart_sessions:
-            for at, topic, schema, record in _session_events(ps, catalog, topics, rate_hz, renderer):
+            for at, topic, schema, record in _session_events(
+                ps, catalog, topics, rate_hz, renderer
+            ):
                 yield at, topic, ps.cart_id, schema, record
 
     by_cart: dict[str, list[PlannedSession]] = {}

@@ -1,21 +1,39 @@
-"""Detect: camera frames -> detections.
+"""Detect: camera frames -> detections, in batches.
 
-Every frame is validated (ids, timestamps, size, and the JPEG must decode) and a bad one goes to
-the dead-letter topic. Recognising items needs a detector model (CARTSTREAM_DETECTOR_MODEL_PATH);
-with none configured the stage publishes nothing and says so once at start-up, and reasoning
-runs on weight alone.
+Frames from many carts and partitions are coalesced into batches (at most
+`detect.max_batch` frames, waiting at most `detect.max_wait_ms` for a batch to fill; the Faust
+runner does this with `take_events`, which acknowledges a batch only after its outputs are
+published). Each batch is decoded and run through the detector in a worker thread, so the event
+loop (and every other agent in the worker) keeps going.
+
+Every valid frame yields one Detection (possibly with no boxes: an empty view is evidence too),
+stamped with the model version. A frame whose best score is below `detect.review_below` also goes
+to `cart.review-frames` for labelling. Bad frames go to the dead-letter topic. With detection
+disabled the stage validates frames and publishes nothing, and says so at start-up.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from cartstream.schemas.records import CART_FRAME, CartFrame
+from cartstream.models.catalog import Catalog
+from cartstream.models.runtime import DetectorRuntime, FrameDetections, decode_jpegs
+from cartstream.schemas.codec import AvroCodec
+from cartstream.schemas.records import (
+    CART_FRAME,
+    DETECTION,
+    REVIEW_FRAME,
+    CartFrame,
+    Detection,
+    DetectionBox,
+    ReviewFrame,
+)
 from cartstream.schemas.validation import validate_frame
 from cartstream.services.settings import Settings
-from cartstream.streams.stage import Inbound, Result, State
+from cartstream.streams.deadletter import dead_letter
+from cartstream.streams.stage import Inbound, Outbound, Result, State, derived_id
 
 log = logging.getLogger(__name__)
 
@@ -24,25 +42,48 @@ class DetectStage:
     name = "detect"
     stateful = False
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, catalog: Catalog, runtime: DetectorRuntime | None = None
+    ) -> None:
         self.settings = settings
         self.topics = settings.topics
-        self.model_path = settings.detector_model_path
-        if self.model_path is None:
+        self.config = settings.detect
+        self.runtime: DetectorRuntime | None = None
+        self.codec = AvroCodec()
+        if not self.config.enabled:
             log.warning(
-                "detect: no detector configured (CARTSTREAM_DETECTOR_MODEL_PATH is unset); "
-                "frames are validated and dead-lettered when bad, but no detections are published"
+                "detect: detection disabled (CARTSTREAM_DETECT__ENABLED=false): frames are "
+                "validated and dead-lettered when bad, but no detections are published"
             )
+            return
+        self.runtime = runtime or DetectorRuntime(
+            self.config.model_path,
+            threshold=self.config.score_threshold,
+            device=self.config.device,
+            threads=self.config.threads,
+        )
+        if self.runtime.skus != [s.sku for s in catalog.skus]:
+            raise ValueError(f"detector {self.runtime.version} was trained on another catalog")
+        self.runtime.initialize()
+        log.info(
+            "detect: model %s on %s, batches of up to %d within %.1f ms",
+            self.runtime.version,
+            self.runtime.provider,
+            self.config.max_batch,
+            self.config.max_wait_ms,
+        )
 
     def inputs(self) -> Mapping[str, str]:
         return {self.topics.frames: CART_FRAME}
 
     def validate(self, record: Mapping[str, Any], inbound: Inbound, now_ms: int) -> None:
+        # the JPEG itself is decoded once, with its batch (see `handle_batch`)
         validate_frame(
             cast(CartFrame, record),
             now_ms,
             self.settings.max_future_skew_s,
             self.settings.max_frame_bytes,
+            decode=self.runtime is None,
         )
 
     def state_key(self, record: Mapping[str, Any]) -> str:
@@ -51,7 +92,94 @@ class DetectStage:
     def handle(
         self, state: State | None, record: Mapping[str, Any], inbound: Inbound, now_ms: int
     ) -> Result:
-        return Result(None)
+        raw = self.codec.encode(CART_FRAME, record)  # same bytes as the cart sent (same schema)
+        return Result(None, self.handle_batch([record], [inbound], [raw], now_ms))
+
+    def handle_batch(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        inbounds: Sequence[Inbound],
+        raw_values: Sequence[bytes],
+        now_ms: int,
+    ) -> list[Outbound]:
+        """Detections (and review frames, dead letters) for a batch of valid frame records."""
+        if self.runtime is None or not records:
+            return []
+        frames = [cast(CartFrame, r) for r in records]
+        images, decoded = decode_jpegs([f["jpeg"] for f in frames])
+        outputs: list[Outbound] = []
+        good = [i for i in range(len(frames)) if decoded[i]]
+        for i in range(len(frames)):
+            if not decoded[i]:
+                letter = dead_letter(
+                    self.name, inbounds[i], raw_values[i], "VALIDATION", "undecodable JPEG", now_ms
+                )
+                outputs.append(
+                    Outbound(
+                        self.topics.dead_letters,
+                        frames[i]["cart_id"],
+                        "dead_letter",
+                        letter,
+                        inbounds[i].traceparent,
+                    )
+                )
+        if not good:
+            return outputs
+        results = self.runtime.run(images[good])
+        for i, found in zip(good, results, strict=True):
+            outputs += self._outputs(frames[i], found, inbounds[i].traceparent)
+        return outputs
+
+    def _outputs(
+        self, frame: CartFrame, found: FrameDetections, trace: bytes | None
+    ) -> list[Outbound]:
+        assert self.runtime is not None
+        version = self.runtime.version
+        skus = self.runtime.skus
+        boxes: list[DetectionBox] = [
+            {
+                "sku": skus[int(c)],
+                "score": float(s),
+                "x0": float(b[0]),
+                "y0": float(b[1]),
+                "x1": float(b[2]),
+                "y1": float(b[3]),
+            }
+            for c, s, b in zip(found.classes, found.scores, found.boxes, strict=True)
+        ]
+        detection: Detection = {
+            "event_id": derived_id("detection", frame["event_id"], version),
+            "frame_event_id": frame["event_id"],
+            "cart_id": frame["cart_id"],
+            "store_id": frame["store_id"],
+            "session_id": frame["session_id"],
+            "camera_id": frame["camera_id"],
+            "frame_sequence": frame["sequence"],
+            "capture_time_ms": frame["capture_time_ms"],
+            "model_version": version,
+            "boxes": boxes,
+        }
+        out = [Outbound(self.topics.detections, frame["cart_id"], DETECTION, detection, trace)]
+        best = found.best_score
+        if boxes and best < self.config.review_below:
+            review: ReviewFrame = {
+                "event_id": derived_id("review-frame", frame["event_id"], version),
+                "frame_event_id": frame["event_id"],
+                "cart_id": frame["cart_id"],
+                "store_id": frame["store_id"],
+                "session_id": frame["session_id"],
+                "camera_id": frame["camera_id"],
+                "capture_time_ms": frame["capture_time_ms"],
+                "model_version": version,
+                "reason": f"best score {best:.2f} below {self.config.review_below:.2f}",
+                "best_score": best,
+                "boxes": boxes,
+                "jpeg": frame["jpeg"],
+            }
+            out.append(
+                Outbound(self.topics.review_frames, frame["cart_id"], REVIEW_FRAME, review, trace)
+            )
+        return out
 
     def needs_tick(self, state: State, now_ms: int) -> bool:
         return False

@@ -18,7 +18,7 @@ from cartstream.streams.detect import DetectStage
 from cartstream.streams.persist import PersistRunner
 from cartstream.streams.reason import ReasonStage
 from cartstream.streams.reconcile import ReconcileStage
-from cartstream.streams.runtime import Publisher, StageRunner
+from cartstream.streams.runtime import BatchRunner, Publisher, StageRunner
 from cartstream.streams.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,10 @@ def build_app(settings: Settings, roles: Sequence[str], web: bool = False) -> fa
     publisher = Publisher(app, AvroCodec())
     stages: dict[str, Stage] = {}
     if "detect" in roles:
-        stages["detect"] = DetectStage(settings)
+        detect = DetectStage(settings, catalog)
+        BatchRunner(
+            app, detect, settings, publisher, settings.detect.max_batch, settings.detect.max_wait_ms
+        )
     if "reason" in roles:
         stages["reason"] = ReasonStage(settings, catalog)
     if "anomalies" in roles:

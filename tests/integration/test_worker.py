@@ -16,6 +16,7 @@ from kafka import KafkaProducer
 
 from cartstream.models.catalog import Catalog
 from cartstream.models.render import encode_jpeg
+from cartstream.models.runtime import DetectorRuntime
 from cartstream.schemas.codec import AvroCodec
 from cartstream.schemas.records import CART_FRAME, SESSION_EVENT, WEIGHT_PACKET
 from cartstream.services.cart_client import CartClient
@@ -119,6 +120,15 @@ def test_worker_turns_sessions_into_checkouts_and_bad_input_into_dead_letters(
         letters = [
             r for r, _ in read_topic(settings, settings.topics.dead_letters, idle_timeout_s=2)
         ]
+        detections: list[dict[str, Any]] = []
+
+        def all_detected() -> bool:
+            detections[:] = [
+                r for r, _ in read_topic(settings, settings.topics.detections, idle_timeout_s=1)
+            ]
+            return len(detections) >= report.events[settings.topics.frames]
+
+        wait_for(all_detected, 60, "detections")
         assert worker.alive()
     finally:
         worker.stop()
@@ -132,6 +142,12 @@ def test_worker_turns_sessions_into_checkouts_and_bad_input_into_dead_letters(
         assert match[0]["source_offset"] >= 0
     rows = repo.checkouts(requested)
     assert len({r.checkout_id for r in rows}) == len(requested)  # no duplicates
+
+    # the detect stage: one detection per valid simulator frame, stamped with the model version
+    frames_sent = report.events[settings.topics.frames]
+    assert len({d["frame_event_id"] for d in detections}) == frames_sent
+    assert {d["model_version"] for d in detections} == {DetectorRuntime().version}
+    assert sum(1 for d in detections if d["boxes"]) > frames_sent / 2
 
     # a retailer's view: the checkouts topic decoded with nothing but the .avsc files
     result = CliRunner().invoke(

@@ -34,7 +34,7 @@ def pipeline(
     stages: str = "detect,reason,anomalies,reconcile",
 ) -> MemoryPipeline:
     make = {
-        "detect": lambda: DetectStage(settings),
+        "detect": lambda: DetectStage(settings, catalog),
         "reason": lambda: ReasonStage(settings, catalog),
         "anomalies": lambda: AnomalyStage(settings, catalog),
         "reconcile": lambda: ReconcileStage(settings, catalog),

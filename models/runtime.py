@@ -1,0 +1,160 @@
+"""Detector inference with onnxruntime, shaped like a Triton python backend model:
+`initialize()` once, `run(batch)` many times, `close()` at the end.
+
+The execution provider is chosen at run time: CUDA when onnxruntime-gpu (the `gpu` extra) is
+installed and a GPU is visible, CPU otherwise; the choice is logged. Decoding the JPEGs, stacking
+the batch and turning peaks into boxes are vectorised (OpenCV and numpy over the whole batch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from cartstream.exceptions import ConfigurationError
+from cartstream.models.detector import INPUT_SIZE
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_DIR = Path(__file__).parent / "artifacts"
+BUNDLED_MODEL = ARTIFACT_DIR / "detector.onnx"
+
+
+@dataclass(frozen=True)
+class FrameDetections:
+    """Detections of one frame, best first. `classes` index the catalog order."""
+
+    classes: np.ndarray  # [k] int
+    scores: np.ndarray  # [k] float32
+    boxes: np.ndarray  # [k, 4] float32 x0, y0, x1, y1 as frame fractions
+
+    @property
+    def best_score(self) -> float:
+        return float(self.scores[0]) if self.scores.size else 0.0
+
+
+def model_card(model_path: Path) -> dict[str, Any]:
+    card = model_path.with_suffix(".card.json")
+    if not card.is_file():
+        raise ConfigurationError(f"{model_path} has no model card ({card.name})")
+    data: dict[str, Any] = json.loads(card.read_text())
+    return data
+
+
+def choose_providers(device: str = "auto") -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise ConfigurationError(
+            "device=cuda but onnxruntime has no CUDAExecutionProvider "
+            "(install the `gpu` extra on a machine with a GPU)"
+        )
+    return ["CPUExecutionProvider"]
+
+
+def decode_peaks(
+    peaks: np.ndarray, sizes: np.ndarray, offsets: np.ndarray, threshold: float, top_k: int
+) -> list[FrameDetections]:
+    """Model outputs -> per-frame detections, vectorised over the batch."""
+    b, _, h, w = peaks.shape
+    flat = peaks.reshape(b, -1)
+    k = min(top_k, flat.shape[1])
+    idx = np.argpartition(-flat, k - 1, axis=1)[:, :k]
+    scores = np.take_along_axis(flat, idx, 1)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    idx = np.take_along_axis(idx, order, 1)
+    scores = np.take_along_axis(scores, order, 1)
+    classes, cell = np.divmod(idx, h * w)
+    cy, cx = np.divmod(cell, w)
+    wh = np.take_along_axis(sizes.reshape(b, 2, -1), cell[:, None, :].repeat(2, 1), 2)
+    off = np.take_along_axis(offsets.reshape(b, 2, -1), cell[:, None, :].repeat(2, 1), 2)
+    x = (cx + off[:, 0]) / w
+    y = (cy + off[:, 1]) / h
+    boxes = np.stack([x - wh[:, 0] / 2, y - wh[:, 1] / 2, x + wh[:, 0] / 2, y + wh[:, 1] / 2], -1)
+    boxes = np.clip(boxes, 0.0, 1.0).astype(np.float32)
+    keep = scores >= threshold
+    counts = keep.sum(axis=1)  # kept entries are a prefix: scores are sorted
+    return [
+        FrameDetections(
+            classes[i, : counts[i]],
+            scores[i, : counts[i]].astype(np.float32),
+            boxes[i, : counts[i]],
+        )
+        for i in range(b)
+    ]
+
+
+def decode_jpegs(jpegs: Sequence[bytes], size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """A uint8 NHWC batch and a mask of the frames that decoded (others are zeros)."""
+    batch = np.zeros((len(jpegs), size, size, 3), np.uint8)
+    ok = np.zeros(len(jpegs), bool)
+    for i, data in enumerate(jpegs):
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            continue
+        if img.shape[0] != size or img.shape[1] != size:
+            img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+        batch[i] = img
+        ok[i] = True
+    return batch, ok
+
+
+class DetectorRuntime:
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        threshold: float = 0.3,
+        top_k: int = 24,
+        device: str = "auto",
+        threads: int | None = None,
+    ) -> None:
+        self.model_path = model_path or BUNDLED_MODEL
+        self.threshold = threshold
+        self.top_k = top_k
+        self.device = device
+        self.threads = threads
+        self.session: Any = None
+        self.card = model_card(self.model_path)
+        self.version: str = str(self.card["version"])
+        self.skus: list[str] = list(self.card["classes"])
+        self.provider = "unset"
+
+    def initialize(self) -> DetectorRuntime:
+        import onnxruntime as ort
+
+        if not self.model_path.is_file():
+            raise ConfigurationError(f"detector model {self.model_path} not found")
+        options = ort.SessionOptions()
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        providers = choose_providers(self.device)
+        self.session = ort.InferenceSession(str(self.model_path), options, providers=providers)
+        self.provider = self.session.get_providers()[0]
+        log.info("detector %s (%s) on %s", self.model_path.name, self.version, self.provider)
+        return self
+
+    def run(self, images: np.ndarray) -> list[FrameDetections]:
+        """Detections for a uint8 NHWC batch of BGR frames."""
+        if self.session is None:
+            self.initialize()
+        peaks, sizes, offsets = self.session.run(None, {"images": images})
+        return decode_peaks(peaks, sizes, offsets, self.threshold, self.top_k)
+
+    def run_raw(self, images: np.ndarray) -> list[np.ndarray]:
+        """The model's outputs without decoding (benchmarks)."""
+        if self.session is None:
+            self.initialize()
+        return list(self.session.run(None, {"images": images}))
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,157 @@
+"""`cartstream bench detector`: frames per second of the detector, bare and through the broker.
+
+(a) bare: onnxruntime on ready uint8 batches, nothing else;
+(b) agent: JPEG frames already in `cart.frames` on the embedded broker, a worker running only the
+    detect stage with `detect.max_batch` = the batch size, rate = detections published per second
+    (Kafka timestamps of the first and last detection, so start-up is not counted).
+Prints a table and writes it to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from kafka import KafkaProducer
+
+from cartstream.models.catalog import Catalog
+from cartstream.models.render import encode_jpeg
+from cartstream.models.runtime import DetectorRuntime, model_card
+from cartstream.models.train import render_dataset
+from cartstream.schemas.codec import AvroCodec
+from cartstream.schemas.records import CART_FRAME
+from cartstream.services.broker import EmbeddedBroker
+from cartstream.services.settings import KafkaSettings, Settings
+from cartstream.services.tail import read_topic
+from cartstream.services.topics import ensure_topics
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    batch: int
+    bare_fps: float
+    agent_fps: float | None
+
+
+def bare_rate(runtime: DetectorRuntime, frames: np.ndarray, batch: int, seconds: float) -> float:
+    x = np.ascontiguousarray(np.resize(frames, (batch, *frames.shape[1:])))
+    runtime.run_raw(x)  # warm-up
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        runtime.run_raw(x)
+        done += batch
+    return done / (time.perf_counter() - started)
+
+
+def agent_rate(frames: np.ndarray, batch: int, count: int, log_dir: Path) -> float:
+    from cartstream.services.demo import WorkerProcess, worker_env
+
+    codec = AvroCodec()
+    with EmbeddedBroker() as broker:
+        settings = Settings(
+            kafka=KafkaSettings(bootstrap_servers=broker.bootstrap),
+            broker_profile="tansu",
+            app_id=f"bench-{uuid.uuid4().hex[:6]}",
+        )
+        ensure_topics(settings)
+        producer = KafkaProducer(**settings.kafka.kafka_python_config(), linger_ms=20)
+        now = int(time.time() * 1000)
+        jpegs = [encode_jpeg(f) for f in frames]
+        for i in range(count):
+            cart = f"cart-{i % 64:03d}"
+            record = {
+                "event_id": str(uuid.uuid4()),
+                "cart_id": cart,
+                "store_id": "s",
+                "session_id": f"{cart}-s",
+                "camera_id": i % 2,
+                "sequence": i,
+                "capture_time_ms": now - 1000,
+                "width": 224,
+                "height": 224,
+                "jpeg": jpegs[i % len(jpegs)],
+            }
+            producer.send(
+                settings.topics.frames, key=cart.encode(), value=codec.encode(CART_FRAME, record)
+            )
+        producer.flush()
+        producer.close()
+        ready = log_dir / f"ready-{batch}"
+        env = worker_env(settings, settings.app_id, "sqlite://", ready)
+        env.update(
+            {"CARTSTREAM_DETECT__MAX_BATCH": str(batch), "CARTSTREAM_DETECT__MAX_WAIT_MS": "5"}
+        )
+        worker = WorkerProcess(env, log_dir / f"worker-batch{batch}.log", roles="detect")
+        try:
+            worker.wait_ready(ready, 90)
+            stamps: list[float] = []
+            deadline = time.monotonic() + 600
+            while len(stamps) < count and time.monotonic() < deadline:
+                stamps = [
+                    m.timestamp
+                    for _, m in read_topic(settings, settings.topics.detections, idle_timeout_s=3.0)
+                ]
+        finally:
+            worker.stop()
+    if len(stamps) < count:
+        raise RuntimeError(f"only {len(stamps)}/{count} detections at batch {batch}")
+    span_s = (max(stamps) - min(stamps)) / 1000.0
+    return (len(stamps) - 1) / span_s if span_s > 0 else float("inf")
+
+
+def run_bench(
+    batches: list[int], agent_frames: int, seconds: float, out: Path | None, log_dir: Path
+) -> list[BenchRow]:
+    catalog = Catalog.load()
+    frames, _ = render_dataset(catalog, 64, seed=4242)
+    runtime = DetectorRuntime().initialize()
+    rows = []
+    for b in batches:
+        bare = bare_rate(runtime, frames, b, seconds)
+        agent = agent_rate(frames, b, agent_frames, log_dir) if agent_frames else None
+        rows.append(BenchRow(b, bare, agent))
+    if out is not None:
+        write_report(out, rows, runtime, agent_frames)
+    return rows
+
+
+def table(rows: list[BenchRow]) -> str:
+    best_bare = max(r.bare_fps for r in rows)
+    lines = [
+        "| batch | bare onnxruntime (frames/s) | agent through broker (frames/s) "
+        "| agent / best bare |",
+        "|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        agent = f"{r.agent_fps:.0f}" if r.agent_fps is not None else "-"
+        ratio = f"{r.agent_fps / best_bare:.2f}" if r.agent_fps is not None else "-"
+        lines.append(f"| {r.batch} | {r.bare_fps:.0f} | {agent} | {ratio} |")
+    return "\n".join(lines)
+
+
+def write_report(
+    out: Path, rows: list[BenchRow], runtime: DetectorRuntime, agent_frames: int
+) -> None:
+    card = model_card(runtime.model_path)
+    text = f"""# Benchmarks
+
+## Detector (`cartstream bench detector`)
+
+Model {card["version"]} ({card["bytes"] / 1e6:.2f} MB ONNX, {card["parameters"]:,} parameters,
+**{card["flops_per_frame"] / 1e6:.0f} MFLOPs per frame** at 224x224). Device: {runtime.provider}
+on {platform.machine()} ({platform.processor() or "cpu"}), 2 cores shared by broker, worker and
+the benchmark itself. Bare: onnxruntime on ready uint8 batches. Agent: {agent_frames} JPEG frames
+already on the embedded broker, a worker running only the detect stage with `max_batch` = batch,
+rate from the Kafka timestamps of the first and last detection published (includes consuming,
+Avro decoding, validation, JPEG decoding, inference, post-processing, encoding, publishing).
+
+{table(rows)}
+
+GPU: not measured yet: no GPU machine was lent to the session that produced this table.
+"""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)

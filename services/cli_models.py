@@ -1,0 +1,119 @@
+"""`cartstream models ...` and `cartstream bench ...`: train, evaluate, benchmark the detector."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from cartstream.models.runtime import BUNDLED_MODEL
+
+console = Console(stderr=True)
+
+
+@click.group()
+def models() -> None:
+    """The item detector: train, export, evaluate."""
+
+
+@models.command("train-detector")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--images", type=int, default=10_000, show_default=True, help="Rendered scenes.")
+@click.option("--epochs", type=int, default=9, show_default=True)
+@click.option("--minutes", type=float, default=27.0, show_default=True, help="Time budget.")
+@click.option("--out", type=click.Path(path_type=Path), default=BUNDLED_MODEL, show_default=True)
+@click.option("--eval-images", type=int, default=1000, show_default=True)
+def train_detector(
+    seed: int, images: int, epochs: int, minutes: float, out: Path, eval_images: int
+) -> None:
+    """Render scenes, train, export ONNX, evaluate on held-out scenes, write the model card."""
+    from cartstream.models.catalog import Catalog
+    from cartstream.models.evaluate import evaluate_detector
+    from cartstream.models.export import export_onnx, write_card
+    from cartstream.models.model_card import write_markdown
+    from cartstream.models.runtime import DetectorRuntime
+    from cartstream.models.train import TrainConfig
+    from cartstream.models.train import train_detector as train
+
+    logging.getLogger("cartstream").setLevel(logging.INFO)
+    catalog = Catalog.load()
+    config = TrainConfig(seed=seed, images=images, epochs=epochs, max_minutes=minutes)
+    result = train(
+        catalog,
+        config,
+        progress=lambda e: console.print(
+            f"epoch {e['epoch']:.2f}  focal {e['focal']:.3f}  box {e['box']:.4f}  "
+            f"{e['seconds']:.0f} s"
+        ),
+    )
+    export_onnx(result.model, out)
+    write_card(out, result.model, catalog, result.summary(), None)
+    report = evaluate_detector(DetectorRuntime(out), catalog, images=eval_images)
+    card = write_card(out, result.model, catalog, result.summary(), report.as_dict())
+    write_markdown(out.parent / "MODEL_CARD.md", card)
+    console.print(
+        f"[bold]{card['version']}[/]: {out} ({card['bytes'] / 1e6:.2f} MB), "
+        f"trained in {result.seconds / 60:.1f} min, mAP@0.5 {report.map50:.3f}, "
+        f"count accuracy {report.count_accuracy:.3f}"
+    )
+
+
+@models.command("eval-detector")
+@click.option("--images", type=int, default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--model", type=click.Path(path_type=Path, exists=True), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def eval_detector(images: int, seed: int, model: Path | None, as_json: bool) -> None:
+    """mAP@0.5, exact-count accuracy and look-alike confusions on held-out scenes."""
+    from cartstream.models.catalog import Catalog
+    from cartstream.models.evaluate import evaluate_detector
+    from cartstream.models.runtime import DetectorRuntime
+
+    runtime = DetectorRuntime(model)
+    report = evaluate_detector(runtime, Catalog.load(), images=images, seed=seed)
+    out = {"model_version": runtime.version, **report.as_dict()}
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+        return
+    click.echo(f"model {runtime.version} on {report.images} held-out scenes (seed {seed})")
+    click.echo(f"  mAP@0.5          {report.map50:.4f}")
+    click.echo(f"  count accuracy   {report.count_accuracy:.4f}")
+    for row in out["confusions"]:
+        click.echo(f"  {row['truth']:<22} taken for {row['detected']:<22} {row['count']}x")
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks (they print a table and write it under docs/)."""
+
+
+@bench.command("detector")
+@click.option("--batches", default="1,8,32,128", show_default=True)
+@click.option(
+    "--agent-frames",
+    type=int,
+    default=1024,
+    show_default=True,
+    help="Frames through the broker per batch size (0: bare loop only).",
+)
+@click.option("--seconds", type=float, default=5.0, show_default=True)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("docs/benchmarks.md"), show_default=True
+)
+def bench_detector(batches: str, agent_frames: int, seconds: float, out: Path) -> None:
+    """Frames/s at each batch size: bare onnxruntime loop vs the detect agent via the broker."""
+    import tempfile
+
+    from cartstream.services.bench import run_bench, table
+
+    sizes = [int(b) for b in batches.split(",") if b.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = run_bench(sizes, agent_frames, seconds, out, Path(tmp))
+    click.echo(table(rows))
+    click.echo(f"written to {out}")
+    if not rows:
+        sys.exit(1)

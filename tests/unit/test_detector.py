@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from cartstream.models.catalog import Catalog
+from cartstream.models.detector import CartDetector, make_targets
+from cartstream.models.evaluate import average_precision, score_detections
+from cartstream.models.runtime import FrameDetections, decode_peaks
+from cartstream.models.train import TrainConfig, render_dataset, train_detector
+
+
+def test_peaks_decode_to_boxes() -> None:
+    peaks = np.zeros((2, 5, 28, 28), np.float32)
+    sizes = np.zeros((2, 2, 28, 28), np.float32)
+    offsets = np.full((2, 2, 28, 28), 0.5, np.float32)
+    peaks[0, 3, 14, 7] = 0.9  # class 3 centred at x=(7.5)/28, y=(14.5)/28
+    sizes[0, :, 14, 7] = (0.2, 0.1)
+    peaks[0, 1, 2, 2] = 0.2  # below threshold
+    found = decode_peaks(peaks, sizes, offsets, threshold=0.3, top_k=10)
+    assert [f.classes.tolist() for f in found] == [[3], []]
+    x, y = 7.5 / 28, 14.5 / 28
+    np.testing.assert_allclose(found[0].boxes[0], [x - 0.1, y - 0.05, x + 0.1, y + 0.05], atol=1e-6)
+    assert found[0].best_score == np.float32(0.9) and found[1].best_score == 0.0
+
+
+def test_targets_mark_each_centre() -> None:
+    t = make_targets([[(2, 0.1, 0.1, 0.3, 0.5)], []], num_classes=4)
+    assert t.heat.shape == (2, 4, 28, 28)
+    assert t.heat[0, 2].max() == 1.0 and t.heat[1].max() == 0.0
+    assert t.mask.tolist()[0][:2] == [1.0, 0.0]
+    np.testing.assert_allclose(t.size[0, 0], [0.2, 0.4])
+
+
+def test_average_precision() -> None:
+    assert average_precision(np.array([0.5, 1.0]), np.array([1.0, 1.0])) == 1.0
+    assert average_precision(np.array([0.5, 0.5]), np.array([1.0, 0.5])) == 0.5
+
+
+def test_perfect_and_wrong_detections_score(catalog: Catalog) -> None:
+    truth = [[(0, 0.1, 0.1, 0.4, 0.4), (5, 0.5, 0.5, 0.9, 0.9)]]
+    perfect = [
+        FrameDetections(
+            np.array([0, 5]),
+            np.array([0.9, 0.8], np.float32),
+            np.array([[0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.9]], np.float32),
+        )
+    ]
+    report = score_detections(catalog, truth, perfect, 0.3)
+    assert report.map50 == 1.0 and report.count_accuracy == 1.0
+    swapped = [FrameDetections(np.array([1, 5]), perfect[0].scores, perfect[0].boxes)]
+    report = score_detections(catalog, truth, swapped, 0.3)
+    assert report.map50 == 0.5 and report.count_accuracy == 0.0
+    assert report.confusions == [(catalog.skus[0].sku, catalog.skus[1].sku, 1)]
+
+
+def test_a_few_training_steps_reduce_the_loss(catalog: Catalog) -> None:
+    data = render_dataset(catalog, 64, seed=3)
+    result = train_detector(
+        catalog,
+        TrainConfig(images=64, epochs=6, batch_size=16, lr=3e-3, width=8, threads=1),
+        data=data,
+    )
+    assert result.steps == 24
+    assert result.history[-1]["focal"] < result.history[0]["focal"]
+    out = result.model(torch.zeros(1, 224, 224, 3, dtype=torch.uint8))
+    assert [tuple(o.shape) for o in out] == [
+        (1, len(catalog), 28, 28),
+        (1, 2, 28, 28),
+        (1, 2, 28, 28),
+    ]
+
+
+def test_detector_is_compact(catalog: Catalog) -> None:
+    model = CartDetector(len(catalog))
+    assert sum(p.numel() for p in model.parameters()) < 500_000
