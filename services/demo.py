@@ -33,7 +33,7 @@ from cartstream.services.cart_client import CartClient
 from cartstream.services.migrate import upgrade
 from cartstream.services.persistence import Repository, make_engine
 from cartstream.services.settings import Settings, load_settings
-from cartstream.services.simulate import SimConfig, plan_carts, simulate
+from cartstream.services.simulate import SimConfig, plan_carts, read_truth, simulate
 from cartstream.services.tail import read_topic
 from cartstream.services.topics import ensure_topics
 
@@ -235,10 +235,12 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
                     raise CartstreamError(f"worker exited early; see {worker.log_path}")
                 time.sleep(0.25)
         elapsed = time.monotonic() - started
+        detected = sum(
+            1 for _ in read_topic(settings, settings.topics.detections, idle_timeout_s=1.0)
+        )
         changes = [
             r for r, _ in read_topic(settings, settings.topics.basket_changes, idle_timeout_s=2.0)
         ]
-        from cartstream.services.simulate import read_truth
 
         summary = score(repo, read_truth(truth_path), changes)
         events = sum(report.events.values())
@@ -250,6 +252,7 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
                 "events_per_s": round(events / elapsed, 1) if elapsed else None,
                 "run_dir": str(run_dir),
                 "seed": config.seed,
+                "frames_detected": detected,
                 "speed": config.speed,
             }
         )
@@ -280,6 +283,7 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
             ", ".join(f"{k} {v}" for k, v in sorted(s["anomalies_by_kind"].items())) or "none",
         ),
         ("latency p50 / p99 (ms)", f"{s['latency_ms']['p50']} / {s['latency_ms']['p99']}"),
+        ("frames detected", s["frames_detected"]),
         ("events", s["events"]),
         ("events/s", s["events_per_s"]),
         ("wall time (s)", s["seconds"]),

@@ -244,3 +244,29 @@ def test_bad_input_goes_to_dead_letters_and_the_rest_flows(
     )
     assert letter["payload"] == value
     assert len(p.records(settings.topics.checkouts)) == 1
+
+
+def test_every_frame_gets_one_detection_with_the_model_version(
+    settings: Settings, catalog: Catalog
+) -> None:
+    _, events = simulated(catalog, settings, carts=1, sessions=1, seed=5)
+    p = pipeline(settings, catalog, stages="detect")
+    feed(p, events)
+    frames = [e[4] for e in events if e[1] == settings.topics.frames]
+    detections = p.records(settings.topics.detections)
+    assert sorted(d["frame_event_id"] for d in detections) == sorted(f["event_id"] for f in frames)
+    stage = p.stages[0]
+    assert isinstance(stage, DetectStage) and stage.runtime is not None
+    assert {d["model_version"] for d in detections} == {stage.runtime.version}
+    for review in p.records(settings.topics.review_frames):
+        assert review["best_score"] < settings.detect.review_below
+        assert review["jpeg"]  # the frame travels with it, ready for labelling
+
+
+def test_detection_disabled_publishes_nothing(catalog: Catalog) -> None:
+    settings = Settings().with_overrides(detect={"enabled": False})
+    _, events = simulated(catalog, settings, carts=1, sessions=1, seed=5)
+    p = pipeline(settings, catalog, stages="detect")
+    feed(p, events)
+    assert p.records(settings.topics.detections) == []
+    assert p.records(settings.topics.dead_letters) == []
