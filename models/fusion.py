@@ -1,0 +1,242 @@
+"""Fusion: what a settled weight step was, from the weight change and what the cameras saw.
+
+For every pending step the posterior over hypotheses
+    ADD (SKU k, q units) | REMOVE (SKU k, q units) | REMOVE (bag b) | UNKNOWN
+combines
+- weight: Gaussian likelihood of the measured change for packaged SKUs (mean q*unit, variance
+  q*unit_sd^2 + step_sigma^2), a flat bag range for items sold by weight, the bag's own grams for
+  removing a bag, a flat density for UNKNOWN;
+- vision: the detector's in-hand evidence per SKU over every camera and frame of the step
+  (noisy-OR of box scores), as log(eps + v_k); UNKNOWN gets log(eps + 1 - max_k v_k);
+- priors: popularity and a preference for one unit; removals only of what is in the basket.
+`mode` selects the evidence: `weight` (no vision), `vision` (weight gives only the direction of
+the change and the grams to price produce), `fused` (both).
+
+Batched over all pending steps as tensors, on CUDA when asked and present, CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from cartstream.models.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["fused", "vision", "weight"]
+Action = Literal["ADD", "REMOVE", "UNKNOWN"]
+
+
+@dataclass(frozen=True)
+class StepEvidence:
+    delta_g: float
+    sigma_g: float
+    vision: np.ndarray | None  # [K] in-hand evidence in [0, 1]; None: no frame seen
+    units: dict[str, int] = field(default_factory=dict)  # packaged SKU -> units in the basket
+    bags: list[tuple[str, float]] = field(default_factory=list)  # (SKU, grams) bags inside
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    sku: str | None
+    quantity: int
+    confidence: float
+    evidence: str
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    max_quantity: int = 4
+    unknown_prior: float = 0.02
+    unknown_density: float = 1.0 / 4000.0
+    produce_edge_frac: float = 0.05
+    bag_reading_sd_g: float = 2.0
+    vision_floor: float = 0.02  # the detector misses an item in hand this often
+    multi_unit_prior: float = 0.15
+
+
+def pick_device(name: str) -> torch.device:
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    if name == "cuda":
+        raise RuntimeError("fusion device=cuda but torch sees no CUDA device")
+    return torch.device("cpu")
+
+
+class Fusion:
+    def __init__(
+        self,
+        catalog: Catalog,
+        mode: Mode = "fused",
+        device: str = "auto",
+        params: FusionParams | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.mode = mode
+        self.params = p = params or FusionParams()
+        self.device = pick_device(device)
+        dt = torch.float64
+        self.q = torch.arange(1, p.max_quantity + 1, dtype=dt, device=self.device)
+        q_prior = torch.where(
+            self.q == 1,
+            torch.tensor(1 - p.multi_unit_prior, dtype=dt),
+            torch.tensor(p.multi_unit_prior / max(1, p.max_quantity - 1), dtype=dt),
+        )
+        self.log_q_prior = torch.log(q_prior.to(self.device))
+        self.unit = torch.tensor(catalog.unit_grams, dtype=dt, device=self.device)
+        self.unit_var = torch.tensor(catalog.unit_grams_sd**2, dtype=dt, device=self.device)
+        self.by_weight = torch.tensor(catalog.by_weight, device=self.device)
+        low, high = catalog.gram_range
+        self.low = torch.tensor(low, dtype=dt, device=self.device)
+        self.high = torch.tensor(high, dtype=dt, device=self.device)
+        self.log_pop = torch.log(torch.tensor(catalog.popularity, dtype=dt, device=self.device))
+        self.log_unknown = math.log(p.unknown_prior * p.unknown_density)
+        log.info("fusion: mode %s on %s", mode, self.device.type)
+
+    # -- the pieces of the posterior -----------------------------------------------------------
+
+    def _weight_packaged(self, grams: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """[S, K, Q] log-likelihood of |delta| for q units of each packaged SKU."""
+        mean = self.unit[None, :, None] * self.q[None, None, :]
+        var = self.unit_var[None, :, None] * self.q[None, None, :] + sigma[:, None, None] ** 2
+        return -0.5 * (grams[:, None, None] - mean) ** 2 / var - 0.5 * torch.log(2 * math.pi * var)
+
+    def _weight_produce(self, grams: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """[S, K] log-likelihood of one bag of each item sold by weight."""
+        width = torch.clamp(self.high - self.low, min=1.0)
+        edge = self.params.produce_edge_frac * width[None, :] + sigma[:, None]
+        outside = torch.clamp(self.low[None, :] - grams[:, None], min=0) + torch.clamp(
+            grams[:, None] - self.high[None, :], min=0
+        )
+        return -torch.log(width)[None, :] - 0.5 * (outside / edge) ** 2
+
+    def _vision(
+        self, vision: torch.Tensor, seen: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[S, K] log-evidence per SKU and [S] for UNKNOWN (0 where no frame was seen)."""
+        floor = self.params.vision_floor
+        per_sku = torch.log(floor + vision) * seen[:, None]
+        unknown = torch.log(floor + 1 - vision.max(dim=1).values) * seen
+        return per_sku, unknown
+
+    # -- decisions -------------------------------------------------------------------------------
+
+    def decide(self, steps: list[StepEvidence]) -> list[Decision]:
+        if not steps:
+            return []
+        dt, dev = torch.float64, self.device
+        k = len(self.catalog)
+        grams = torch.tensor([abs(s.delta_g) for s in steps], dtype=dt, device=dev)
+        sigma = torch.tensor([s.sigma_g for s in steps], dtype=dt, device=dev)
+        adding = torch.tensor([s.delta_g > 0 for s in steps], device=dev)
+        seen = torch.tensor([s.vision is not None for s in steps], dtype=dt, device=dev)
+        vision = torch.tensor(
+            np.stack([s.vision if s.vision is not None else np.zeros(k) for s in steps]),
+            dtype=dt,
+            device=dev,
+        )
+        units = torch.zeros(len(steps), k, dtype=dt, device=dev)
+        for i, s in enumerate(steps):
+            for sku, n in s.units.items():
+                units[i, self.catalog.index(sku)] = n
+        use_weight = self.mode != "vision"
+        use_vision = self.mode != "weight"
+        w_pack = (
+            self._weight_packaged(grams, sigma)
+            if use_weight
+            else torch.zeros(len(steps), k, self.q.numel(), dtype=dt, device=dev)
+        )
+        w_prod = (
+            self._weight_produce(grams, sigma)
+            if use_weight
+            else torch.zeros(len(steps), k, dtype=dt, device=dev)
+        )
+        v_sku, v_unknown = (
+            self._vision(vision, seen)
+            if use_vision
+            else (
+                torch.zeros(len(steps), k, dtype=dt, device=dev),
+                torch.zeros(len(steps), dtype=dt, device=dev),
+            )
+        )
+        neg_inf = torch.tensor(-math.inf, dtype=dt, device=dev)
+        packaged = ~self.by_weight
+        # ADD: q units of a packaged SKU, or one bag of produce
+        add_pack = torch.where(
+            packaged[None, :, None],
+            w_pack
+            + self.log_pop[None, :, None]
+            + self.log_q_prior[None, None, :]
+            + v_sku[:, :, None],
+            neg_inf,
+        )
+        add_prod = torch.where(
+            self.by_weight[None, :], w_prod + self.log_pop[None, :] + v_sku, neg_inf
+        )
+        # REMOVE: q units it holds (prior: share of units), produce bags scored by their grams
+        total = units.sum(1, keepdim=True) + torch.tensor(
+            [[len(s.bags)] for s in steps], dtype=dt, device=dev
+        )
+        holds = units[:, :, None] >= self.q[None, None, :]
+        share = torch.log(torch.clamp(units / torch.clamp(total, min=1), min=1e-12))
+        rem_pack = torch.where(
+            holds & packaged[None, :, None],
+            w_pack + share[:, :, None] + self.log_q_prior[None, None, :] + v_sku[:, :, None],
+            neg_inf,
+        )
+        n_bags = max([len(s.bags) for s in steps] + [1])
+        rem_bag = torch.full((len(steps), n_bags), -math.inf, dtype=dt, device=dev)
+        for i, s in enumerate(steps):
+            for b, (sku, bag_grams) in enumerate(s.bags):
+                var = self.params.bag_reading_sd_g**2 + float(sigma[i]) ** 2
+                ll = (
+                    (
+                        -0.5 * (float(grams[i]) - bag_grams) ** 2 / var
+                        - 0.5 * math.log(2 * math.pi * var)
+                    )
+                    if use_weight
+                    else 0.0
+                )
+                j = self.catalog.index(sku)
+                rem_bag[i, b] = ll - math.log(max(1.0, float(total[i]))) + float(v_sku[i, j])
+        unknown = (
+            torch.full((len(steps), 1), self.log_unknown, dtype=dt, device=dev)
+            + (v_unknown[:, None])
+        )
+        add_scores = torch.cat([add_pack.flatten(1), add_prod, unknown], dim=1)
+        rem_scores = torch.cat([rem_pack.flatten(1), rem_bag, unknown], dim=1)
+        width = max(add_scores.shape[1], rem_scores.shape[1])
+        pad = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=-math.inf)  # noqa: E731
+        scores = torch.where(adding[:, None], pad(add_scores), pad(rem_scores))
+        post = torch.softmax(scores, dim=1)
+        best = post.argmax(dim=1)
+        conf = post.gather(1, best[:, None]).squeeze(1)
+        return [
+            self._label(steps[i], int(best[i]), float(conf[i]), n_bags) for i in range(len(steps))
+        ]
+
+    def _label(self, step: StepEvidence, index: int, confidence: float, n_bags: int) -> Decision:
+        k, nq = len(self.catalog), self.q.numel()
+        evidence = self.mode if step.vision is not None or self.mode == "weight" else "weight"
+        if step.delta_g > 0:
+            if index < k * nq:
+                sku_i, q_i = divmod(index, nq)
+                return Decision("ADD", self.catalog.skus[sku_i].sku, q_i + 1, confidence, evidence)
+            if index < k * nq + k:
+                return Decision(
+                    "ADD", self.catalog.skus[index - k * nq].sku, 1, confidence, evidence
+                )
+            return Decision("UNKNOWN", None, 0, confidence, evidence)
+        if index < k * nq:
+            sku_i, q_i = divmod(index, nq)
+            return Decision("REMOVE", self.catalog.skus[sku_i].sku, q_i + 1, confidence, evidence)
+        if index < k * nq + n_bags and index - k * nq < len(step.bags):
+            return Decision("REMOVE", step.bags[index - k * nq][0], 1, confidence, evidence)
+        return Decision("UNKNOWN", None, 0, confidence, evidence)

@@ -1,0 +1,94 @@
+"""Fusion on hand-built steps: each case is one that weight or vision alone gets wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cartstream.models.catalog import Catalog
+from cartstream.models.fusion import Fusion, StepEvidence
+
+
+def seen(catalog: Catalog, **scores: float) -> np.ndarray:
+    v = np.zeros(len(catalog))
+    for sku, score in scores.items():
+        v[catalog.index(sku.replace("_", "-"))] = score
+    return v
+
+
+def decide(
+    catalog: Catalog, step: StepEvidence, mode: str = "fused"
+) -> tuple[str, str | None, int]:
+    (d,) = Fusion(catalog, mode=mode, device="cpu").decide([step])  # type: ignore[arg-type]
+    return d.action, d.sku, d.quantity
+
+
+def test_equal_weights_told_apart_by_vision(catalog: Catalog) -> None:
+    step = StepEvidence(348.5, 1.5, seen(catalog, BEV_COLA_ZERO_330=0.9, BEV_COLA_330=0.2))
+    assert decide(catalog, step) == ("ADD", "BEV-COLA-ZERO-330", 1)
+    assert decide(catalog, step, "weight")[1] != "BEV-COLA-ZERO-330"  # weight alone guesses
+
+
+def test_look_alikes_told_apart_by_weight(catalog: Catalog) -> None:
+    step = StepEvidence(789.0, 1.5, seen(catalog, PAN_FLAKES_375=0.7, PAN_FLAKES_750=0.6))
+    assert decide(catalog, step) == ("ADD", "PAN-FLAKES-750", 1)
+    assert decide(catalog, step, "vision")[1] == "PAN-FLAKES-375"  # vision alone is fooled
+
+
+def test_two_units_at_once(catalog: Catalog) -> None:
+    grams = 2 * catalog["BEV-WATER-500"].unit_grams
+    step = StepEvidence(grams, 1.5, seen(catalog, BEV_WATER_500=0.9))
+    assert decide(catalog, step) == ("ADD", "BEV-WATER-500", 2)
+
+
+def test_removal_of_what_is_in_the_basket(catalog: Catalog) -> None:
+    step = StepEvidence(
+        -350.2, 1.5, seen(catalog, BEV_COLA_330=0.8), units={"BEV-COLA-330": 1, "PAN-TUNA-160": 2}
+    )
+    assert decide(catalog, step) == ("REMOVE", "BEV-COLA-330", 1)
+    empty = StepEvidence(-350.2, 1.5, seen(catalog, BEV_COLA_330=0.8))
+    assert decide(catalog, empty)[0] == "UNKNOWN"
+
+
+def test_produce_is_identified_by_vision_and_weighed(catalog: Catalog) -> None:
+    step = StepEvidence(812.0, 1.5, seen(catalog, PRD_APPLE=0.85))
+    assert decide(catalog, step) == ("ADD", "PRD-APPLE", 1)
+    bag = StepEvidence(
+        -640.0, 1.5, seen(catalog, PRD_APPLE=0.7), bags=[("PRD-APPLE", 812.0), ("PRD-APPLE", 640.4)]
+    )
+    assert decide(catalog, bag) == ("REMOVE", "PRD-APPLE", 1)
+
+
+def test_nothing_explains_it(catalog: Catalog) -> None:
+    assert decide(catalog, StepEvidence(7777.0, 1.5, seen(catalog)))[0] == "UNKNOWN"
+    assert decide(catalog, StepEvidence(7777.0, 1.5, None))[0] == "UNKNOWN"
+
+
+def test_confidence_is_a_probability(catalog: Catalog) -> None:
+    steps = [
+        StepEvidence(348.5, 1.5, seen(catalog, BEV_COLA_ZERO_330=0.9)),
+        StepEvidence(348.5, 1.5, None),
+    ]
+    sure, unsure = Fusion(catalog, device="cpu").decide(steps)
+    assert 0 < unsure.confidence < sure.confidence <= 1
+
+
+def test_cpu_and_cuda_decide_alike(catalog: Catalog) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine: the CPU path is what the other tests cover")
+    rng = np.random.default_rng(0)
+    steps = [
+        StepEvidence(
+            float(rng.uniform(20, 3000)) * (1 if i % 3 else -1),
+            1.5,
+            rng.random(len(catalog)) ** 8,
+            units={"PAN-TUNA-160": 2},
+        )
+        for i in range(64)
+    ]
+    cpu = Fusion(catalog, device="cpu").decide(steps)
+    gpu = Fusion(catalog, device="cuda").decide(steps)
+    assert [(d.action, d.sku, d.quantity) for d in cpu] == [
+        (d.action, d.sku, d.quantity) for d in gpu
+    ]
