@@ -62,6 +62,12 @@ class FusionParams:
     multi_unit_prior: float = 0.15
 
 
+def _pad(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Right-pad the hypothesis axis with impossible (-inf) hypotheses."""
+    fill = torch.full((t.shape[0], width - t.shape[1]), -math.inf, dtype=t.dtype, device=t.device)
+    return torch.cat([t, fill], dim=1)
+
+
 def pick_device(name: str) -> torch.device:
     if name in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda")
@@ -213,8 +219,7 @@ class Fusion:
         add_scores = torch.cat([add_pack.flatten(1), add_prod, unknown], dim=1)
         rem_scores = torch.cat([rem_pack.flatten(1), rem_bag, unknown], dim=1)
         width = max(add_scores.shape[1], rem_scores.shape[1])
-        pad = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=-math.inf)  # noqa: E731
-        scores = torch.where(adding[:, None], pad(add_scores), pad(rem_scores))
+        scores = torch.where(adding[:, None], _pad(add_scores, width), _pad(rem_scores, width))
         post = torch.softmax(scores, dim=1)
         best = post.argmax(dim=1)
         conf = post.gather(1, best[:, None]).squeeze(1)
