@@ -62,8 +62,30 @@ def choose_providers(device: str = "auto") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def overlapped(boxes: np.ndarray, iou_limit: float) -> np.ndarray:
+    """[B, k] True where a higher-ranked box of the same frame overlaps more than `iou_limit`.
+
+    Class-agnostic "Fast NMS" over score-sorted boxes [B, k, 4]: one object seen as two
+    look-alike classes keeps only its best class.
+    """
+    a = boxes[:, :, None, :]
+    b = boxes[:, None, :, :]
+    w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = w * h
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    iou = inter / np.maximum(area[:, :, None] + area[:, None, :] - inter, 1e-9)
+    iou = np.triu(iou, 1)  # [i, j] with i ranked above j
+    return np.asarray(iou.max(axis=1) > iou_limit)
+
+
 def decode_peaks(
-    peaks: np.ndarray, sizes: np.ndarray, offsets: np.ndarray, threshold: float, top_k: int
+    peaks: np.ndarray,
+    sizes: np.ndarray,
+    offsets: np.ndarray,
+    threshold: float,
+    top_k: int,
+    nms_iou: float = 0.5,
 ) -> list[FrameDetections]:
     """Model outputs -> per-frame detections, vectorised over the batch."""
     b, _, h, w = peaks.shape
@@ -82,13 +104,10 @@ def decode_peaks(
     y = (cy + off[:, 1]) / h
     boxes = np.stack([x - wh[:, 0] / 2, y - wh[:, 1] / 2, x + wh[:, 0] / 2, y + wh[:, 1] / 2], -1)
     boxes = np.clip(boxes, 0.0, 1.0).astype(np.float32)
-    keep = scores >= threshold
-    counts = keep.sum(axis=1)  # kept entries are a prefix: scores are sorted
+    keep = (scores >= threshold) & ~overlapped(boxes, nms_iou)
     return [
         FrameDetections(
-            classes[i, : counts[i]],
-            scores[i, : counts[i]].astype(np.float32),
-            boxes[i, : counts[i]],
+            classes[i][keep[i]], scores[i][keep[i]].astype(np.float32), boxes[i][keep[i]]
         )
         for i in range(b)
     ]
@@ -143,12 +162,13 @@ class DetectorRuntime:
         log.info("detector %s (%s) on %s", self.model_path.name, self.version, self.provider)
         return self
 
-    def run(self, images: np.ndarray) -> list[FrameDetections]:
-        """Detections for a uint8 NHWC batch of BGR frames."""
+    def run(self, images: np.ndarray, threshold: float | None = None) -> list[FrameDetections]:
+        """Detections for a uint8 NHWC batch of BGR frames (score >= threshold)."""
         if self.session is None:
             self.initialize()
         peaks, sizes, offsets = self.session.run(None, {"images": images})
-        return decode_peaks(peaks, sizes, offsets, self.threshold, self.top_k)
+        cut = self.threshold if threshold is None else threshold
+        return decode_peaks(peaks, sizes, offsets, cut, self.top_k)
 
     def run_raw(self, images: np.ndarray) -> list[np.ndarray]:
         """The model's outputs without decoding (benchmarks)."""
