@@ -115,11 +115,12 @@ def decode_peaks(
 
 def decode_jpegs(jpegs: Sequence[bytes], size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """A uint8 NHWC batch and a mask of the frames that decoded (others are zeros)."""
-    batch = np.zeros((len(jpegs), size, size, 3), np.uint8)
+    batch = np.empty((len(jpegs), size, size, 3), np.uint8)
     ok = np.zeros(len(jpegs), bool)
     for i, data in enumerate(jpegs):
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if img is None:
+            batch[i] = 0
             continue
         if img.shape[0] != size or img.shape[1] != size:
             img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)

@@ -79,9 +79,15 @@ def _limit_fetch_wait(max_wait_ms: int) -> None:
     thread_cls._create_worker_consumer = create
 
 
+STATEFUL_ROLES = ("reason", "reconcile", "anomalies")
+
+
 def create_app(settings: Settings, roles: Sequence[str], web: bool = False) -> faust.App:
     """A Faust app configured from settings (stages are attached by `worker.build_app`)."""
     tuning = settings.tuning
+    # the one-record-per-batch workaround protects table recovery; stateless workers skip it
+    has_tables = any(r in STATEFUL_ROLES for r in roles)
+    batch_bytes = tuning.producer_max_batch_bytes if has_tables else 16384
     if tuning.fetch_max_wait_ms is not None:
         _limit_fetch_wait(tuning.fetch_max_wait_ms)
     brokers = ";".join(f"kafka://{b}" for b in settings.kafka.bootstrap_list)
@@ -93,7 +99,7 @@ def create_app(settings: Settings, roles: Sequence[str], web: bool = False) -> f
         broker_session_timeout=tuning.session_timeout_s,
         broker_heartbeat_interval=tuning.heartbeat_interval_s,
         broker_commit_interval=1.0,
-        producer_max_batch_size=tuning.producer_max_batch_bytes,
+        producer_max_batch_size=batch_bytes,
         producer_acks=-1,
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",

@@ -125,7 +125,7 @@ class DetectStage:
                 )
         if not good:
             return outputs
-        results = self.runtime.run(images[good])
+        results = self.runtime.run(images if len(good) == len(frames) else images[good])
         for i, found in zip(good, results, strict=True):
             outputs += self._outputs(frames[i], found, inbounds[i].traceparent)
         return outputs

@@ -242,7 +242,9 @@ class BatchRunner:
         self.batches = 0
         self.frames = 0
         topic = app.topic(*stage.inputs(), value_serializer="raw", key_serializer="raw")
-        app.agent(topic, name=stage.name, concurrency=1)(self._run)
+        # two consumers of batches: one decodes and publishes while the other's batch is in the
+        # (single) inference thread, so in-flight work stays bounded at two batches
+        app.agent(topic, name=stage.name, concurrency=2)(self._run)
 
     async def _run(self, stream: faust.StreamT) -> None:
         log.info(
