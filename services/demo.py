@@ -125,6 +125,8 @@ def worker_env(
             "CARTSTREAM_READY_FILE": str(ready_file),
         }
     )
+    # every stage shares the demo machine: one inference thread leaves a core for the rest
+    env.setdefault("CARTSTREAM_DETECT__THREADS", os.environ.get("CARTSTREAM_DETECT__THREADS", "1"))
     for key, value in os.environ.items():  # keep the user's other settings (topics, SASL, ...)
         if key.startswith("CARTSTREAM_") and key not in env:
             env[key] = value
