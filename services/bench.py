@@ -9,6 +9,7 @@ Prints a table and writes it to docs/benchmarks.md.
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 import uuid
@@ -76,7 +77,8 @@ def stage_rate(frames: np.ndarray, batch: int, count: int = 512) -> float:
     from cartstream.streams.detect import DetectStage
     from cartstream.streams.stage import Inbound
 
-    settings = Settings()
+    # one batch at a time here, so inference may use every core
+    settings = Settings().with_overrides(detect={"threads": os.cpu_count() or 2})
     stage = DetectStage(settings, Catalog.load())
     codec = AvroCodec()
     values = [codec.encode(CART_FRAME, r) for r in frame_records(frames, count)]
@@ -115,7 +117,10 @@ def agent_rate(frames: np.ndarray, batch: int, count: int, log_dir: Path) -> flo
         ready = log_dir / f"ready-{batch}"
         env = worker_env(settings, settings.app_id, "sqlite://", ready)
         env.update(
-            {"CARTSTREAM_DETECT__MAX_BATCH": str(batch), "CARTSTREAM_DETECT__MAX_WAIT_MS": "5"}
+            {
+                "CARTSTREAM_DETECT__MAX_BATCH": str(batch),
+                "CARTSTREAM_DETECT__MAX_WAIT_MS": "5",
+            }
         )
         counter = KafkaConsumer(
             **settings.kafka.kafka_python_config(), enable_auto_commit=False, fetch_max_wait_ms=200

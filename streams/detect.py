@@ -15,6 +15,7 @@ disabled the stage validates frames and publishes nothing, and says so at start-
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -37,6 +38,8 @@ from cartstream.streams.stage import Inbound, Outbound, Result, State, derived_i
 
 log = logging.getLogger(__name__)
 
+INFERENCE_WORKERS = 2  # batches in inference at once; each also has one being gathered
+
 
 class DetectStage:
     name = "detect"
@@ -56,11 +59,13 @@ class DetectStage:
                 "validated and dead-lettered when bad, but no detections are published"
             )
             return
+        # two batches are inferred at once (see runtime.BatchRunner): half the cores each
+        threads = self.config.threads or max(1, (os.cpu_count() or 2) // INFERENCE_WORKERS)
         self.runtime = runtime or DetectorRuntime(
             self.config.model_path,
             threshold=self.config.score_threshold,
             device=self.config.device,
-            threads=self.config.threads,
+            threads=threads,
         )
         if self.runtime.skus != [s.sku for s in catalog.skus]:
             raise ValueError(f"detector {self.runtime.version} was trained on another catalog")

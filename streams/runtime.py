@@ -238,12 +238,12 @@ class BatchRunner:
         self.publisher = publisher
         self.max_batch = max_batch
         self.within_s = max(max_wait_ms, 0.1) / 1000.0  # 0 would mean "wait for a full batch"
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=stage.name)
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix=stage.name)
         self.batches = 0
         self.frames = 0
         topic = app.topic(*stage.inputs(), value_serializer="raw", key_serializer="raw")
-        # two consumers of batches: one decodes and publishes while the other's batch is in the
-        # (single) inference thread, so in-flight work stays bounded at two batches
+        # two consumers of batches and two inference threads: one batch decodes and infers
+        # while the other is gathered or published; in-flight work stays at two batches
         app.agent(topic, name=stage.name, concurrency=2)(self._run)
 
     async def _run(self, stream: faust.StreamT) -> None:
