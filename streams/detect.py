@@ -3,8 +3,9 @@
 Frames from many carts and partitions are coalesced into batches (at most
 `detect.max_batch` frames, waiting at most `detect.max_wait_ms` for a batch to fill; the Faust
 runner does this with `take_events`, which acknowledges a batch only after its outputs are
-published). Each batch is decoded and run through the detector in a worker thread, so the event
-loop (and every other agent in the worker) keeps going.
+published). Each batch is decoded and run through the detector in one of two inference threads
+(half the cores each), so the event loop (and every other agent in the worker) keeps going and
+at most two batches are in flight.
 
 Every valid frame yields one Detection (possibly with no boxes: an empty view is evidence too),
 stamped with the model version. A frame whose best score is below `detect.review_below` also goes
