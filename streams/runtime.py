@@ -221,7 +221,7 @@ class BatchStage(Stage, Protocol):
 
 class BatchRunner:
     """Runs a batch stage: inputs coalesced with `take_events` (max size, max wait), the batch
-    handled in a worker thread, outputs published before the batch is acknowledged."""
+    handled in worker threads, outputs published before the batch is acknowledged."""
 
     def __init__(
         self,
