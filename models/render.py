@@ -284,17 +284,3 @@ def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:
     if not ok:
         raise ValueError("JPEG encoding failed")
     return bytes(buf.tobytes())
-
-
-def render_frame(
-    camera_id: int,
-    in_hand: Sku | None,
-    in_basket: Sequence[Sku],
-    rng: np.random.Generator,
-    renderer: SceneRenderer,
-) -> np.ndarray:
-    """A frame for the simulator (labels dropped: they are never pipeline input)."""
-    image, _ = renderer.render(
-        rng, camera_id, in_hand.sku if in_hand else None, [s.sku for s in in_basket]
-    )
-    return image
