@@ -20,8 +20,8 @@ import numpy as np
 
 from cartstream.models.basket import Basket
 from cartstream.models.catalog import Catalog
+from cartstream.models.fusion import Fusion, FusionParams, StepEvidence
 from cartstream.models.weighing import SettleDetector, SettleParams, SettleState, Step
-from cartstream.models.weight_match import MatchParams, WeightMatcher
 from cartstream.schemas.records import (
     BASKET_CHANGE,
     SESSION_EVENT,
@@ -57,7 +57,10 @@ class ReasonStage:
                 min_step_g=r.min_step_g,
             )
         )
-        self.matcher = WeightMatcher(catalog, MatchParams(max_quantity=r.max_quantity))
+        # weight-only baseline: the fusion posterior with the vision term switched off
+        self.fusion = Fusion(
+            catalog, mode="weight", device="cpu", params=FusionParams(max_quantity=r.max_quantity)
+        )
         self.wait_ms = int(r.checkout_wait_s * 1000)
         self.topics = settings.topics
 
@@ -156,10 +159,10 @@ class ReasonStage:
     ) -> Outbound:
         basket = Basket.from_dict(state["basket"])
         grams = abs(step.delta_g)
-        if step.delta_g > 0:
-            match = self.matcher.match_add(grams, step.sigma_g)
-        else:
-            match = self.matcher.match_remove(grams, step.sigma_g, basket.units, basket.bags)
+        bags = [(sku, g) for sku, weights in basket.bags.items() for g in weights]
+        (match,) = self.fusion.decide(
+            [StepEvidence(step.delta_g, step.sigma_g, None, dict(basket.units), bags)]
+        )
         if match.action == "ADD" and match.sku:
             basket.add(self.catalog, match.sku, match.quantity, grams)
         elif match.action == "REMOVE" and match.sku:

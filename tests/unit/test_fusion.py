@@ -92,3 +92,45 @@ def test_cpu_and_cuda_decide_alike(catalog: Catalog) -> None:
     assert [(d.action, d.sku, d.quantity) for d in cpu] == [
         (d.action, d.sku, d.quantity) for d in gpu
     ]
+
+
+# weight alone (the reason stage's baseline until vision is wired in)
+
+
+def test_catalog_has_what_the_simulator_needs(catalog: Catalog) -> None:
+    assert len(catalog) >= 50
+    assert sum(s.sold_by_weight for s in catalog.skus) >= 5
+
+
+def test_weight_only_matches_a_distinct_weight(catalog: Catalog) -> None:
+    step = StepEvidence(catalog["HH-DETERGENT-1500"].unit_grams + 2, 1.5, None)
+    (d,) = Fusion(catalog, mode="weight", device="cpu").decide([step])
+    assert (d.action, d.sku, d.quantity) == ("ADD", "HH-DETERGENT-1500", 1)
+    assert d.confidence > 0.9
+
+
+def test_weight_only_two_units(catalog: Catalog) -> None:
+    step = StepEvidence(2 * catalog["HH-DETERGENT-1500"].unit_grams, 1.5, None)
+    assert decide(catalog, step, "weight") == ("ADD", "HH-DETERGENT-1500", 2)
+
+
+def test_weight_only_removal_considers_only_the_basket(catalog: Catalog) -> None:
+    grams = catalog["BEV-COLA-330"].unit_grams
+    step = StepEvidence(-grams, 1.5, None, units={"BEV-LEMON-330": 1, "PAN-TUNA-160": 2})
+    assert decide(catalog, step, "weight")[:2] == ("REMOVE", "BEV-LEMON-330")  # not its twin
+    assert decide(catalog, StepEvidence(-grams, 1.5, None), "weight")[0] == "UNKNOWN"
+
+
+def test_weight_only_produce_bag_removal_by_its_grams(catalog: Catalog) -> None:
+    step = StepEvidence(
+        -733.0,
+        1.5,
+        None,
+        units={"PAN-TUNA-160": 1},
+        bags=[("PRD-APPLE", 733.4), ("PRD-BANANA", 610.0)],
+    )
+    assert decide(catalog, step, "weight")[:2] == ("REMOVE", "PRD-APPLE")
+
+
+def test_weight_only_far_from_everything_is_unknown(catalog: Catalog) -> None:
+    assert decide(catalog, StepEvidence(7777.0, 1.5, None), "weight")[0] == "UNKNOWN"
