@@ -25,6 +25,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
 from cartstream.exceptions import CartstreamError
 from cartstream.models.catalog import Catalog
@@ -185,7 +186,7 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
         settings = base.with_overrides(database_url=database_url)
         console.print(
             f"[bold]cartstream demo[/] run {run_id}: broker {settings.kafka.bootstrap_servers}"
-            f", database {make_engine(database_url).url.render_as_string()}, folder {run_dir}"
+            f", database {make_url(database_url).render_as_string()}, folder {run_dir}"
         )
         upgrade(database_url)
         ensure_topics(settings)
