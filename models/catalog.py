@@ -88,6 +88,37 @@ class Catalog:
         return low, high
 
     @cached_property
+    def lookalikes(self) -> dict[str, tuple[str, ...]]:
+        """SKU -> other packaged SKUs of the same brand and shape (a size or flavour apart)."""
+        return {
+            s.sku: tuple(
+                o.sku
+                for o in self.skus
+                if o.sku != s.sku
+                and not o.sold_by_weight
+                and not s.sold_by_weight
+                and (o.brand, o.shape) == (s.brand, s.shape)
+            )
+            for s in self.skus
+        }
+
+    @cached_property
+    def weight_twins(self) -> dict[str, tuple[str, ...]]:
+        """SKU -> the other packaged SKUs a scale cannot tell apart from it (within 2 sd)."""
+        packaged = [s for s in self.skus if not s.sold_by_weight]
+        return {
+            s.sku: tuple(
+                o.sku
+                for o in packaged
+                if o.sku != s.sku
+                and not s.sold_by_weight
+                and abs(o.unit_grams - s.unit_grams)
+                < 2.0 * float(np.hypot(o.unit_grams_sd, s.unit_grams_sd))
+            )
+            for s in self.skus
+        }
+
+    @cached_property
     def popularity(self) -> np.ndarray:
         pop = np.array([s.popularity for s in self.skus], dtype=np.float64)
         share: np.ndarray = pop / pop.sum()

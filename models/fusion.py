@@ -6,8 +6,11 @@ combines
 - weight: Gaussian likelihood of the measured change for packaged SKUs (mean q*unit, variance
   q*unit_sd^2 + step_sigma^2), a flat bag range for items sold by weight, the bag's own grams for
   removing a bag, a flat density for UNKNOWN;
-- vision: the detector's in-hand evidence per SKU over every camera and frame of the step
-  (noisy-OR of box scores), as log(eps + v_k); UNKNOWN gets log(eps + 1 - max_k v_k);
+- vision: the detector's in-hand box scores v[f, k] for every camera frame f of the step that
+  saw an item in hand, as sum_f log(eps + sum_j C[k, j] v[f, j]) (frames are independent views;
+  C is 1 on the diagonal and `lookalike_share` between look-alikes, which the detector confuses;
+  eps is how often a frame shows an unrelated SKU); UNKNOWN gets
+  sum_f log(eps + u (1 - max v[f])), u = `unknown_share`;
 - priors: popularity and a preference for one unit; removals only of what is in the basket.
 `mode` selects the evidence: `weight` (no vision), `vision` (weight gives only the direction of
 the change and the grams to price produce), `fused` (both).
@@ -37,7 +40,7 @@ Action = Literal["ADD", "REMOVE", "UNKNOWN"]
 class StepEvidence:
     delta_g: float
     sigma_g: float
-    vision: np.ndarray | None  # [K] in-hand evidence in [0, 1]; None: no frame seen
+    vision: np.ndarray | None  # [F, K] (or [K]: one frame) in-hand scores; None: no frame
     units: dict[str, int] = field(default_factory=dict)  # packaged SKU -> units in the basket
     bags: list[tuple[str, float]] = field(default_factory=list)  # (SKU, grams) bags inside
 
@@ -58,7 +61,9 @@ class FusionParams:
     unknown_density: float = 1.0 / 4000.0
     produce_edge_frac: float = 0.05
     bag_reading_sd_g: float = 2.0
-    vision_floor: float = 0.02  # the detector misses an item in hand this often
+    vision_floor: float = 0.01  # one frame shows an unrelated SKU this often
+    lookalike_share: float = 0.4  # a look-alike's box counts this much for its sibling
+    unknown_share: float = 0.3  # a frame of an uncatalogued item shows no confident box
     multi_unit_prior: float = 0.15
 
 
@@ -103,6 +108,12 @@ class Fusion:
         self.low = torch.tensor(low, dtype=dt, device=self.device)
         self.high = torch.tensor(high, dtype=dt, device=self.device)
         self.log_pop = torch.log(torch.tensor(catalog.popularity, dtype=dt, device=self.device))
+        # the detector confuses look-alikes (same brand and shape) far more than other SKUs
+        confusion = np.eye(len(catalog))
+        for sku, siblings in catalog.lookalikes.items():
+            for other in siblings:
+                confusion[catalog.index(sku), catalog.index(other)] = p.lookalike_share
+        self.confusion = torch.tensor(confusion, dtype=dt, device=self.device)
         self.log_unknown = math.log(p.unknown_prior * p.unknown_density)
         log.info("fusion: mode %s on %s", mode, self.device.type)
 
@@ -124,13 +135,31 @@ class Fusion:
         return -torch.log(width)[None, :] - 0.5 * (outside / edge) ** 2
 
     def _vision(
-        self, vision: torch.Tensor, seen: torch.Tensor
+        self, vision: torch.Tensor, frames: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """[S, K] log-evidence per SKU and [S] for UNKNOWN (0 where no frame was seen)."""
+        """[S, K] log-evidence per SKU and [S] for UNKNOWN from [S, F, K] scores of the frames
+        marked in `frames` [S, F] (0 where a step has fewer frames, or none)."""
         floor = self.params.vision_floor
-        per_sku = torch.log(floor + vision) * seen[:, None]
-        unknown = torch.log(floor + 1 - vision.max(dim=1).values) * seen
+        support = torch.clamp(vision @ self.confusion.T, max=1.0)  # [S, F, K]
+        per_sku = (torch.log(floor + support) * frames[:, :, None]).sum(1)
+        miss = self.params.unknown_share * (1 - vision.max(dim=2).values)
+        unknown = (torch.log(floor + miss) * frames).sum(1)
         return per_sku, unknown
+
+    def _frames(self, steps: list[StepEvidence]) -> tuple[np.ndarray, np.ndarray]:
+        """Every step's frames stacked into [S, F, K] scores and an [S, F] mask."""
+        k = len(self.catalog)
+        rows = [
+            np.zeros((0, k)) if s.vision is None else np.atleast_2d(np.asarray(s.vision, float))
+            for s in steps
+        ]
+        width = max([r.shape[0] for r in rows] + [1])
+        scores = np.zeros((len(steps), width, k))
+        mask = np.zeros((len(steps), width))
+        for i, r in enumerate(rows):
+            scores[i, : r.shape[0]] = r
+            mask[i, : r.shape[0]] = 1.0
+        return scores, mask
 
     # -- decisions -------------------------------------------------------------------------------
 
@@ -142,12 +171,9 @@ class Fusion:
         grams = torch.tensor([abs(s.delta_g) for s in steps], dtype=dt, device=dev)
         sigma = torch.tensor([s.sigma_g for s in steps], dtype=dt, device=dev)
         adding = torch.tensor([s.delta_g > 0 for s in steps], device=dev)
-        seen = torch.tensor([s.vision is not None for s in steps], dtype=dt, device=dev)
-        vision = torch.tensor(
-            np.stack([s.vision if s.vision is not None else np.zeros(k) for s in steps]),
-            dtype=dt,
-            device=dev,
-        )
+        frame_scores, mask = self._frames(steps)
+        vision = torch.tensor(frame_scores, dtype=dt, device=dev)
+        frames = torch.tensor(mask, dtype=dt, device=dev)
         units = torch.zeros(len(steps), k, dtype=dt, device=dev)
         for i, s in enumerate(steps):
             for sku, n in s.units.items():
@@ -165,7 +191,7 @@ class Fusion:
             else torch.zeros(len(steps), k, dtype=dt, device=dev)
         )
         v_sku, v_unknown = (
-            self._vision(vision, seen)
+            self._vision(vision, frames)
             if use_vision
             else (
                 torch.zeros(len(steps), k, dtype=dt, device=dev),
@@ -229,7 +255,8 @@ class Fusion:
 
     def _label(self, step: StepEvidence, index: int, confidence: float, n_bags: int) -> Decision:
         k, nq = len(self.catalog), self.q.numel()
-        evidence = self.mode if step.vision is not None or self.mode == "weight" else "weight"
+        seen = step.vision is not None and np.asarray(step.vision).size > 0
+        evidence = self.mode if seen or self.mode == "weight" else "weight"
         if step.delta_g > 0:
             if index < k * nq:
                 sku_i, q_i = divmod(index, nq)

@@ -89,14 +89,19 @@ def decode_peaks(
 ) -> list[FrameDetections]:
     """Model outputs -> per-frame detections, vectorised over the batch."""
     b, _, h, w = peaks.shape
-    flat = peaks.reshape(b, -1)
-    k = min(top_k, flat.shape[1])
-    idx = np.argpartition(-flat, k - 1, axis=1)[:, :k]
-    scores = np.take_along_axis(flat, idx, 1)
+    # Boxes are predicted per cell, not per class, so two classes peaking in one cell share a
+    # box and the class-agnostic NMS below would keep only the better one anyway: reduce over
+    # the classes first (one pass over the heatmap), then rank cells.
+    cells = peaks.reshape(b, peaks.shape[1], -1)
+    cell_scores = cells.max(axis=1)
+    cell_classes = cells.argmax(axis=1)
+    k = min(top_k, cell_scores.shape[1])
+    cell = np.argpartition(-cell_scores, k - 1, axis=1)[:, :k]
+    scores = np.take_along_axis(cell_scores, cell, 1)
     order = np.argsort(-scores, axis=1, kind="stable")
-    idx = np.take_along_axis(idx, order, 1)
+    cell = np.take_along_axis(cell, order, 1)
     scores = np.take_along_axis(scores, order, 1)
-    classes, cell = np.divmod(idx, h * w)
+    classes = np.take_along_axis(cell_classes, cell, 1)
     cy, cx = np.divmod(cell, w)
     wh = np.take_along_axis(sizes.reshape(b, 2, -1), cell[:, None, :].repeat(2, 1), 2)
     off = np.take_along_axis(offsets.reshape(b, 2, -1), cell[:, None, :].repeat(2, 1), 2)
@@ -162,6 +167,10 @@ class DetectorRuntime:
         self.provider = self.session.get_providers()[0]
         log.info("detector %s (%s) on %s", self.model_path.name, self.version, self.provider)
         return self
+
+    def warm_up(self, batch: int) -> None:
+        """Run one blank batch, so the first real batch doesn't pay for memory planning."""
+        self.run_raw(np.zeros((batch, INPUT_SIZE, INPUT_SIZE, 3), np.uint8))
 
     def run(self, images: np.ndarray, threshold: float | None = None) -> list[FrameDetections]:
         """Detections for a uint8 NHWC batch of BGR frames (score >= threshold)."""

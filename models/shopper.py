@@ -24,6 +24,7 @@ class ShopperAction:
     sku: str
     quantity: int
     unit_grams: tuple[float, ...]  # true weight of each unit moved
+    hidden_from: int | None = None  # a camera that cannot see the hand (shopper in the way)
 
     @property
     def grams(self) -> float:
@@ -68,6 +69,7 @@ class ShopperProfile:
     max_items: int = 18
     multi_item_rate: float = 0.08  # an add moves 2-3 units of the same SKU at once
     removal_rate: float = 0.08  # chance, per add, that an earlier item goes back later
+    occlusion_rate: float = 0.1  # chance that one camera cannot see a hand movement
     abandon_rate: float = 0.12
     bump_rate_per_min: float = 1.5
     min_gap_s: float = 2.0
@@ -102,23 +104,42 @@ def plan_session(
             scenarios.add("multi_item")
         units = tuple(_unit_grams(rng, sku) for _ in range(quantity))
         settle = float(rng.uniform(0.3, 1.0))
-        actions.append(ShopperAction(t, settle, "ADD", sku.sku, quantity, units))
+        hidden = _hidden_camera(rng, p)
+        actions.append(ShopperAction(t, settle, "ADD", sku.sku, quantity, units, hidden))
         in_basket.extend((sku.sku, g) for g in units)
-        if sku.sold_by_weight:
-            scenarios.add("produce")
+        scenarios |= _scenarios(catalog, sku.sku, hidden)
         t += settle + float(rng.uniform(p.min_gap_s, p.max_gap_s))
         if len(in_basket) > 1 and rng.random() < p.removal_rate:
             victim = int(rng.integers(len(in_basket)))
             sku_code, grams = in_basket.pop(victim)
             settle = float(rng.uniform(0.3, 1.0))
-            actions.append(ShopperAction(t, settle, "REMOVE", sku_code, 1, (grams,)))
-            scenarios.add("removal")
+            hidden = _hidden_camera(rng, p)
+            actions.append(ShopperAction(t, settle, "REMOVE", sku_code, 1, (grams,), hidden))
+            scenarios |= {"removal"} | _scenarios(catalog, sku_code, hidden)
             t += settle + float(rng.uniform(p.min_gap_s, p.max_gap_s))
     duration = t + float(rng.uniform(1.0, 3.0))
     bumps = _plan_bumps(rng, actions, duration, p)
     outcome: Outcome = "abandoned" if rng.random() < p.abandon_rate else "checkout"
     drift = float(rng.normal(0.0, 1.5))
     return SessionPlan(index, tuple(actions), bumps, outcome, duration, drift, frozenset(scenarios))
+
+
+def _hidden_camera(rng: np.random.Generator, p: ShopperProfile) -> int | None:
+    return int(rng.integers(2)) if rng.random() < p.occlusion_rate else None
+
+
+def _scenarios(catalog: Catalog, sku: str, hidden: int | None) -> set[str]:
+    """The hard cases one hand movement belongs to (the evaluator scores each separately)."""
+    tags = set()
+    if catalog[sku].sold_by_weight:
+        tags.add("produce")
+    if catalog.lookalikes[sku]:
+        tags.add("lookalike")
+    if catalog.weight_twins[sku]:
+        tags.add("equal_weight")
+    if hidden is not None:
+        tags.add("occlusion")
+    return tags
 
 
 def _plan_bumps(

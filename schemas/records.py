@@ -53,6 +53,7 @@ class WeightPacket(TypedDict):
     start_time_ms: int
     sample_rate_hz: float
     samples_g: list[float]
+    last_frame_sequence: int  # v2; -1 when the cart sent no frame yet (or speaks v1)
 
 
 class SessionEvent(TypedDict):

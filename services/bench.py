@@ -31,21 +31,38 @@ from cartstream.services.topics import ensure_topics
 
 
 @dataclass(frozen=True)
+class Rate:
+    fps: float
+    cpu_ms: float  # CPU time per frame, all threads of the measured process(es)
+    broker_cpu_ms: float = 0.0
+
+
+@dataclass(frozen=True)
 class BenchRow:
     batch: int
-    bare_fps: float
+    bare: Rate
     stage_fps: float
-    agent_fps: float | None
+    agent: Rate | None
 
 
-def bare_rate(runtime: DetectorRuntime, frames: np.ndarray, batch: int, seconds: float) -> float:
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc; 0 where it cannot be read)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bare_rate(runtime: DetectorRuntime, frames: np.ndarray, batch: int, seconds: float) -> Rate:
     x = np.ascontiguousarray(np.resize(frames, (batch, *frames.shape[1:])))
     runtime.run_raw(x)  # warm-up
-    done, started = 0, time.perf_counter()
+    done, started, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
         runtime.run_raw(x)
         done += batch
-    return done / (time.perf_counter() - started)
+    fps = done / (time.perf_counter() - started)
+    return Rate(fps, (time.process_time() - cpu) * 1000 / done)
 
 
 def frame_records(frames: np.ndarray, count: int) -> list[dict[str, object]]:
@@ -78,7 +95,9 @@ def stage_rate(frames: np.ndarray, batch: int, count: int = 512) -> float:
     from cartstream.streams.stage import Inbound
 
     # one batch at a time here, so inference may use every core
-    settings = Settings().with_overrides(detect={"threads": os.cpu_count() or 2})
+    settings = Settings().with_overrides(
+        detect={"threads": os.cpu_count() or 2, "max_batch": batch}
+    )
     stage = DetectStage(settings, Catalog.load())
     codec = AvroCodec()
     values = [codec.encode(CART_FRAME, r) for r in frame_records(frames, count)]
@@ -95,7 +114,7 @@ def stage_rate(frames: np.ndarray, batch: int, count: int = 512) -> float:
     return count / (time.perf_counter() - started)
 
 
-def agent_rate(frames: np.ndarray, batch: int, count: int, log_dir: Path) -> float:
+def agent_rate(frames: np.ndarray, batch: int, count: int, log_dir: Path) -> Rate:
     from cartstream.services.demo import WorkerProcess, worker_env
 
     codec = AvroCodec()
@@ -134,18 +153,24 @@ def agent_rate(frames: np.ndarray, batch: int, count: int, log_dir: Path) -> flo
         worker = WorkerProcess(env, log_dir / f"worker-batch{batch}.log", roles="detect")
         try:
             worker.wait_ready(ready, 90)
+            # start-up is done when the ready file appears: CPU from here on is the frames'
+            worker_cpu = process_cpu_s(worker.proc.pid)
+            broker_cpu = process_cpu_s(broker.pid)
             stamps: list[float] = []  # counted as they come: the harness stays out of the way
             deadline = time.monotonic() + 600
             while len(stamps) < count and time.monotonic() < deadline:
                 for records in counter.poll(timeout_ms=1000).values():
                     stamps += [r.timestamp for r in records]
+            worker_cpu = process_cpu_s(worker.proc.pid) - worker_cpu
+            broker_cpu = process_cpu_s(broker.pid) - broker_cpu
         finally:
             worker.stop()
             counter.close()
     if len(stamps) < count:
         raise RuntimeError(f"only {len(stamps)}/{count} detections at batch {batch}")
     span_s = (max(stamps) - min(stamps)) / 1000.0
-    return (len(stamps) - 1) / span_s if span_s > 0 else float("inf")
+    fps = (len(stamps) - 1) / span_s if span_s > 0 else float("inf")
+    return Rate(fps, worker_cpu * 1000 / count, broker_cpu * 1000 / count)
 
 
 def run_bench(
@@ -166,16 +191,22 @@ def run_bench(
 
 
 def table(rows: list[BenchRow]) -> str:
-    best_bare = max(r.bare_fps for r in rows)
+    best_bare = max(r.bare.fps for r in rows)
     lines = [
-        "| batch | bare onnxruntime | stage in-process | agent through broker "
-        "| agent / best bare |",
-        "|---:|---:|---:|---:|---:|",
+        "| batch | bare onnxruntime | bare CPU ms/frame | stage in-process | agent through broker "
+        "| agent worker CPU ms/frame | broker CPU ms/frame | agent / best bare |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        agent = f"{r.agent_fps:.0f}" if r.agent_fps is not None else "-"
-        ratio = f"{r.agent_fps / best_bare:.2f}" if r.agent_fps is not None else "-"
-        lines.append(f"| {r.batch} | {r.bare_fps:.0f} | {r.stage_fps:.0f} | {agent} | {ratio} |")
+        a = r.agent
+        agent = (
+            f"{a.fps:.0f} | {a.cpu_ms:.2f} | {a.broker_cpu_ms:.2f} | {a.fps / best_bare:.2f}"
+            if a is not None
+            else "- | - | - | -"
+        )
+        lines.append(
+            f"| {r.batch} | {r.bare.fps:.0f} | {r.bare.cpu_ms:.2f} | {r.stage_fps:.0f} | {agent} |"
+        )
     return "\n".join(lines)
 
 
@@ -183,22 +214,39 @@ def write_report(
     out: Path, rows: list[BenchRow], runtime: DetectorRuntime, agent_frames: int
 ) -> None:
     card = model_card(runtime.model_path)
+    cores = os.cpu_count() or 1
+    best = max(rows, key=lambda r: r.bare.fps)
+    agents = [r for r in rows if r.agent is not None]
+    ceiling = ""
+    if agents:
+        top = max(agents, key=lambda r: r.agent.fps if r.agent else 0.0)
+        assert top.agent is not None
+        per_frame = top.agent.cpu_ms + top.agent.broker_cpu_ms
+        ceiling = f"""
+CPU accounting at the agent's best batch ({top.batch}): the worker spends
+{top.agent.cpu_ms:.2f} ms of CPU per frame and the broker {top.agent.broker_cpu_ms:.2f} ms, so
+{cores} cores can carry at most {cores * 1000 / per_frame:.0f} frames/s through this path; the bare
+loop at its best batch ({best.batch}) spends {best.bare.cpu_ms:.2f} ms per frame on inference
+alone. On a machine where the broker runs elsewhere and the worker has cores of its own, the
+agent's rate is bounded by its own CPU per frame, not the broker's.
+"""
     text = f"""# Benchmarks
 
 ## Detector (`cartstream bench detector`)
 
 Model {card["version"]} ({card["bytes"] / 1e6:.2f} MB ONNX, {card["parameters"]:,} parameters,
 **{card["flops_per_frame"] / 1e6:.0f} MFLOPs per frame** at 224x224). Device: {runtime.provider}
-on {platform.machine()} ({platform.processor() or "cpu"}), 2 cores shared by broker, worker and
-the benchmark itself. Bare: onnxruntime on ready uint8 batches. Agent: {agent_frames} JPEG frames
-already on the embedded broker, a worker running only the detect stage with `max_batch` = batch,
-rate from the Kafka timestamps of the first and last detection published (includes consuming,
-Avro decoding, validation, JPEG decoding, inference, post-processing, encoding, publishing).
-Stage in-process: the same stage code on the same frames without Faust or a broker (Avro
-decode, validation, JPEG decode, inference, outputs). All columns in frames per second.
+on {platform.machine()} ({platform.processor() or "cpu"}), {cores} cores shared by broker, worker
+and the benchmark itself. Bare: onnxruntime on ready uint8 batches. Agent: {agent_frames} JPEG
+frames already on the embedded broker, a worker running only the detect stage with `max_batch` =
+batch, rate from the Kafka timestamps of the first and last detection published (includes
+consuming, Avro decoding, validation, JPEG decoding, inference, post-processing, encoding,
+publishing). Stage in-process: the same stage code on the same frames without Faust or a broker
+(Avro decode, validation, JPEG decode, inference, outputs). Rates in frames per second; CPU is
+user + system time of every thread of the process, per frame.
 
 {table(rows)}
-
+{ceiling}
 GPU: not measured yet: no GPU machine was lent to the session that produced this table.
 """
     out.parent.mkdir(parents=True, exist_ok=True)

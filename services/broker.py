@@ -62,6 +62,12 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError("broker not started")
+        return self.process.pid
+
     def command(self) -> list[str]:
         url = f"tcp://127.0.0.1:{self.port}"
         return [

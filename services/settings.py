@@ -162,14 +162,20 @@ class DetectSettings(_Frozen):
 
 
 class ReasonSettings(_Frozen):
-    """Weight signal processing and matching (weight-only baseline)."""
+    """Weight signal processing and the fusion of weight steps with what the cameras saw."""
 
+    mode: Literal["fused", "vision", "weight"] = "fused"  # which evidence decides a step
+    device: str = "auto"  # fusion tensors: auto (CUDA when torch sees one) | cpu | cuda
     settle_window_s: float = Field(default=0.3, gt=0)
     settle_max_std_g: float = Field(default=4.0, gt=0)
     min_step_g: float = Field(default=12.0, gt=0)
     max_quantity: int = Field(default=4, ge=1, le=20)
-    min_match_likelihood: float = Field(default=1e-4, gt=0)
     checkout_wait_s: float = Field(default=30.0, gt=0)
+    # a step waits this long (wall clock) for the detections of the frames sent before it
+    vision_wait_s: float = Field(default=5.0, gt=0)
+    window_before_ms: int = Field(default=400, ge=0)  # frames this long before a step starts
+    window_after_ms: int = Field(default=150, ge=0)  # ... and after it settles count for it
+    hand_zone_y: float = Field(default=0.52, gt=0, le=1)  # box centres above this line: in hand
 
 
 class Settings(BaseSettings):

@@ -11,6 +11,7 @@ never into the pipeline's inputs.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import json
 import time
@@ -39,6 +40,7 @@ from cartstream.streams.stage import derived_id
 CAMERAS = 2
 PACKET_SAMPLES = 10  # 200 ms at 50 Hz
 IDLE_FRAME_EVERY_S = 10.0
+HAND_FRAMES_S = (-0.15, 0.1, 0.35)  # frames around each hand movement (from the hand entering)
 SESSION_GAP_S = 3.0
 
 
@@ -148,35 +150,19 @@ def _session_events(
         )
     ]
     samples = synthesize_weights(ps.plan, rng, rate_hz)
-    period = 1000.0 / rate_hz
-    last_w = -1
-    for seq, i in enumerate(range(0, len(samples), PACKET_SAMPLES)):
-        chunk = samples[i : i + PACKET_SAMPLES]
-        start = ps.start_ms + round(i * period)
-        packet: dict[str, Any] = {
-            "event_id": str(uuid.uuid4()),
-            **ids,
-            "sequence": seq,
-            "start_time_ms": start,
-            "sample_rate_hz": rate_hz,
-            "samples_g": chunk.tolist(),
-        }
-        events.append(
-            (start + round(len(chunk) * period), topics.weights, WEIGHT_PACKET, dict(packet))
-        )
-        last_w = seq
-    frame_times: list[tuple[float, str | None]] = []
+    frame_times: list[tuple[float, str | None, int | None]] = []
     for a in ps.plan.actions:
-        frame_times += [(a.at_s + 0.1, a.sku), (a.at_s + 0.35, a.sku)]
+        frame_times += [(a.at_s + dt, a.sku, a.hidden_from) for dt in HAND_FRAMES_S]
     t = IDLE_FRAME_EVERY_S / 2
     while t < ps.plan.duration_s:
-        frame_times.append((t, None))
+        frame_times.append((t, None, None))
         t += IDLE_FRAME_EVERY_S
     frame_times.sort(key=lambda x: x[0])
     inside: list[str] = []
     pending = list(ps.plan.actions)
     seq = 0
-    for at_s, in_hand in frame_times:
+    frame_ms: list[int] = []  # capture time of frame `seq`, ascending
+    for at_s, in_hand, hidden in frame_times:
         while pending and pending[0].at_s + pending[0].settle_s <= at_s:
             done = pending.pop(0)
             if done.action == "ADD":
@@ -184,7 +170,7 @@ def _session_events(
             elif done.sku in inside:
                 inside.remove(done.sku)
         for cam in range(CAMERAS):
-            img, _labels = renderer.render(rng, cam, in_hand, inside)
+            img, _labels = renderer.render(rng, cam, in_hand if cam != hidden else None, inside)
             at_ms = ps.start_ms + int(at_s * 1000)
             frame: dict[str, Any] = {
                 "event_id": str(uuid.uuid4()),
@@ -197,8 +183,28 @@ def _session_events(
                 "jpeg": encode_jpeg(img),
             }
             events.append((at_ms, topics.frames, CART_FRAME, dict(frame)))
+            frame_ms.append(at_ms)
             seq += 1
-    events.sort(key=lambda e: e[0])
+    period = 1000.0 / rate_hz
+    last_w = -1
+    for w_seq, i in enumerate(range(0, len(samples), PACKET_SAMPLES)):
+        chunk = samples[i : i + PACKET_SAMPLES]
+        start = ps.start_ms + round(i * period)
+        sent_ms = start + round(len(chunk) * period)
+        packet: dict[str, Any] = {
+            "event_id": str(uuid.uuid4()),
+            **ids,
+            "sequence": w_seq,
+            "start_time_ms": start,
+            "sample_rate_hz": rate_hz,
+            "samples_g": chunk.tolist(),
+            # frames sent before this packet (a frame at the same instant goes after it)
+            "last_frame_sequence": bisect.bisect_left(frame_ms, sent_ms) - 1,
+        }
+        events.append((sent_ms, topics.weights, WEIGHT_PACKET, dict(packet)))
+        last_w = w_seq
+    # at equal times packets go first, as the barrier above assumes
+    events.sort(key=lambda e: (e[0], e[1] != topics.weights))
     end_ms = max(ps.start_ms + int(ps.plan.duration_s * 1000), events[-1][0])
     kind: SessionEventKind = "CHECKOUT_REQUESTED" if ps.plan.outcome == "checkout" else "ABANDONED"
     events.append(

@@ -71,6 +71,7 @@ class DetectStage:
         if self.runtime.skus != [s.sku for s in catalog.skus]:
             raise ValueError(f"detector {self.runtime.version} was trained on another catalog")
         self.runtime.initialize()
+        self.runtime.warm_up(self.config.max_batch)
         log.info(
             "detect: model %s on %s, batches of up to %d within %.1f ms",
             self.runtime.version,

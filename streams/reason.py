@@ -1,13 +1,20 @@
-"""Reason: settled weight steps -> basket changes (weight-only baseline), per shopper session.
+"""Reason: settled weight steps + what the cameras saw -> basket changes, per shopper session.
 
-Inputs `cart.weights` and `cart.sessions` (co-partitioned by cart). For each session it keeps the
-settle detector's state, the last weight packet sequence it applied (re-delivered or duplicate
-packets are skipped), and its view of the basket (removals are matched against it).
+Inputs `cart.weights`, `cart.sessions` and `cart.detections` (co-partitioned by cart). For each
+session it keeps the settle detector's state, the last weight packet sequence it applied
+(re-delivered or duplicate packets are skipped), the frames' in-hand evidence (see
+`evidence.py`), the steps waiting for their frames, and its view of the basket (removals are
+matched against it).
+
+A settled step is decided by the fusion posterior (`models/fusion.py`) once the detections of
+every frame the cart sent before the step's completing packet are in (or after
+`reason.vision_wait_s`, if some never come). `reason.mode` picks the evidence: fused (default),
+vision or weight; weight mode does not wait for frames.
 
 A checkout request or abandonment names the last weight packet the cart sent before it; the
-session's closing marker is published on `basket.changes` only after that packet was processed,
-so every change precedes the marker on the same partition. If the packets never come, the marker
-goes out after `checkout_wait_s` flagged `incomplete`.
+session's closing marker is published on `basket.changes` only after that packet was processed
+and every step before it decided, so every change precedes the marker on the same partition. If
+the packets never come, the marker goes out after `checkout_wait_s` flagged `incomplete`.
 """
 
 from __future__ import annotations
@@ -21,18 +28,21 @@ import numpy as np
 from cartstream.models.basket import Basket
 from cartstream.models.catalog import Catalog
 from cartstream.models.fusion import Fusion, FusionParams, StepEvidence
-from cartstream.models.weighing import SettleDetector, SettleParams, SettleState, Step
+from cartstream.models.weighing import SettleDetector, SettleParams, SettleState
 from cartstream.schemas.records import (
     BASKET_CHANGE,
+    DETECTION,
     SESSION_EVENT,
     WEIGHT_PACKET,
     BasketAction,
     BasketChange,
+    Detection,
     SessionEvent,
     WeightPacket,
 )
 from cartstream.schemas.validation import validate_session_event, validate_weight_packet
 from cartstream.services.settings import Settings
+from cartstream.streams.evidence import FrameLedger, in_hand
 from cartstream.streams.stage import Inbound, Outbound, Result, State, derived_id
 
 log = logging.getLogger(__name__)
@@ -57,22 +67,37 @@ class ReasonStage:
                 min_step_g=r.min_step_g,
             )
         )
-        # weight-only baseline: the fusion posterior with the vision term switched off
+        self.mode = r.mode
+        if self.mode != "weight" and not settings.detect.enabled:
+            log.warning("reason: detection is disabled, so steps are decided by weight alone")
+            self.mode = "weight"
         self.fusion = Fusion(
-            catalog, mode="weight", device="cpu", params=FusionParams(max_quantity=r.max_quantity)
+            catalog,
+            mode=self.mode,
+            device=r.device,
+            params=FusionParams(max_quantity=r.max_quantity),
         )
         self.wait_ms = int(r.checkout_wait_s * 1000)
+        self.vision_wait_ms = int(r.vision_wait_s * 1000)
         self.topics = settings.topics
 
+    @property
+    def uses_vision(self) -> bool:
+        return self.mode != "weight"
+
     def inputs(self) -> Mapping[str, str]:
-        return {self.topics.weights: WEIGHT_PACKET, self.topics.sessions: SESSION_EVENT}
+        topics = {self.topics.weights: WEIGHT_PACKET, self.topics.sessions: SESSION_EVENT}
+        if self.uses_vision:
+            topics[self.topics.detections] = DETECTION
+        return topics
 
     def validate(self, record: Mapping[str, Any], inbound: Inbound, now_ms: int) -> None:
         skew = self.settings.max_future_skew_s
         if inbound.topic == self.topics.weights:
             validate_weight_packet(cast(WeightPacket, record), now_ms, skew)
-        else:
+        elif inbound.topic == self.topics.sessions:
             validate_session_event(cast(SessionEvent, record), now_ms, skew)
+        # detections come from our own detect stage, already validated there
 
     def state_key(self, record: Mapping[str, Any]) -> str:
         return str(record["session_id"])
@@ -90,6 +115,8 @@ class ReasonStage:
             "gaps": 0,
             "next_change": 0,
             "basket": Basket().to_dict(),
+            "steps": [],
+            "vision": FrameLedger.new(),
             "pending": None,
             "closed_ms": None,
         }
@@ -102,6 +129,8 @@ class ReasonStage:
             return Result(state)  # late or duplicate input for a finished session
         if inbound.topic == self.topics.weights:
             return self._on_packet(state, cast(WeightPacket, record), inbound, now_ms)
+        if inbound.topic == self.topics.detections:
+            return self._on_detection(state, cast(Detection, record), now_ms)
         return self._on_session(state, cast(SessionEvent, record), inbound, now_ms)
 
     def _on_packet(
@@ -127,11 +156,45 @@ class ReasonStage:
         )
         state["settle"] = settle.to_dict()
         state["last_seq"] = seq
-        outputs = [self._decide(state, step, packet, inbound, now_ms) for step in steps]
+        barrier = int(packet.get("last_frame_sequence", -1))
+        state["steps"] += [
+            {
+                "start_ms": step.start_ms,
+                "end_ms": step.end_ms,
+                "delta_g": step.delta_g,
+                "sigma_g": step.sigma_g,
+                "level_after_g": step.level_after_g,
+                "barrier": barrier,
+                "source_event_id": packet["event_id"],
+                "produced_ms": inbound.timestamp_ms,
+                "received_ms": now_ms,
+            }
+            for step in steps
+        ]
+        return Result(state, self._settle(state, now_ms))
+
+    def _on_detection(self, state: State, detection: Detection, now_ms: int) -> Result:
+        if not self.uses_vision:
+            return Result(state)
+        sighting = [
+            detection["capture_time_ms"],
+            in_hand(detection, self.catalog, self.settings.reason.hand_zone_y),
+        ]
+        if not FrameLedger.note(state["vision"], detection["frame_sequence"], sighting):
+            return Result(state)  # re-delivery
+        return Result(state, self._settle(state, now_ms))
+
+    def _settle(self, state: State, now_ms: int, force: bool = False) -> list[Outbound]:
+        """Decide the steps whose evidence is complete, then close the session if it may."""
+        outputs = self._decide_ready(state, now_ms, force)
         pending = state["pending"]
-        if pending is not None and seq >= pending["last_weight_sequence"]:
+        if (
+            pending is not None
+            and not state["steps"]
+            and state["last_seq"] >= pending["last_weight_sequence"]
+        ):
             outputs.append(self._close(state, pending, now_ms, incomplete=False))
-        return Result(state, outputs)
+        return outputs
 
     def _on_session(
         self, state: State, event: SessionEvent, inbound: Inbound, now_ms: int
@@ -147,21 +210,50 @@ class ReasonStage:
             "received_ms": now_ms,
             "traceparent": (inbound.traceparent or b"").decode(),
         }
-        if state["last_seq"] >= event["last_weight_sequence"]:
-            return Result(state, [self._close(state, pending, now_ms, incomplete=False)])
         state["pending"] = pending
-        return Result(state)
+        return Result(state, self._settle(state, now_ms))
 
     # -- decisions -----------------------------------------------------------------------
 
+    def _ready(self, state: State, step: dict[str, Any], now_ms: int) -> bool:
+        return (
+            not self.uses_vision
+            or FrameLedger.covers(state["vision"], step["barrier"])
+            or now_ms - step["received_ms"] >= self.vision_wait_ms
+        )
+
+    def _decide_ready(self, state: State, now_ms: int, force: bool) -> list[Outbound]:
+        """Steps in order; each decision updates the basket the next one is judged against."""
+        outputs: list[Outbound] = []
+        r = self.settings.reason
+        while state["steps"] and (force or self._ready(state, state["steps"][0], now_ms)):
+            step = state["steps"].pop(0)
+            vision = None
+            if self.uses_vision:
+                if not FrameLedger.covers(state["vision"], step["barrier"]):
+                    log.warning(
+                        "session %s: deciding a step without the detections of frames up to %d",
+                        state["session_id"],
+                        step["barrier"],
+                    )
+                vision = FrameLedger.evidence(
+                    state["vision"],
+                    step["start_ms"] - r.window_before_ms,
+                    step["end_ms"] + r.window_after_ms,
+                    len(self.catalog),
+                )
+                FrameLedger.forget_before(state["vision"], step["end_ms"] - r.window_before_ms)
+            outputs.append(self._decide(state, step, vision, now_ms))
+        return outputs
+
     def _decide(
-        self, state: State, step: Step, packet: WeightPacket, inbound: Inbound, now_ms: int
+        self, state: State, step: dict[str, Any], vision: np.ndarray | None, now_ms: int
     ) -> Outbound:
         basket = Basket.from_dict(state["basket"])
-        grams = abs(step.delta_g)
+        grams = abs(step["delta_g"])
         bags = [(sku, g) for sku, weights in basket.bags.items() for g in weights]
         (match,) = self.fusion.decide(
-            [StepEvidence(step.delta_g, step.sigma_g, None, dict(basket.units), bags)]
+            [StepEvidence(step["delta_g"], step["sigma_g"], vision, dict(basket.units), bags)]
         )
         if match.action == "ADD" and match.sku:
             basket.add(self.catalog, match.sku, match.quantity, grams)
@@ -173,15 +265,16 @@ class ReasonStage:
             match.action,
             match.sku,
             match.quantity,
-            step_start_ms=step.start_ms,
-            step_end_ms=step.end_ms,
-            source_event_id=packet["event_id"],
-            source_produced_ms=inbound.timestamp_ms,
+            step_start_ms=step["start_ms"],
+            step_end_ms=step["end_ms"],
+            source_event_id=step["source_event_id"],
+            source_produced_ms=step["produced_ms"],
             now_ms=now_ms,
-            grams_delta=step.delta_g,
-            grams_sigma=step.sigma_g,
+            grams_delta=step["delta_g"],
+            grams_sigma=step["sigma_g"],
             confidence=match.confidence,
-            scale_net_grams=step.level_after_g,
+            scale_net_grams=step["level_after_g"],
+            evidence=match.evidence,
         )
         return Outbound(self.topics.basket_changes, state["cart_id"], BASKET_CHANGE, change)
 
@@ -224,6 +317,7 @@ class ReasonStage:
         grams_sigma: float = 0.0,
         confidence: float = 1.0,
         incomplete: bool = False,
+        evidence: str = "weight",
     ) -> BasketChange:
         seq = state["next_change"]
         state["next_change"] = seq + 1
@@ -242,7 +336,7 @@ class ReasonStage:
             "step_start_ms": int(step_start_ms),
             "step_end_ms": int(step_end_ms),
             "scale_net_grams": float(scale_net_grams),
-            "evidence": "weight",
+            "evidence": evidence,
             "source_event_id": source_event_id,
             "source_produced_ms": int(source_produced_ms),
             "published_ms": int(now_ms),
@@ -252,6 +346,9 @@ class ReasonStage:
     # -- timers --------------------------------------------------------------------------
 
     def needs_tick(self, state: State, now_ms: int) -> bool:
+        steps = state.get("steps") or []
+        if steps and now_ms - steps[0]["received_ms"] >= self.vision_wait_ms:
+            return True
         pending = state.get("pending")
         if pending is not None:
             return bool(now_ms - pending["received_ms"] >= self.wait_ms)
@@ -261,13 +358,18 @@ class ReasonStage:
     def tick(self, state: State, now_ms: int) -> Result:
         pending = state.get("pending")
         if pending is not None and now_ms - pending["received_ms"] >= self.wait_ms:
-            log.warning(
-                "session %s: closing after %.0f s without weight packet %d",
-                state["session_id"],
-                self.wait_ms / 1000,
-                pending["last_weight_sequence"],
-            )
-            return Result(state, [self._close(state, pending, now_ms, incomplete=True)])
+            if state["last_seq"] < pending["last_weight_sequence"]:
+                log.warning(
+                    "session %s: closing after %.0f s without weight packet %d",
+                    state["session_id"],
+                    self.wait_ms / 1000,
+                    pending["last_weight_sequence"],
+                )
+            outputs = self._decide_ready(state, now_ms, force=True)
+            outputs.append(self._close(state, pending, now_ms, incomplete=True))
+            return Result(state, outputs)
+        if state.get("steps"):
+            return Result(state, self._settle(state, now_ms))
         if state.get("closed_ms") is not None and now_ms - state["closed_ms"] >= STATE_RETENTION_MS:
             return Result(None)
         return Result(state)

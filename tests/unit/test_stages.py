@@ -33,6 +33,8 @@ def pipeline(
     clock: Clock | None = None,
     stages: str = "detect,reason,anomalies,reconcile",
 ) -> MemoryPipeline:
+    if "detect" not in stages:  # no detections will come: reason decides by weight alone
+        settings = settings.with_overrides(reason={"mode": "weight"})
     make = {
         "detect": lambda: DetectStage(settings, catalog),
         "reason": lambda: ReasonStage(settings, catalog),
