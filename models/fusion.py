@@ -11,6 +11,8 @@ combines
   C is 1 on the diagonal and `lookalike_share` between look-alikes, which the detector confuses;
   eps is how often a frame shows an unrelated SKU); UNKNOWN gets
   sum_f log(eps + u (1 - max v[f])), u = `unknown_share`;
+- counts: how many boxes each frame shows in hand, against q units (mostly exact, sometimes one
+  off);
 - priors: popularity and a preference for one unit; removals only of what is in the basket.
 `mode` selects the evidence: `weight` (no vision), `vision` (weight gives only the direction of
 the change and the grams to price produce), `fused` (both).
@@ -43,6 +45,7 @@ class StepEvidence:
     vision: np.ndarray | None  # [F, K] (or [K]: one frame) in-hand scores; None: no frame
     units: dict[str, int] = field(default_factory=dict)  # packaged SKU -> units in the basket
     bags: list[tuple[str, float]] = field(default_factory=list)  # (SKU, grams) bags inside
+    counts: np.ndarray | None = None  # [F] boxes in hand in each frame of `vision` (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class FusionParams:
     vision_floor: float = 0.01  # one frame shows an unrelated SKU this often
     lookalike_share: float = 0.4  # a look-alike's box counts this much for its sibling
     unknown_share: float = 0.3  # a frame of an uncatalogued item shows no confident box
+    count_right: float = 0.7  # a frame shows exactly the units in hand this often
+    count_off_by_one: float = 0.2  # ... one too many or too few (overlap, a box cut off)
     multi_unit_prior: float = 0.15
 
 
@@ -146,8 +151,29 @@ class Fusion:
         unknown = (torch.log(floor + miss) * frames).sum(1)
         return per_sku, unknown
 
-    def _frames(self, steps: list[StepEvidence]) -> tuple[np.ndarray, np.ndarray]:
-        """Every step's frames stacked into [S, F, K] scores and an [S, F] mask."""
+    def _counts(self, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[S, Q] log-likelihood of the in-hand box counts [S, F] (0: no count) for q units,
+        and [S] for UNKNOWN (whatever q explains each frame best: no preference)."""
+        p = self.params
+        off = torch.abs(counts[:, :, None] - self.q[None, None, :])
+        like = torch.where(
+            off == 0,
+            torch.tensor(p.count_right, dtype=counts.dtype, device=counts.device),
+            torch.where(
+                off == 1,
+                torch.tensor(p.count_off_by_one, dtype=counts.dtype, device=counts.device),
+                torch.tensor(
+                    max(1e-3, 1 - p.count_right - p.count_off_by_one),
+                    dtype=counts.dtype,
+                    device=counts.device,
+                ),
+            ),
+        )
+        ll = torch.log(like) * (counts > 0)[:, :, None]
+        return ll.sum(1), ll.max(dim=2).values.sum(1)
+
+    def _frames(self, steps: list[StepEvidence]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every step's frames stacked into [S, F, K] scores, an [S, F] mask and [S, F] counts."""
         k = len(self.catalog)
         rows = [
             np.zeros((0, k)) if s.vision is None else np.atleast_2d(np.asarray(s.vision, float))
@@ -156,10 +182,13 @@ class Fusion:
         width = max([r.shape[0] for r in rows] + [1])
         scores = np.zeros((len(steps), width, k))
         mask = np.zeros((len(steps), width))
-        for i, r in enumerate(rows):
+        counts = np.zeros((len(steps), width))
+        for i, (r, s) in enumerate(zip(rows, steps, strict=True)):
             scores[i, : r.shape[0]] = r
             mask[i, : r.shape[0]] = 1.0
-        return scores, mask
+            if s.counts is not None:
+                counts[i, : r.shape[0]] = np.asarray(s.counts, float)[: r.shape[0]]
+        return scores, mask, counts
 
     # -- decisions -------------------------------------------------------------------------------
 
@@ -171,9 +200,10 @@ class Fusion:
         grams = torch.tensor([abs(s.delta_g) for s in steps], dtype=dt, device=dev)
         sigma = torch.tensor([s.sigma_g for s in steps], dtype=dt, device=dev)
         adding = torch.tensor([s.delta_g > 0 for s in steps], device=dev)
-        frame_scores, mask = self._frames(steps)
+        frame_scores, mask, frame_counts = self._frames(steps)
         vision = torch.tensor(frame_scores, dtype=dt, device=dev)
         frames = torch.tensor(mask, dtype=dt, device=dev)
+        counts = torch.tensor(frame_counts, dtype=dt, device=dev)
         units = torch.zeros(len(steps), k, dtype=dt, device=dev)
         for i, s in enumerate(steps):
             for sku, n in s.units.items():
@@ -198,6 +228,14 @@ class Fusion:
                 torch.zeros(len(steps), dtype=dt, device=dev),
             )
         )
+        c_q, c_unknown = (
+            self._counts(counts)
+            if use_vision
+            else (
+                torch.zeros(len(steps), self.q.numel(), dtype=dt, device=dev),
+                torch.zeros(len(steps), dtype=dt, device=dev),
+            )
+        )
         neg_inf = torch.tensor(-math.inf, dtype=dt, device=dev)
         packaged = ~self.by_weight
         # ADD: q units of a packaged SKU, or one bag of produce
@@ -206,11 +244,14 @@ class Fusion:
             w_pack
             + self.log_pop[None, :, None]
             + self.log_q_prior[None, None, :]
-            + v_sku[:, :, None],
+            + v_sku[:, :, None]
+            + c_q[:, None, :],
             neg_inf,
         )
         add_prod = torch.where(
-            self.by_weight[None, :], w_prod + self.log_pop[None, :] + v_sku, neg_inf
+            self.by_weight[None, :],
+            w_prod + self.log_pop[None, :] + v_sku + c_q[:, :1],
+            neg_inf,
         )
         # REMOVE: q units it holds (prior: share of units), produce bags scored by their grams
         total = units.sum(1, keepdim=True) + torch.tensor(
@@ -220,7 +261,11 @@ class Fusion:
         share = torch.log(torch.clamp(units / torch.clamp(total, min=1), min=1e-12))
         rem_pack = torch.where(
             holds & packaged[None, :, None],
-            w_pack + share[:, :, None] + self.log_q_prior[None, None, :] + v_sku[:, :, None],
+            w_pack
+            + share[:, :, None]
+            + self.log_q_prior[None, None, :]
+            + v_sku[:, :, None]
+            + c_q[:, None, :],
             neg_inf,
         )
         n_bags = max([len(s.bags) for s in steps] + [1])
@@ -237,10 +282,13 @@ class Fusion:
                     else 0.0
                 )
                 j = self.catalog.index(sku)
-                rem_bag[i, b] = ll - math.log(max(1.0, float(total[i]))) + float(v_sku[i, j])
+                rem_bag[i, b] = (
+                    ll - math.log(max(1.0, float(total[i]))) + float(v_sku[i, j]) + float(c_q[i, 0])
+                )
         unknown = (
             torch.full((len(steps), 1), self.log_unknown, dtype=dt, device=dev)
             + (v_unknown[:, None])
+            + c_unknown[:, None]
         )
         add_scores = torch.cat([add_pack.flatten(1), add_prod, unknown], dim=1)
         rem_scores = torch.cat([rem_pack.flatten(1), rem_bag, unknown], dim=1)

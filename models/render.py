@@ -175,8 +175,10 @@ class SceneRenderer:
         camera_id: int,
         in_hand: str | None,
         in_basket: Sequence[str],
+        hand_count: int = 1,
     ) -> tuple[np.ndarray, list[Box]]:
-        """One BGR frame and the boxes of every item visible enough to label."""
+        """One BGR frame and the boxes of every item visible enough to label; `hand_count`
+        units of `in_hand` are in the shopper's hand(s)."""
         s, p = self.size, self.params
         floor = np.array([70, 72, 80]) + rng.integers(-12, 12, 3)
         canvas = np.empty((s, s, 3), dtype=np.uint8)
@@ -213,13 +215,18 @@ class SceneRenderer:
             sprite = cv2.resize(sprite, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
             cx = int(rng.uniform(0.3, 0.7) * s)
             cy = int(rng.uniform(0.18, 0.45) * s)
-            x, y = cx - sprite.shape[1] // 2, cy - sprite.shape[0] // 2
-            box = self._paste(canvas, owner, len(placed) + 1, sprite, x, y)
-            if box:
-                placed.append((in_hand, box, True))
-                self._hand(canvas, owner, rng, box)
-                if rng.random() < p.blur:
-                    self._blur(canvas, rng, box)
+            # several units in one movement are held side by side
+            step = sprite.shape[1] + 4
+            x0 = cx - sprite.shape[1] // 2 - (hand_count - 1) * step // 2
+            for unit in range(hand_count):
+                x, y = x0 + unit * step, cy - sprite.shape[0] // 2
+                box = self._paste(canvas, owner, len(placed) + 1, sprite, x, y)
+                if box:
+                    placed.append((in_hand, box, True))
+                    if unit in (0, hand_count - 1):
+                        self._hand(canvas, owner, rng, box)
+                    if rng.random() < p.blur:
+                        self._blur(canvas, rng, box)
         boxes = self._visible_boxes(owner, placed)
         return self._camera(canvas, rng), boxes
 

@@ -150,19 +150,19 @@ def _session_events(
         )
     ]
     samples = synthesize_weights(ps.plan, rng, rate_hz)
-    frame_times: list[tuple[float, str | None, int | None]] = []
+    frame_times: list[tuple[float, str | None, int | None, int]] = []
     for a in ps.plan.actions:
-        frame_times += [(a.at_s + dt, a.sku, a.hidden_from) for dt in HAND_FRAMES_S]
+        frame_times += [(a.at_s + dt, a.sku, a.hidden_from, a.quantity) for dt in HAND_FRAMES_S]
     t = IDLE_FRAME_EVERY_S / 2
     while t < ps.plan.duration_s:
-        frame_times.append((t, None, None))
+        frame_times.append((t, None, None, 0))
         t += IDLE_FRAME_EVERY_S
     frame_times.sort(key=lambda x: x[0])
     inside: list[str] = []
     pending = list(ps.plan.actions)
     seq = 0
     frame_ms: list[int] = []  # capture time of frame `seq`, ascending
-    for at_s, in_hand, hidden in frame_times:
+    for at_s, in_hand, hidden, count in frame_times:
         while pending and pending[0].at_s + pending[0].settle_s <= at_s:
             done = pending.pop(0)
             if done.action == "ADD":
@@ -170,7 +170,8 @@ def _session_events(
             elif done.sku in inside:
                 inside.remove(done.sku)
         for cam in range(CAMERAS):
-            img, _labels = renderer.render(rng, cam, in_hand if cam != hidden else None, inside)
+            hand = in_hand if cam != hidden else None
+            img, _labels = renderer.render(rng, cam, hand, inside, max(1, count))
             at_ms = ps.start_ms + int(at_s * 1000)
             frame: dict[str, Any] = {
                 "event_id": str(uuid.uuid4()),

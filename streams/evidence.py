@@ -30,18 +30,21 @@ import numpy as np
 from cartstream.models.catalog import Catalog
 from cartstream.schemas.records import Detection
 
-Sighting = list[Any]  # [capture_ms, [[sku index, score], ...]] (JSON-friendly for the table)
+Sighting = list[Any]  # [capture_ms, [[sku index, score], ...], boxes in hand] (JSON-friendly)
 
 
-def in_hand(detection: Detection, catalog: Catalog, zone_y: float) -> list[list[float]]:
-    """[[sku index, best score], ...] of the boxes whose centre lies in the hand zone."""
+def sighting(detection: Detection, catalog: Catalog, zone_y: float) -> Sighting:
+    """The frame's time, [[sku index, best score], ...] of the boxes whose centre lies in the
+    hand zone, and how many such boxes there are (units held at once)."""
     best: dict[int, float] = {}
+    count = 0
     for box in detection["boxes"]:
         if (box["y0"] + box["y1"]) / 2 >= zone_y or box["sku"] not in catalog:
             continue
         k = catalog.index(box["sku"])
         best[k] = max(best.get(k, 0.0), float(box["score"]))
-    return [[k, s] for k, s in sorted(best.items())]
+        count += 1
+    return [detection["capture_time_ms"], [[k, s] for k, s in sorted(best.items())], count]
 
 
 class FrameLedger:
@@ -76,13 +79,14 @@ class FrameLedger:
     @staticmethod
     def evidence(
         ledger: Mapping[str, Any], start_ms: int, end_ms: int, size: int
-    ) -> np.ndarray | None:
-        """[F, size] in-hand scores of the F frames in [start_ms, end_ms] that saw an item in
-        hand (a frame that saw none, an occluded camera say, tells nothing and is left out);
-        None when no frame at all was captured in the window."""
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """[F, size] in-hand scores and [F] in-hand box counts of the F frames in
+        [start_ms, end_ms] that saw an item in hand (a frame that saw none, an occluded camera
+        say, tells nothing and is left out); None when no frame was captured in the window."""
         rows: list[np.ndarray] = []
+        counts: list[int] = []
         seen = False
-        for capture_ms, boxes in ledger["sightings"]:
+        for capture_ms, boxes, count in ledger["sightings"]:
             if start_ms <= capture_ms <= end_ms:
                 seen = True
                 if boxes:
@@ -90,9 +94,12 @@ class FrameLedger:
                     for k, score in boxes:
                         row[int(k)] = float(score)
                     rows.append(row)
+                    counts.append(int(count))
         if not seen:
             return None
-        return np.stack(rows) if rows else np.zeros((0, size))
+        if not rows:
+            return np.zeros((0, size)), np.zeros(0)
+        return np.stack(rows), np.asarray(counts, dtype=float)
 
     @staticmethod
     def forget_before(ledger: dict[str, Any], capture_ms: int) -> None:

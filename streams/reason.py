@@ -42,7 +42,7 @@ from cartstream.schemas.records import (
 )
 from cartstream.schemas.validation import validate_session_event, validate_weight_packet
 from cartstream.services.settings import Settings
-from cartstream.streams.evidence import FrameLedger, in_hand
+from cartstream.streams.evidence import FrameLedger, sighting
 from cartstream.streams.stage import Inbound, Outbound, Result, State, derived_id
 
 log = logging.getLogger(__name__)
@@ -176,11 +176,8 @@ class ReasonStage:
     def _on_detection(self, state: State, detection: Detection, now_ms: int) -> Result:
         if not self.uses_vision:
             return Result(state)
-        sighting = [
-            detection["capture_time_ms"],
-            in_hand(detection, self.catalog, self.settings.reason.hand_zone_y),
-        ]
-        if not FrameLedger.note(state["vision"], detection["frame_sequence"], sighting):
+        seen = sighting(detection, self.catalog, self.settings.reason.hand_zone_y)
+        if not FrameLedger.note(state["vision"], detection["frame_sequence"], seen):
             return Result(state)  # re-delivery
         return Result(state, self._settle(state, now_ms))
 
@@ -228,7 +225,7 @@ class ReasonStage:
         r = self.settings.reason
         while state["steps"] and (force or self._ready(state, state["steps"][0], now_ms)):
             step = state["steps"].pop(0)
-            vision = None
+            seen = None
             if self.uses_vision:
                 if not FrameLedger.covers(state["vision"], step["barrier"]):
                     log.warning(
@@ -236,25 +233,31 @@ class ReasonStage:
                         state["session_id"],
                         step["barrier"],
                     )
-                vision = FrameLedger.evidence(
+                seen = FrameLedger.evidence(
                     state["vision"],
                     step["start_ms"] - r.window_before_ms,
                     step["end_ms"] + r.window_after_ms,
                     len(self.catalog),
                 )
                 FrameLedger.forget_before(state["vision"], step["end_ms"] - r.window_before_ms)
-            outputs.append(self._decide(state, step, vision, now_ms))
+            outputs.append(self._decide(state, step, seen, now_ms))
         return outputs
 
     def _decide(
-        self, state: State, step: dict[str, Any], vision: np.ndarray | None, now_ms: int
+        self,
+        state: State,
+        step: dict[str, Any],
+        seen: tuple[np.ndarray, np.ndarray] | None,
+        now_ms: int,
     ) -> Outbound:
         basket = Basket.from_dict(state["basket"])
         grams = abs(step["delta_g"])
         bags = [(sku, g) for sku, weights in basket.bags.items() for g in weights]
-        (match,) = self.fusion.decide(
-            [StepEvidence(step["delta_g"], step["sigma_g"], vision, dict(basket.units), bags)]
+        vision, counts = seen if seen is not None else (None, None)
+        evidence = StepEvidence(
+            step["delta_g"], step["sigma_g"], vision, dict(basket.units), bags, counts
         )
+        (match,) = self.fusion.decide([evidence])
         if match.action == "ADD" and match.sku:
             basket.add(self.catalog, match.sku, match.quantity, grams)
         elif match.action == "REMOVE" and match.sku:
