@@ -285,10 +285,12 @@ def demo(
 
 
 def _register_model_commands() -> None:
+    from cartstream.services.cli_eval import evaluate
     from cartstream.services.cli_models import bench, models
 
     cli.add_command(models)
     cli.add_command(bench)
+    cli.add_command(evaluate)
 
 
 _register_model_commands()

@@ -33,6 +33,7 @@ from cartstream.services.broker import EmbeddedBroker, free_port
 from cartstream.services.cart_client import CartClient
 from cartstream.services.migrate import upgrade
 from cartstream.services.persistence import Repository, make_engine
+from cartstream.services.scoring import score_run
 from cartstream.services.settings import Settings, load_settings
 from cartstream.services.simulate import SimConfig, plan_carts, read_truth, simulate
 from cartstream.services.tail import read_topic
@@ -50,6 +51,7 @@ class DemoConfig:
     timeout_s: float = 300.0
     bootstrap: str | None = None  # None: start the embedded broker
     speed: float = 10.0  # carts publish at this multiple of real time (0: as fast as possible)
+    mode: str | None = None  # reasoning evidence (fused | vision | weight); None: the settings'
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
@@ -140,11 +142,8 @@ def score(
     """Accuracy against ground truth, from what was persisted and published."""
     requested = [sid for sid, t in truth.items() if t["outcome"] == "checkout"]
     rows = {row.session_id: row for row in repo.checkouts(requested)}
-    correct = sum(
-        1
-        for sid in requested
-        if sid in rows and {i.sku: i.quantity for i in rows[sid].items} == truth[sid]["basket"]
-    )
+    baskets = {sid: {i.sku: i.quantity for i in row.items} for sid, row in rows.items()}
+    accuracy = score_run(truth, baskets, changes)
     latencies = [
         float(c["published_ms"] - c["source_produced_ms"])
         for c in changes
@@ -155,7 +154,8 @@ def score(
         "sessions": len(truth),
         "checkouts_requested": len(requested),
         "checkouts_persisted": len(rows),
-        "checkout_accuracy": round(correct / len(requested), 4) if requested else None,
+        "checkout_accuracy": accuracy["cacc"],
+        "accuracy": accuracy,
         "status": dict(statuses),
         "anomalies_by_kind": dict(repo.anomalies_by_kind()),
         "latency_ms": _percentiles(latencies),
@@ -191,9 +191,10 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
         upgrade(database_url)
         ensure_topics(settings)
         ready = run_dir / "worker.ready"
-        worker = WorkerProcess(
-            worker_env(settings, f"demo-{run_id}", database_url, ready), run_dir / "worker.log"
-        )
+        env = worker_env(settings, f"demo-{run_id}", database_url, ready)
+        if config.mode:
+            env["CARTSTREAM_REASON__MODE"] = config.mode
+        worker = WorkerProcess(env, run_dir / "worker.log")
         with console.status("starting the worker (joining its consumer group)..."):
             worker.wait_ready(ready, timeout_s=90)
         catalog = Catalog.load(settings.catalog_path)
@@ -257,6 +258,7 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
                 "seed": config.seed,
                 "frames_detected": detected,
                 "speed": config.speed,
+                "mode": config.mode or settings.reason.mode,
             }
         )
         _print_summary(console, summary)
@@ -279,7 +281,13 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
         ("sessions", s["sessions"]),
         ("checkouts requested", s["checkouts_requested"]),
         ("checkouts persisted", s["checkouts_persisted"]),
+        ("reasoning", s["mode"]),
         ("checkout accuracy (cAcc)", s["checkout_accuracy"]),
+        ("count error per checkout (ACD)", s["accuracy"]["acd"]),
+        (
+            "basket changes precision / recall",
+            f"{s['accuracy']['precision']} / {s['accuracy']['recall']}",
+        ),
         ("decisions", ", ".join(f"{k} {v}" for k, v in sorted(s["status"].items())) or "-"),
         (
             "anomalies",

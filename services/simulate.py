@@ -73,6 +73,7 @@ class PlannedSession:
             "session_id": self.session_id,
             "cart_id": self.cart_id,
             "store_id": self.store_id,
+            "start_ms": self.start_ms,
             "outcome": self.plan.outcome,
             "basket": dict(sorted(self.plan.basket().items())),
             "basket_grams": round(self.plan.basket_grams(), 1),

@@ -1,0 +1,111 @@
+"""Scoring a run against the simulator's ground truth.
+
+- **cAcc** (checkout accuracy, as in the RPC benchmark): the share of requested checkouts whose
+  every SKU quantity is exactly right. A checkout that never arrived counts as wrong.
+- **ACD** (average count error per checkout): sum over SKUs of |predicted - true| units, averaged
+  over requested checkouts (a missing checkout counts every true unit as an error).
+- **precision / recall of basket changes**: a published ADD/REMOVE/UNKNOWN change is a true
+  positive when it matches a true hand movement of the same session with the same action, SKU and
+  quantity, starting within `MATCH_WINDOW_MS` of it (each movement matches once). Abandoned
+  sessions count here too.
+- **per scenario**: the same for the sessions that contain each hard case the simulator tags.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+SCENARIOS = ("lookalike", "equal_weight", "multi_item", "removal", "produce", "occlusion")
+MATCH_WINDOW_MS = 1500
+Basket = Mapping[str, int]
+
+
+def count_error(predicted: Basket, true: Basket) -> int:
+    return sum(abs(predicted.get(s, 0) - true.get(s, 0)) for s in set(predicted) | set(true))
+
+
+def _checkout_scores(
+    sessions: Iterable[str], truth: Mapping[str, Mapping[str, Any]], baskets: Mapping[str, Basket]
+) -> dict[str, Any]:
+    ids = [sid for sid in sessions if truth[sid]["outcome"] == "checkout"]
+    correct = errors = 0
+    for sid in ids:
+        true = truth[sid]["basket"]
+        got = baskets.get(sid)
+        correct += got is not None and dict(got) == dict(true)
+        errors += count_error(got or {}, true)
+    n = len(ids)
+    return {
+        "checkouts": n,
+        "cacc": round(correct / n, 4) if n else None,
+        "acd": round(errors / n, 4) if n else None,
+    }
+
+
+def _match_changes(
+    truth: Mapping[str, Mapping[str, Any]], changes: Iterable[Mapping[str, Any]]
+) -> tuple[int, int, int]:
+    """(true positives, predicted changes, true movements) over the sessions in `truth`."""
+    open_actions: dict[str, list[dict[str, Any]]] = {
+        sid: [
+            {**a, "t_ms": t["start_ms"] + a["at_s"] * 1000.0}
+            for a in t["actions"]
+            if "start_ms" in t
+        ]
+        for sid, t in truth.items()
+    }
+    true_total = sum(len(v) for v in open_actions.values())
+    predicted = hits = 0
+    for c in changes:
+        if c["action"] not in ("ADD", "REMOVE", "UNKNOWN") or c["session_id"] not in truth:
+            continue
+        predicted += 1
+        pending = open_actions[c["session_id"]]
+        for i, a in enumerate(pending):
+            if (a["action"], a["sku"], a["quantity"]) == (
+                c["action"],
+                c["sku"],
+                c["quantity"],
+            ) and abs(a["t_ms"] - c["step_start_ms"]) <= MATCH_WINDOW_MS:
+                hits += 1
+                del pending[i]
+                break
+    return hits, predicted, true_total
+
+
+def score_run(
+    truth: Mapping[str, Mapping[str, Any]],
+    baskets: Mapping[str, Basket],
+    changes: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Every accuracy figure of a run: `baskets` maps session id -> checked-out SKU quantities."""
+    overall = _checkout_scores(truth, truth, baskets)
+    hits, predicted, true_total = _match_changes(truth, changes)
+    by_tag: dict[str, list[str]] = defaultdict(list)
+    for sid, t in truth.items():
+        for tag in t.get("scenarios", []):
+            by_tag[tag].append(sid)
+        if not t.get("scenarios"):
+            by_tag["plain"].append(sid)
+    per_scenario = {}
+    for tag in (*SCENARIOS, "plain"):
+        sids = by_tag.get(tag, [])
+        sub = {sid: truth[sid] for sid in sids}
+        tag_hits, tag_pred, tag_true = _match_changes(sub, changes)
+        per_scenario[tag] = {
+            "sessions": len(sids),
+            **_checkout_scores(sids, truth, baskets),
+            "precision": round(tag_hits / tag_pred, 4) if tag_pred else None,
+            "recall": round(tag_hits / tag_true, 4) if tag_true else None,
+        }
+    return {
+        "sessions": len(truth),
+        **overall,
+        "precision": round(hits / predicted, 4) if predicted else None,
+        "recall": round(hits / true_total, 4) if true_total else None,
+        "changes_predicted": predicted,
+        "changes_true": true_total,
+        "per_scenario": per_scenario,
+    }
