@@ -153,7 +153,7 @@ class Fusion:
 
     def _counts(self, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[S, Q] log-likelihood of the in-hand box counts [S, F] (0: no count) for q units,
-        and [S] for UNKNOWN (whatever q explains each frame best: no preference)."""
+        and [S] for UNKNOWN (any number of units alike: the mean over q)."""
         p = self.params
         off = torch.abs(counts[:, :, None] - self.q[None, None, :])
         like = torch.where(
@@ -169,8 +169,10 @@ class Fusion:
                 ),
             ),
         )
-        ll = torch.log(like) * (counts > 0)[:, :, None]
-        return ll.sum(1), ll.max(dim=2).values.sum(1)
+        seen = counts > 0
+        ll = torch.log(like) * seen[:, :, None]
+        unknown = torch.log(like.mean(dim=2)) * seen
+        return ll.sum(1), unknown.sum(1)
 
     def _frames(self, steps: list[StepEvidence]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every step's frames stacked into [S, F, K] scores, an [S, F] mask and [S, F] counts."""

@@ -52,6 +52,7 @@ class DemoConfig:
     bootstrap: str | None = None  # None: start the embedded broker
     speed: float = 10.0  # carts publish at this multiple of real time (0: as fast as possible)
     mode: str | None = None  # reasoning evidence (fused | vision | weight); None: the settings'
+    worker_settings: tuple[tuple[str, str], ...] = ()  # extra CARTSTREAM_* for the worker
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
@@ -194,6 +195,7 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
         env = worker_env(settings, f"demo-{run_id}", database_url, ready)
         if config.mode:
             env["CARTSTREAM_REASON__MODE"] = config.mode
+        env.update(config.worker_settings)
         worker = WorkerProcess(env, run_dir / "worker.log")
         with console.status("starting the worker (joining its consumer group)..."):
             worker.wait_ready(ready, timeout_s=90)

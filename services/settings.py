@@ -172,7 +172,7 @@ class ReasonSettings(_Frozen):
     max_quantity: int = Field(default=4, ge=1, le=20)
     checkout_wait_s: float = Field(default=30.0, gt=0)
     # a step waits this long (wall clock) for the detections of the frames sent before it
-    vision_wait_s: float = Field(default=5.0, gt=0)
+    vision_wait_s: float = Field(default=15.0, gt=0)
     window_before_ms: int = Field(default=400, ge=0)  # frames this long before a step starts
     window_after_ms: int = Field(default=150, ge=0)  # ... and after it settles count for it
     hand_zone_y: float = Field(default=0.52, gt=0, le=1)  # box centres above this line: in hand

@@ -30,9 +30,32 @@ def admin_client(settings: Settings, timeout_s: float = 15.0) -> KafkaAdminClien
             time.sleep(0.3)
 
 
-def ensure_topics(settings: Settings) -> dict[str, int]:
+def tick_topic_name(app_id: str, stage: str) -> str:
+    """A stateful stage's deadline topic (see streams/runtime.py)."""
+    return f"{app_id}.{stage}.ticks"
+
+
+def ensure_tick_topics(settings: Settings, stages: list[str]) -> dict[str, int]:
+    """The tick topics of these stateful stages, co-partitioned with the cart streams.
+
+    Created up front: a topic first touched by a producer would get the broker's default
+    partition count, and the stage sends each tick to its table partition."""
+    partitions = settings.topics.stream_partitions
+    wanted = {tick_topic_name(settings.app_id, stage): partitions for stage in stages}
+    counts = ensure_topics(settings, wanted)
+    wrong = [f"{n} has {c}" for n, c in sorted(counts.items()) if c != partitions]
+    if wrong:
+        raise BrokerError(
+            f"tick topics must have {partitions} partitions like the cart streams: "
+            + ", ".join(wrong)
+            + " (delete them, or set CARTSTREAM_APP_ID to start afresh)"
+        )
+    return counts
+
+
+def ensure_topics(settings: Settings, topics: dict[str, int] | None = None) -> dict[str, int]:
     """Create every missing topic; return name -> partition count as the cluster reports it."""
-    wanted = settings.topics.all_topics()
+    wanted = topics if topics is not None else settings.topics.all_topics()
     admin = admin_client(settings)
     try:
         existing = set(admin.list_topics())
@@ -45,9 +68,13 @@ def ensure_topics(settings: Settings) -> dict[str, int]:
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(missing, timeout_ms=10_000)
             log.info("created topics %s", ", ".join(t.name for t in missing))
-        return partition_counts(admin, list(wanted))
+        counts = partition_counts(admin, list(wanted))
     finally:
         admin.close()
+    for name, count in sorted(counts.items()):
+        if count != wanted[name]:
+            log.warning("topic %s has %d partitions, configured %d", name, count, wanted[name])
+    return counts
 
 
 def partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:

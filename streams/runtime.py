@@ -27,6 +27,7 @@ from opentelemetry.trace import SpanKind
 from cartstream.schemas.codec import AvroCodec
 from cartstream.services.settings import Settings
 from cartstream.services.telemetry import current_traceparent, message_span
+from cartstream.services.topics import tick_topic_name
 from cartstream.streams.deadletter import decode_for_stage
 from cartstream.streams.stage import EVENT_ID_HEADER, TRACEPARENT, Inbound, Outbound, Stage
 
@@ -109,7 +110,7 @@ class StageRunner:
         self.codec = publisher.codec
         partitions = settings.topics.stream_partitions
         prefix = f"{settings.app_id}.{stage.name}"
-        self.tick_topic_name = f"{prefix}.ticks"
+        self.tick_topic_name = tick_topic_name(settings.app_id, stage.name)
         names = [*stage.inputs().keys()]
         self.table: Any = None
         self.tick_topic: Any = None

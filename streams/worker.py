@@ -12,8 +12,9 @@ from cartstream.schemas.codec import AvroCodec
 from cartstream.services.persistence import Repository, make_engine
 from cartstream.services.settings import Settings
 from cartstream.services.telemetry import setup_tracing
+from cartstream.services.topics import ensure_tick_topics
 from cartstream.streams.anomalies import AnomalyStage
-from cartstream.streams.app import create_app
+from cartstream.streams.app import STATEFUL_ROLES, create_app
 from cartstream.streams.detect import DetectStage
 from cartstream.streams.persist import PersistRunner
 from cartstream.streams.reason import ReasonStage
@@ -63,6 +64,7 @@ def build_app(settings: Settings, roles: Sequence[str], web: bool = False) -> fa
 def run_worker(
     settings: Settings, roles: Sequence[str], loglevel: str = "info", web: bool = False
 ) -> None:
+    ensure_tick_topics(settings, [r for r in roles if r in STATEFUL_ROLES])
     app = build_app(settings, roles, web=web)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

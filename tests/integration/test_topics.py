@@ -2,8 +2,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
+from cartstream.exceptions import BrokerError
 from cartstream.services.settings import Settings
-from cartstream.services.topics import ensure_topics
+from cartstream.services.topics import ensure_tick_topics, ensure_topics, tick_topic_name
 
 
 def test_topics_get_their_partition_counts(broker_settings: Callable[..., Settings]) -> None:
@@ -13,3 +16,23 @@ def test_topics_get_their_partition_counts(broker_settings: Callable[..., Settin
     assert counts[settings.topics.weights] >= 8
     assert counts == settings.topics.all_topics()
     assert ensure_topics(settings) == counts  # idempotent
+
+
+def test_tick_topics_are_co_partitioned_with_the_streams(
+    broker_settings: Callable[..., Settings],
+) -> None:
+    settings = broker_settings()
+    counts = ensure_tick_topics(settings, ["reason", "reconcile"])
+    assert counts == {
+        tick_topic_name(settings.app_id, "reason"): settings.topics.stream_partitions,
+        tick_topic_name(settings.app_id, "reconcile"): settings.topics.stream_partitions,
+    }
+
+
+def test_a_tick_topic_with_the_wrong_partition_count_is_refused(
+    broker_settings: Callable[..., Settings],
+) -> None:
+    settings = broker_settings()
+    ensure_topics(settings, {tick_topic_name(settings.app_id, "reason"): 3})
+    with pytest.raises(BrokerError, match="must have 8 partitions"):
+        ensure_tick_topics(settings, ["reason"])

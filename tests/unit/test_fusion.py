@@ -60,6 +60,49 @@ def test_produce_is_identified_by_vision_and_weighed(catalog: Catalog) -> None:
     assert decide(catalog, bag) == ("REMOVE", "PRD-APPLE", 1)
 
 
+def frames(catalog: Catalog, *views: dict[str, float]) -> np.ndarray:
+    """One row of in-hand scores per camera frame."""
+    return np.stack([seen(catalog, **v) for v in views])
+
+
+def test_frames_that_disagree_on_a_look_alike_are_outvoted(catalog: Catalog) -> None:
+    # equal weights (805 g vs 810 g): only the cameras can tell, and one of four views is wrong
+    views = frames(
+        catalog,
+        {"BAK_WHOLEMEAL_800": 0.6},
+        {"BAK_WHITE_800": 0.5},
+        {"BAK_WHOLEMEAL_800": 0.55},
+        {"BAK_WHOLEMEAL_800": 0.7},
+    )
+    step = StepEvidence(809.0, 1.5, views)
+    assert decide(catalog, step) == ("ADD", "BAK-WHOLEMEAL-800", 1)
+    swapped = StepEvidence(809.0, 1.5, views[:, ::-1].copy())  # the same views, other SKUs
+    assert decide(catalog, swapped)[1] != "BAK-WHOLEMEAL-800"
+
+
+def test_units_counted_in_hand_settle_an_ambiguous_weight(catalog: Catalog) -> None:
+    # two 6-packs (2 x 390 g) weigh about what one 12-pack (760 g) does
+    views = frames(catalog, *[{"DAI_EGGS_6": 0.6}] * 3, {"DAI_EGGS_12": 0.6})
+    two = StepEvidence(775.0, 1.5, views, counts=np.array([2, 2, 1, 2]))
+    one = StepEvidence(775.0, 1.5, views, counts=np.array([1, 1, 1, 1]))
+    assert decide(catalog, two) == ("ADD", "DAI-EGGS-6", 2)
+    assert decide(catalog, one)[2] == 1
+
+
+def test_frames_are_batched_with_different_counts_per_step(catalog: Catalog) -> None:
+    steps = [
+        StepEvidence(348.5, 1.5, frames(catalog, {"BEV_COLA_ZERO_330": 0.9})),
+        StepEvidence(348.5, 1.5, None),
+        StepEvidence(
+            2 * 520.0, 1.5, frames(catalog, *[{"BEV_WATER_500": 0.8}] * 5), counts=np.full(5, 2)
+        ),
+    ]
+    together = Fusion(catalog, device="cpu").decide(steps)
+    alone = [Fusion(catalog, device="cpu").decide([s])[0] for s in steps]
+    assert together == alone
+    assert (together[2].sku, together[2].quantity) == ("BEV-WATER-500", 2)
+
+
 def test_nothing_explains_it(catalog: Catalog) -> None:
     assert decide(catalog, StepEvidence(7777.0, 1.5, seen(catalog)))[0] == "UNKNOWN"
     assert decide(catalog, StepEvidence(7777.0, 1.5, None))[0] == "UNKNOWN"
@@ -82,8 +125,9 @@ def test_cpu_and_cuda_decide_alike(catalog: Catalog) -> None:
         StepEvidence(
             float(rng.uniform(20, 3000)) * (1 if i % 3 else -1),
             1.5,
-            rng.random(len(catalog)) ** 8,
+            rng.random((i % 5 + 1, len(catalog))) ** 8,
             units={"PAN-TUNA-160": 2},
+            counts=rng.integers(1, 4, i % 5 + 1),
         )
         for i in range(64)
     ]

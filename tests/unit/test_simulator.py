@@ -46,3 +46,31 @@ def test_events_are_ordered_backdated_and_closed(catalog: Catalog) -> None:
         ]
         assert close["last_weight_sequence"] == len(packets) - 1
         assert [p["sequence"] for p in packets] == list(range(len(packets)))
+
+
+def test_each_weight_packet_names_the_frames_sent_before_it(catalog: Catalog) -> None:
+    topics = TopicSettings()
+    planned = plan_carts(SimConfig(carts=2, sessions=2, seed=5, run_id="b"), catalog)
+    sent: dict[str, int] = {}  # session -> frames published so far
+    packets = 0
+    for _, topic, _, _, record in cart_events(planned, catalog, topics, 50.0):
+        sid = record["session_id"]
+        if topic == topics.frames:
+            assert record["sequence"] == sent.get(sid, 0)
+            sent[sid] = sent.get(sid, 0) + 1
+        elif topic == topics.weights:
+            assert record["last_frame_sequence"] == sent.get(sid, 0) - 1
+            packets += 1
+    assert packets > 100 and sum(sent.values()) > 20
+
+
+def test_sessions_are_tagged_with_their_hard_cases(catalog: Catalog) -> None:
+    rng = np.random.default_rng(0)
+    plans = [plan_session(rng, catalog, i) for i in range(200)]
+    tags = set().union(*(p.scenarios for p in plans))
+    assert {"lookalike", "equal_weight", "multi_item", "removal", "produce", "occlusion"} <= tags
+    for p in plans:
+        hidden = any(a.hidden_from is not None for a in p.actions)
+        assert ("occlusion" in p.scenarios) == hidden
+        multi = any(a.quantity > 1 for a in p.actions)
+        assert ("multi_item" in p.scenarios) == multi

@@ -272,3 +272,48 @@ def test_detection_disabled_publishes_nothing(catalog: Catalog) -> None:
     feed(p, events)
     assert p.records(settings.topics.detections) == []
     assert p.records(settings.topics.dead_letters) == []
+
+
+def test_a_step_waits_for_the_detections_of_the_frames_before_it(
+    settings: Settings, catalog: Catalog
+) -> None:
+    planned, events = simulated(catalog, settings, carts=1, sessions=1, seed=3)
+    fused = settings.with_overrides(reason={"mode": "fused"})
+    clock = Clock()
+    detect = MemoryPipeline(fused, [DetectStage(fused, catalog)], clock=clock)
+    feed(detect, [e for e in events if e[1] == fused.topics.frames])
+    detections = detect.records(fused.topics.detections)
+    assert detections
+    reason = MemoryPipeline(fused, [ReasonStage(fused, catalog)], clock=clock)
+    feed(reason, [e for e in events if e[1] != fused.topics.frames])
+    assert reason.records(fused.topics.basket_changes) == []  # every step waits for its frames
+    for d in detections:
+        reason.publish(fused.topics.detections, d["cart_id"], "detection", d)
+    reason.run()
+    changes = reason.records(fused.topics.basket_changes)
+    steps = [c for c in changes if c["action"] in ("ADD", "REMOVE", "UNKNOWN")]
+    assert len(steps) == len(planned[0].plan.actions)
+    assert {c["evidence"] for c in steps} == {"fused"}
+    assert changes[-1]["action"] == "CHECKOUT_REQUESTED"
+    basket: dict[str, int] = {}
+    for c in steps:
+        sign = 1 if c["action"] == "ADD" else -1
+        basket[c["sku"]] = basket.get(c["sku"], 0) + sign * c["quantity"]
+    assert {k: v for k, v in basket.items() if v} == dict(planned[0].plan.basket())
+
+
+def test_a_step_whose_frames_never_come_is_decided_after_the_wait(
+    settings: Settings, catalog: Catalog
+) -> None:
+    _, events = simulated(catalog, settings, carts=1, sessions=1, seed=3)
+    fused = settings.with_overrides(reason={"mode": "fused"})
+    clock = Clock()
+    reason = MemoryPipeline(fused, [ReasonStage(fused, catalog)], clock=clock)
+    feed(reason, [e for e in events if e[1] != fused.topics.frames])
+    reason.tick()
+    assert reason.records(fused.topics.basket_changes) == []
+    clock.ms += int(fused.reason.vision_wait_s * 1000) + 1
+    reason.tick()
+    changes = reason.records(fused.topics.basket_changes)
+    assert changes and changes[-1]["action"] == "CHECKOUT_REQUESTED"
+    assert {c["evidence"] for c in changes[:-1]} == {"weight"}  # no frame was seen
