@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import faust
 
@@ -45,20 +46,38 @@ def build_app(settings: Settings, roles: Sequence[str], web: bool = False) -> fa
         stages["reconcile"] = ReconcileStage(settings, catalog)
     for stage in stages.values():
         StageRunner(app, stage, settings, publisher)
-    if settings.ready_file is not None:
-        ready_file = settings.ready_file
-
-        async def _ready(sender: object, **_: object) -> None:
-            ready_file.parent.mkdir(parents=True, exist_ok=True)
-            ready_file.write_text(f"{app.conf.id} ready\n")
-            log.info("worker ready (partitions assigned, tables recovered)")
-
-        app.on_rebalance_complete.connect(_ready)
+    _health_routes(app, settings, roles)
 
     if "persist" in roles:
         url = settings.database_url.get_secret_value()
         PersistRunner(app, settings, publisher, Repository(make_engine(url)))
     return app
+
+
+def _health_routes(app: faust.App, settings: Settings, roles: Sequence[str]) -> None:
+    """Readiness once partitions are assigned and tables recovered: the ready file (when set)
+    and, with `--web`, `GET /readyz` (503 until then); `GET /healthz` answers while the event
+    loop runs (liveness)."""
+    ready: dict[str, bool] = {"ready": False}
+
+    async def _ready(sender: object, **_: object) -> None:
+        ready["ready"] = True
+        if settings.ready_file is not None:
+            settings.ready_file.parent.mkdir(parents=True, exist_ok=True)
+            settings.ready_file.write_text(f"{app.conf.id} ready\n")
+        log.info("worker ready (partitions assigned, tables recovered)")
+
+    app.on_rebalance_complete.connect(_ready)
+
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "app": app.conf.id, "roles": list(roles)})
+
+    async def readyz(web: Any, request: Any) -> Any:
+        status = 200 if ready["ready"] else 503
+        return web.json({"ready": ready["ready"], "app": app.conf.id}, status=status)
+
+    app.page("/healthz")(healthz)
+    app.page("/readyz")(readyz)
 
 
 def run_worker(

@@ -1,0 +1,45 @@
+{{/* Environment and volumes every cartstream container shares: ctx = root */}}
+{{- define "cartstream.envFrom" -}}
+- configMapRef:
+    name: {{ include "cartstream.fullname" . }}
+{{- end -}}
+
+{{- define "cartstream.secretEnv" -}}
+- name: CARTSTREAM_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.database.urlSecret.name }}
+      key: {{ .Values.database.urlSecret.key }}
+{{- if .Values.kafka.saslSecret.name }}
+- name: CARTSTREAM_KAFKA__SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafka.saslSecret.name }}
+      key: {{ .Values.kafka.saslSecret.usernameKey }}
+- name: CARTSTREAM_KAFKA__SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafka.saslSecret.name }}
+      key: {{ .Values.kafka.saslSecret.passwordKey }}
+{{- end }}
+{{- end -}}
+
+{{- define "cartstream.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.kafka.tlsCaSecret.name }}
+- name: kafka-ca
+  mountPath: /etc/cartstream/kafka-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "cartstream.volumes" -}}
+- name: tmp
+  emptyDir: {}
+{{- if .Values.kafka.tlsCaSecret.name }}
+- name: kafka-ca
+  secret:
+    secretName: {{ .Values.kafka.tlsCaSecret.name }}
+{{- end }}
+{{- end -}}

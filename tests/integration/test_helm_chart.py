@@ -1,0 +1,128 @@
+"""The Helm chart, rendered offline (Helm's Go SDK through helm-python-sdk), linted, and every
+manifest validated against the Kubernetes OpenAPI schemas (kubernetes-validate, strict)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "helm"
+CHART = DEPLOY / "cartstream"
+PRODUCTION = yaml.safe_load((DEPLOY / "values-production.yaml").read_text())
+KUBERNETES = "1.30.0"
+ROLES = {"detect", "reason", "anomalies", "reconcile", "persist"}
+CRDS = {"ScaledObject": "keda.sh/v1alpha1", "ServiceMonitor": "monitoring.coreos.com/v1"}
+
+
+def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    with helm.Chart.load(str(CHART)) as chart:
+        out = chart.render(values, name="cs", namespace="retail")
+    docs = []
+    for path, text in sorted(out.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def validate(doc: dict[str, Any]) -> None:
+    if doc["kind"] in CRDS:  # no OpenAPI schema offline: check the envelope
+        assert doc["apiVersion"] == CRDS[doc["kind"]]
+        assert doc["metadata"]["name"] and doc["spec"]
+        return
+    kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+@pytest.mark.parametrize("values", [{}, PRODUCTION], ids=["defaults", "production"])
+def test_chart_lints_renders_and_validates(values: dict[str, Any]) -> None:
+    lint = helm.lint(str(CHART), values=values, strict=True)
+    assert lint["errors"] == [], lint
+    assert not [m for m in lint["messages"] if m["severity"] > 1], lint
+    docs = render(values)
+    for doc in docs:
+        validate(doc)
+    deployments = by_kind(docs, "Deployment")
+    labels = [d["metadata"]["labels"] for d in deployments.values()]
+    components = {label["app.kubernetes.io/component"] for label in labels}
+    assert components == ROLES
+    (job,) = by_kind(docs, "Job").values()
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert len(by_kind(docs, "PodDisruptionBudget")) == len(ROLES)
+
+
+def test_production_puts_detect_on_the_gpu_pool_and_scales_on_lag() -> None:
+    docs = render(PRODUCTION)
+    detect = by_kind(docs, "Deployment")["cs-cartstream-detect"]["spec"]["template"]["spec"]
+    container = detect["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["image"].startswith("registry.example.com/retail/cartstream-gpu:")
+    assert detect["nodeSelector"] == PRODUCTION["gpu"]["nodeSelector"]
+    assert detect["tolerations"] == PRODUCTION["gpu"]["tolerations"]
+    scaled = by_kind(docs, "ScaledObject")
+    assert set(scaled) == {f"cs-cartstream-{r}" for r in ROLES}
+    triggers = scaled["cs-cartstream-reason"]["spec"]["triggers"]
+    assert {t["metadata"]["topic"] for t in triggers} == {
+        "cart.weights",
+        "cart.sessions",
+        "cart.detections",
+    }
+    assert {t["metadata"]["consumerGroup"] for t in triggers} == {"cartstream-prod-reason"}
+    assert by_kind(docs, "HorizontalPodAutoscaler") == {}
+    for s in scaled.values():  # never more consumers than partitions
+        assert s["spec"]["maxReplicaCount"] <= PRODUCTION["topics"]["streamPartitions"]
+
+
+def test_secrets_are_referenced_never_inlined() -> None:
+    docs = render(PRODUCTION)
+    (config,) = by_kind(docs, "ConfigMap").values()
+    assert not any("PASSWORD" in k or "DATABASE_URL" in k for k in config["data"])
+    env = by_kind(docs, "Deployment")["cs-cartstream-reason"]["spec"]["template"]["spec"][
+        "containers"
+    ][0]["env"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in env if "valueFrom" in e}
+    assert refs == {
+        "CARTSTREAM_DATABASE_URL": "cartstream-postgres",
+        "CARTSTREAM_KAFKA__SASL_USERNAME": "cartstream-kafka-sasl",
+        "CARTSTREAM_KAFKA__SASL_PASSWORD": "cartstream-kafka-sasl",
+    }
+
+
+def broken(path: str, value: Any) -> dict[str, Any]:
+    values = copy.deepcopy(PRODUCTION)
+    node = values
+    *parents, leaf = path.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+    return values
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("roles.reason.autoscaling.maxReplicas", 512, "topics have 256 partitions"),
+        ("kafka.saslSecret.name", "", "set kafka.saslSecret.name"),
+        ("brokerProfile", "tansu", "embedded test broker"),
+        ("settings.LOG_LEVEL", "debug", "keys are CARTSTREAM_"),
+    ],
+)
+def test_values_that_cannot_work_fail_the_render(path: str, value: Any, message: str) -> None:
+    with pytest.raises(helm.HelmError, match=message):
+        render(broken(path, value))
+
+
+def test_an_invalid_field_fails_schema_validation() -> None:
+    docs = render(broken("webPort", "http-port"))  # renders, but a port must be an integer
+    with pytest.raises(kubernetes_validate.ValidationError):
+        for doc in docs:
+            validate(doc)
