@@ -68,7 +68,9 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
 class WorkerProcess:
     """`cartstream worker` as a child process with its own settings environment."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, roles: str = "all") -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, roles: str = "all", web: bool = False
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -81,6 +83,7 @@ class WorkerProcess:
                 "worker",
                 "--roles",
                 roles,
+                "--web" if web else "--no-web",
             ],
             env=env,
             stdout=self._log,

@@ -168,6 +168,9 @@ class ReasonStage:
                 "source_event_id": packet["event_id"],
                 "produced_ms": inbound.timestamp_ms,
                 "received_ms": now_ms,
+                # the change carries the trace of the packet that completed its step, whichever
+                # input (a detection, a tick) lets it be decided
+                "traceparent": (inbound.traceparent or b"").decode(),
             }
             for step in steps
         ]
@@ -279,7 +282,8 @@ class ReasonStage:
             scale_net_grams=step["level_after_g"],
             evidence=match.evidence,
         )
-        return Outbound(self.topics.basket_changes, state["cart_id"], BASKET_CHANGE, change)
+        trace = str(step.get("traceparent") or "").encode() or None
+        return Outbound(self.topics.basket_changes, state["cart_id"], BASKET_CHANGE, change, trace)
 
     def _close(
         self, state: State, pending: dict[str, Any], now_ms: int, incomplete: bool

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -94,11 +95,15 @@ def test_worker_turns_sessions_into_checkouts_and_bad_input_into_dead_letters(
     settings = broker_settings(database_url=pg_url)
     ensure_topics(settings)
     ready = tmp_path / "ready"
-    worker = WorkerProcess(
-        worker_env(settings, settings.app_id, pg_url, ready), tmp_path / "worker.log"
-    )
+    env = worker_env(settings, settings.app_id, pg_url, ready)
+    worker = WorkerProcess(env, tmp_path / "worker.log", web=True)
     try:
         worker.wait_ready(ready, timeout_s=60)
+        base = f"http://127.0.0.1:{env['CARTSTREAM_WEB_PORT']}"
+        for path, expected in (("/healthz", "status"), ("/readyz", "ready")):
+            with urllib.request.urlopen(base + path, timeout=10) as response:
+                assert response.status == 200
+                assert json.loads(response.read())[expected] in ("ok", True)
         producer = KafkaProducer(**settings.kafka.kafka_python_config())
         bad = bad_inputs(settings)
         for topic, value, _ in bad:
