@@ -118,6 +118,14 @@ def decode_peaks(
     ]
 
 
+def frame_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[B] mean and [B] standard deviation of the grey levels of a uint8 NHWC batch, on every
+    4th pixel: a dark or uniform frame (covered or failed camera) shows as a low mean or std."""
+    grey = images[:, ::4, ::4].mean(axis=3, dtype=np.float32)
+    flat = grey.reshape(len(images), -1)
+    return flat.mean(axis=1), flat.std(axis=1)
+
+
 def decode_jpegs(jpegs: Sequence[bytes], size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """A uint8 NHWC batch and a mask of the frames that decoded (others are zeros)."""
     batch = np.empty((len(jpegs), size, size, 3), np.uint8)

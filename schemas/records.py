@@ -87,6 +87,8 @@ class Detection(TypedDict):
     capture_time_ms: int
     model_version: str
     boxes: list[DetectionBox]
+    brightness: float  # v2: mean grey level 0-255 (-1: not measured)
+    contrast: float  # v2: grey-level standard deviation
 
 
 class ReviewFrame(TypedDict):
@@ -124,6 +126,14 @@ class BasketChange(TypedDict):
     source_produced_ms: int
     published_ms: int
     incomplete: bool
+    # v2: the evidence behind a step (defaults on markers and weight-only decisions)
+    frames_seen: int
+    frames_with_hand: int
+    blind_cameras: list[int]
+    vision_sku: str | None
+    vision_confidence: float
+    weight_sku: str | None
+    frame_event_ids: list[str]
 
 
 class Anomaly(TypedDict):

@@ -1,7 +1,19 @@
 """Anomalies: typed loss-prevention alerts from the basket-change stream, and a review per session.
 
-Input `basket.changes`. Raises
-- UNEXPLAINED_WEIGHT_CHANGE for a settled step that no catalog item (or basket item) explains;
+Input `basket.changes`; each step carries what the cameras and the weight said on their own
+(basket_change v2). Raises
+- CAMERA_BLOCKED once per camera and session when a camera gave no usable frame (missing, dark,
+  uniform) around a weight change;
+- UNRECOGNIZED_ITEM when the weight rose and no camera saw an item in hand (hidden), or the hand
+  held something no catalog item explains;
+- REMOVAL_UNSEEN when the weight fell and no removal was seen;
+- SCALE_TAMPER when an unseen change is undone by an unseen change of the opposite sign soon
+  after (leaning on the basket, lifting it): unseen steps are held until the next change or the
+  session's end to tell the two apart;
+- ITEM_SWAP when the cameras confidently saw one SKU (not a look-alike) and the weight says
+  another;
+- UNEXPLAINED_WEIGHT_CHANGE for a step no catalog item explains when reasoning ran by weight
+  alone;
 - CHECKOUT_WEIGHT_MISMATCH when, at checkout, the scale's reading and the basket's expected
   weight differ by more than the basket's tolerance.
 At a session's checkout marker it publishes a SessionReview (all anomaly ids and reasons) on
@@ -30,6 +42,9 @@ from cartstream.services.settings import Settings
 from cartstream.streams.stage import Inbound, Outbound, Result, State, accept_in_order, derived_id
 
 STATE_RETENTION_MS = 6 * 3600 * 1000
+TAMPER_WINDOW_MS = 60_000  # an unseen change undone within this long is tampering
+TAMPER_MATCH_G = 30.0  # ... when the two changes cancel out to within this (or 5 %)
+SWAP_MIN_VISION = 0.9  # how sure the cameras alone must be to call a swap
 
 
 def anomaly(
@@ -41,9 +56,11 @@ def anomaly(
     *,
     measured: float | None = None,
     expected: float | None = None,
+    evidence_of: tuple[str, ...] = (),
 ) -> Anomaly:
+    ids = evidence_of or (change["event_id"],)
     return {
-        "anomaly_id": derived_id("anomaly", kind, change["event_id"]),
+        "anomaly_id": derived_id("anomaly", kind, *ids),
         "kind": kind,
         "severity": severity,
         "cart_id": change["cart_id"],
@@ -51,8 +68,8 @@ def anomaly(
         "session_id": change["session_id"],
         "detected_ms": now_ms,
         "description": description,
-        "basket_change_ids": [change["event_id"]],
-        "frame_event_ids": [],
+        "basket_change_ids": list(dict.fromkeys([*evidence_of, change["event_id"]])),
+        "frame_event_ids": list(change.get("frame_event_ids") or []),
         "weight_from_ms": change["step_start_ms"],
         "weight_to_ms": change["step_end_ms"],
         "grams_measured": measured,
@@ -90,34 +107,29 @@ class AnomalyStage:
                 "basket": Basket().to_dict(),
                 "anomaly_ids": [],
                 "reasons": [],
+                "held": None,  # an unseen step, until we know whether it is undone
+                "blind": [],  # cameras already reported blocked
                 "closed_ms": None,
             }
         if state["closed_ms"] is not None or not accept_in_order(state, change["seq"]):
             return Result(state)
         basket = Basket.from_dict(state["basket"])
-        found: list[Anomaly] = []
         action, sku = change["action"], change["sku"]
         if action == "ADD" and sku is not None and sku in self.catalog:
             basket.add(self.catalog, sku, change["quantity"], change["grams_delta"])
         elif action == "REMOVE" and sku is not None and sku in self.catalog:
             basket.remove(self.catalog, sku, change["quantity"], change["grams_delta"])
-        elif action == "UNKNOWN":
-            direction = "added" if change["grams_delta"] > 0 else "removed"
-            found.append(
-                anomaly(
-                    "UNEXPLAINED_WEIGHT_CHANGE",
-                    "WARNING",
-                    change,
-                    now_ms,
-                    f"{abs(change['grams_delta']):.0f} g {direction} that no catalog item explains",
-                    measured=change["grams_delta"],
-                )
-            )
+        if action == "UNKNOWN":  # every unexplained step raises its own alert
+            state["unknown_g"] = state.get("unknown_g", 0.0) + change["grams_delta"]
+        if action in ("ADD", "REMOVE", "UNKNOWN"):
+            found = self._step_alerts(state, change, now_ms)
+        else:  # the session's end: nothing more can undo a held step
+            found = self._flush(state, change, now_ms)
         outputs = [Outbound(self.topics.anomalies, change["cart_id"], ANOMALY, a) for a in found]
         state["anomaly_ids"] += [a["anomaly_id"] for a in found]
         state["reasons"] += [a["description"] for a in found]
         if action == "CHECKOUT_REQUESTED":
-            mismatch = self._weight_check(basket, change, now_ms)
+            mismatch = self._weight_check(basket, change, now_ms, state.get("unknown_g", 0.0))
             if mismatch is not None:
                 outputs.append(
                     Outbound(self.topics.anomalies, change["cart_id"], ANOMALY, mismatch)
@@ -130,8 +142,155 @@ class AnomalyStage:
         state["basket"] = basket.to_dict()
         return Result(state, outputs)
 
-    def _weight_check(self, basket: Basket, change: BasketChange, now_ms: int) -> Anomaly | None:
-        expected = basket.expected_grams(self.catalog)
+    # -- step rules ------------------------------------------------------------------------
+
+    def _step_alerts(self, state: State, change: BasketChange, now_ms: int) -> list[Anomaly]:
+        delta = change["grams_delta"]
+        if change.get("frames_seen", -1) < 0:  # decided by weight alone: no camera evidence
+            if change["action"] != "UNKNOWN":
+                return []
+            direction = "added" if delta > 0 else "removed"
+            return [
+                anomaly(
+                    "UNEXPLAINED_WEIGHT_CHANGE",
+                    "WARNING",
+                    change,
+                    now_ms,
+                    f"{abs(delta):.0f} g {direction} that no catalog item explains",
+                    measured=delta,
+                )
+            ]
+        found = self._blocked(state, change, now_ms)
+        held = state.get("held")
+        # the cameras could see (some usable frame) and saw no hand
+        unseen = change["frames_with_hand"] == 0 and change["frames_seen"] > 0
+        if held is not None:
+            undone = (
+                unseen
+                and held["delta"] * delta < 0
+                and abs(held["delta"] + delta) <= max(TAMPER_MATCH_G, 0.05 * abs(delta))
+                and change["step_start_ms"] - held["end_ms"] <= TAMPER_WINDOW_MS
+            )
+            state["held"] = None
+            if undone:
+                shape = "leaning on" if held["delta"] > 0 else "lifting"
+                return [
+                    *found,
+                    anomaly(
+                        "SCALE_TAMPER",
+                        "CRITICAL",
+                        change,
+                        now_ms,
+                        f"the scale moved {held['delta']:+.0f} g and back ({delta:+.0f} g) "
+                        f"with no hand in view: {shape} the basket?",
+                        measured=held["delta"],
+                        evidence_of=(held["event_id"], change["event_id"]),
+                    ),
+                ]
+            found += self._unseen(held, change, now_ms)
+        if unseen:
+            state["held"] = {
+                "event_id": change["event_id"],
+                "delta": delta,
+                "end_ms": change["step_end_ms"],
+                "weight_sku": change.get("weight_sku"),
+                "action": change["action"],
+            }
+            return found
+        return found + self._seen(change, now_ms)
+
+    def _blocked(self, state: State, change: BasketChange, now_ms: int) -> list[Anomaly]:
+        found = []
+        for camera in change["blind_cameras"]:
+            if camera in state.setdefault("blind", []):
+                continue
+            state["blind"].append(camera)
+            found.append(
+                anomaly(
+                    "CAMERA_BLOCKED",
+                    "WARNING",
+                    change,
+                    now_ms,
+                    f"camera {camera} gave no usable frame while the weight changed by "
+                    f"{change['grams_delta']:+.0f} g",
+                    evidence_of=(change["session_id"], f"camera-{camera}"),
+                )
+            )
+        return found
+
+    def _unseen(self, held: dict[str, Any], change: BasketChange, now_ms: int) -> list[Anomaly]:
+        """A held unseen step that was not undone."""
+        if held["delta"] > 0:
+            return [
+                anomaly(
+                    "UNRECOGNIZED_ITEM",
+                    "WARNING",
+                    change,
+                    now_ms,
+                    f"{held['delta']:.0f} g went in and no camera saw an item in hand",
+                    measured=held["delta"],
+                    evidence_of=(held["event_id"],),
+                )
+            ]
+        what = f" (weighs like {held['weight_sku']})" if held.get("weight_sku") else ""
+        return [
+            anomaly(
+                "REMOVAL_UNSEEN",
+                "WARNING",
+                change,
+                now_ms,
+                f"{-held['delta']:.0f} g came out{what} and no camera saw a removal",
+                measured=held["delta"],
+                evidence_of=(held["event_id"],),
+            )
+        ]
+
+    def _seen(self, change: BasketChange, now_ms: int) -> list[Anomaly]:
+        delta, sku, seen = change["grams_delta"], change["sku"], change.get("vision_sku")
+        if change["action"] == "UNKNOWN" and delta > 0:
+            return [
+                anomaly(
+                    "UNRECOGNIZED_ITEM",
+                    "WARNING",
+                    change,
+                    now_ms,
+                    f"{delta:.0f} g went in that no catalog item explains"
+                    + (f" (the cameras saw {seen})" if seen else ""),
+                    measured=delta,
+                )
+            ]
+        if (
+            sku is not None
+            and seen is not None
+            and seen != sku
+            and seen not in self.catalog.lookalikes.get(sku, ())
+            and change.get("vision_confidence", 0.0) >= SWAP_MIN_VISION
+        ):
+            return [
+                anomaly(
+                    "ITEM_SWAP",
+                    "CRITICAL",
+                    change,
+                    now_ms,
+                    f"the cameras saw {seen} ({change['vision_confidence']:.2f}) but the "
+                    f"weight ({delta:+.0f} g) says {sku}",
+                    measured=delta,
+                    expected=float(self.catalog[seen].unit_grams),
+                )
+            ]
+        return []
+
+    def _flush(self, state: State, change: BasketChange, now_ms: int) -> list[Anomaly]:
+        held = state.get("held")
+        state["held"] = None
+        return self._unseen(held, change, now_ms) if held is not None else []
+
+    def _weight_check(
+        self, basket: Basket, change: BasketChange, now_ms: int, flagged_g: float
+    ) -> Anomaly | None:
+        """Measured vs expected at checkout; grams already raised as unexplained steps are
+        expected (they were reported once, with their evidence)."""
+        expected = basket.expected_grams(self.catalog) + flagged_g
         tolerance = basket.tolerance_grams(self.catalog)
         measured = change["scale_net_grams"]
         diff = measured - expected

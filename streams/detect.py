@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from cartstream.models.catalog import Catalog
-from cartstream.models.runtime import DetectorRuntime, FrameDetections, decode_jpegs
+from cartstream.models.runtime import DetectorRuntime, FrameDetections, decode_jpegs, frame_stats
 from cartstream.schemas.codec import AvroCodec
 from cartstream.schemas.records import (
     CART_FRAME,
@@ -132,13 +132,20 @@ class DetectStage:
                 )
         if not good:
             return outputs
-        results = self.runtime.run(images if len(good) == len(frames) else images[good])
-        for i, found in zip(good, results, strict=True):
-            outputs += self._outputs(frames[i], found, inbounds[i].traceparent)
+        batch = images if len(good) == len(frames) else images[good]
+        results = self.runtime.run(batch)
+        brightness, contrast = frame_stats(batch)
+        for n, (i, found) in enumerate(zip(good, results, strict=True)):
+            quality = (float(brightness[n]), float(contrast[n]))
+            outputs += self._outputs(frames[i], found, inbounds[i].traceparent, quality)
         return outputs
 
     def _outputs(
-        self, frame: CartFrame, found: FrameDetections, trace: bytes | None
+        self,
+        frame: CartFrame,
+        found: FrameDetections,
+        trace: bytes | None,
+        quality: tuple[float, float],
     ) -> list[Outbound]:
         assert self.runtime is not None
         version = self.runtime.version
@@ -165,6 +172,8 @@ class DetectStage:
             "capture_time_ms": frame["capture_time_ms"],
             "model_version": version,
             "boxes": boxes,
+            "brightness": quality[0],
+            "contrast": quality[1],
         }
         out = [Outbound(self.topics.detections, frame["cart_id"], DETECTION, detection, trace)]
         best = found.best_score

@@ -23,6 +23,7 @@ shopper was in its way, costs nothing.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,12 +31,25 @@ import numpy as np
 from cartstream.models.catalog import Catalog
 from cartstream.schemas.records import Detection
 
-Sighting = list[Any]  # [capture_ms, [[sku index, score], ...], boxes in hand] (JSON-friendly)
+Sighting = list[Any]  # see `sighting` (a JSON-friendly list, kept in the stage's table)
+
+# a frame darker or flatter than this shows nothing (covered lens, failed sensor)
+MIN_BRIGHTNESS = 20.0
+MIN_CONTRAST = 3.0
+
+
+def usable(detection: Detection) -> bool:
+    brightness = float(detection.get("brightness", -1.0))
+    contrast = float(detection.get("contrast", -1.0))
+    if brightness < 0 or contrast < 0:  # a v1 detection: not measured, assume fine
+        return True
+    return brightness >= MIN_BRIGHTNESS and contrast >= MIN_CONTRAST
 
 
 def sighting(detection: Detection, catalog: Catalog, zone_y: float) -> Sighting:
-    """The frame's time, [[sku index, best score], ...] of the boxes whose centre lies in the
-    hand zone, and how many such boxes there are (units held at once)."""
+    """[capture ms, [[sku index, best score], ...] of the boxes whose centre lies in the hand
+    zone, how many such boxes (units held at once), camera id, usable (not dark or uniform),
+    frame event id]."""
     best: dict[int, float] = {}
     count = 0
     for box in detection["boxes"]:
@@ -44,7 +58,25 @@ def sighting(detection: Detection, catalog: Catalog, zone_y: float) -> Sighting:
         k = catalog.index(box["sku"])
         best[k] = max(best.get(k, 0.0), float(box["score"]))
         count += 1
-    return [detection["capture_time_ms"], [[k, s] for k, s in sorted(best.items())], count]
+    return [
+        detection["capture_time_ms"],
+        [[k, s] for k, s in sorted(best.items())],
+        count,
+        int(detection["camera_id"]),
+        usable(detection),
+        detection["frame_event_id"],
+    ]
+
+
+@dataclass(frozen=True)
+class Window:
+    """What the cameras saw in one step's window."""
+
+    scores: np.ndarray  # [F, K] in-hand scores of the F usable frames that saw a hand
+    counts: np.ndarray  # [F] boxes in hand in each of those frames
+    frames: int  # usable frames captured in the window (not dark, not uniform)
+    cameras: tuple[int, ...]  # cameras with at least one usable frame in the window
+    frame_ids: tuple[str, ...]  # every frame in the window
 
 
 class FrameLedger:
@@ -53,11 +85,12 @@ class FrameLedger:
     mark      every frame sequence <= mark has its detection
     above     sequences > mark already received (out of order: two detect batches in flight)
     sightings one entry per frame received, by capture time
+    cameras   every camera that sent a frame in this session
     """
 
     @staticmethod
     def new() -> dict[str, Any]:
-        return {"mark": -1, "above": [], "sightings": []}
+        return {"mark": -1, "above": [], "sightings": [], "cameras": []}
 
     @staticmethod
     def note(ledger: dict[str, Any], sequence: int, sighting: Sighting) -> bool:
@@ -70,6 +103,10 @@ class FrameLedger:
             mark = above.pop(0)
         ledger["mark"], ledger["above"] = mark, above
         ledger["sightings"].append(sighting)
+        cameras = ledger.setdefault("cameras", [])
+        if len(sighting) > 3 and sighting[3] not in cameras:
+            cameras.append(sighting[3])
+            cameras.sort()
         return True
 
     @staticmethod
@@ -77,29 +114,40 @@ class FrameLedger:
         return bool(ledger["mark"] >= barrier)
 
     @staticmethod
-    def evidence(
-        ledger: Mapping[str, Any], start_ms: int, end_ms: int, size: int
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """[F, size] in-hand scores and [F] in-hand box counts of the F frames in
-        [start_ms, end_ms] that saw an item in hand (a frame that saw none, an occluded camera
-        say, tells nothing and is left out); None when no frame was captured in the window."""
+    def window(ledger: Mapping[str, Any], start_ms: int, end_ms: int, size: int) -> Window | None:
+        """The frames captured in [start_ms, end_ms]; None when there were none. Only usable
+        frames that saw an item in hand give scores (a camera that saw none, because the
+        shopper was in its way, tells nothing and is left out)."""
+        inside = [s for s in ledger["sightings"] if start_ms <= s[0] <= end_ms]
+        if not inside:
+            return None
         rows: list[np.ndarray] = []
         counts: list[int] = []
-        seen = False
-        for capture_ms, boxes, count in ledger["sightings"]:
-            if start_ms <= capture_ms <= end_ms:
-                seen = True
-                if boxes:
-                    row = np.zeros(size)
-                    for k, score in boxes:
-                        row[int(k)] = float(score)
-                    rows.append(row)
-                    counts.append(int(count))
-        if not seen:
-            return None
-        if not rows:
-            return np.zeros((0, size)), np.zeros(0)
-        return np.stack(rows), np.asarray(counts, dtype=float)
+        cameras: set[int] = set()
+        for entry in inside:
+            boxes, count = entry[1], entry[2]
+            fine = entry[4] if len(entry) > 4 else True
+            if len(entry) > 3 and fine:
+                cameras.add(int(entry[3]))
+            if boxes and fine:
+                row = np.zeros(size)
+                for k, score in boxes:
+                    row[int(k)] = float(score)
+                rows.append(row)
+                counts.append(int(count))
+        return Window(
+            np.stack(rows) if rows else np.zeros((0, size)),
+            np.asarray(counts, dtype=float),
+            sum(1 for e in inside if (e[4] if len(e) > 4 else True)),
+            tuple(sorted(cameras)),
+            tuple(str(e[5]) for e in inside if len(e) > 5),
+        )
+
+    @staticmethod
+    def blind_cameras(ledger: Mapping[str, Any], window: Window | None) -> list[int]:
+        """Cameras of this session with no usable frame in the window."""
+        seen = set(window.cameras) if window is not None else set()
+        return [c for c in ledger.get("cameras", []) if c not in seen]
 
     @staticmethod
     def forget_before(ledger: dict[str, Any], capture_ms: int) -> None:

@@ -42,7 +42,7 @@ from cartstream.schemas.records import (
 )
 from cartstream.schemas.validation import validate_session_event, validate_weight_packet
 from cartstream.services.settings import Settings
-from cartstream.streams.evidence import FrameLedger, sighting
+from cartstream.streams.evidence import FrameLedger, Window, sighting
 from cartstream.streams.stage import Inbound, Outbound, Result, State, derived_id
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,9 @@ class ReasonStage:
             device=r.device,
             params=FusionParams(max_quantity=r.max_quantity),
         )
+        if self.mode != "weight":  # each evidence alone too: anomalies compare them
+            self.weight_only = Fusion(catalog, "weight", r.device, self.fusion.params)
+            self.vision_only = Fusion(catalog, "vision", r.device, self.fusion.params)
         self.wait_ms = int(r.checkout_wait_s * 1000)
         self.vision_wait_ms = int(r.vision_wait_s * 1000)
         self.topics = settings.topics
@@ -228,7 +231,8 @@ class ReasonStage:
         r = self.settings.reason
         while state["steps"] and (force or self._ready(state, state["steps"][0], now_ms)):
             step = state["steps"].pop(0)
-            seen = None
+            window = None
+            blind: list[int] = []
             if self.uses_vision:
                 if not FrameLedger.covers(state["vision"], step["barrier"]):
                     log.warning(
@@ -236,31 +240,47 @@ class ReasonStage:
                         state["session_id"],
                         step["barrier"],
                     )
-                seen = FrameLedger.evidence(
+                window = FrameLedger.window(
                     state["vision"],
                     step["start_ms"] - r.window_before_ms,
                     step["end_ms"] + r.window_after_ms,
                     len(self.catalog),
                 )
+                blind = FrameLedger.blind_cameras(state["vision"], window)
                 FrameLedger.forget_before(state["vision"], step["end_ms"] - r.window_before_ms)
-            outputs.append(self._decide(state, step, seen, now_ms))
+            outputs.append(self._decide(state, step, window, blind, now_ms))
         return outputs
 
     def _decide(
         self,
         state: State,
         step: dict[str, Any],
-        seen: tuple[np.ndarray, np.ndarray] | None,
+        window: Window | None,
+        blind: list[int],
         now_ms: int,
     ) -> Outbound:
         basket = Basket.from_dict(state["basket"])
         grams = abs(step["delta_g"])
         bags = [(sku, g) for sku, weights in basket.bags.items() for g in weights]
-        vision, counts = seen if seen is not None else (None, None)
+        vision, counts = (window.scores, window.counts) if window is not None else (None, None)
         evidence = StepEvidence(
             step["delta_g"], step["sigma_g"], vision, dict(basket.units), bags, counts
         )
         (match,) = self.fusion.decide([evidence])
+        seen: dict[str, Any] = {}
+        if self.uses_vision:  # each evidence on its own, for the anomaly stage
+            (by_weight,) = self.weight_only.decide([evidence])
+            (by_vision,) = self.vision_only.decide([evidence])
+            hand = window is not None and window.scores.shape[0] > 0
+            seen = {
+                "frames_seen": window.frames if window is not None else 0,
+                "frames_with_hand": int(window.scores.shape[0]) if window is not None else 0,
+                "blind_cameras": blind,
+                "vision_sku": by_vision.sku if hand else None,
+                "vision_confidence": by_vision.confidence if hand else 0.0,
+                "weight_sku": by_weight.sku,
+                "frame_event_ids": list(window.frame_ids) if window is not None else [],
+            }
         if match.action == "ADD" and match.sku:
             basket.add(self.catalog, match.sku, match.quantity, grams)
         elif match.action == "REMOVE" and match.sku:
@@ -281,6 +301,7 @@ class ReasonStage:
             confidence=match.confidence,
             scale_net_grams=step["level_after_g"],
             evidence=match.evidence,
+            seen=seen,
         )
         trace = str(step.get("traceparent") or "").encode() or None
         return Outbound(self.topics.basket_changes, state["cart_id"], BASKET_CHANGE, change, trace)
@@ -325,6 +346,7 @@ class ReasonStage:
         confidence: float = 1.0,
         incomplete: bool = False,
         evidence: str = "weight",
+        seen: dict[str, Any] | None = None,
     ) -> BasketChange:
         seq = state["next_change"]
         state["next_change"] = seq + 1
@@ -348,6 +370,14 @@ class ReasonStage:
             "source_produced_ms": int(source_produced_ms),
             "published_ms": int(now_ms),
             "incomplete": incomplete,
+            "frames_seen": -1,
+            "frames_with_hand": -1,
+            "blind_cameras": [],
+            "vision_sku": None,
+            "vision_confidence": 0.0,
+            "weight_sku": None,
+            "frame_event_ids": [],
+            **(seen or {}),  # type: ignore[typeddict-item]
         }
 
     # -- timers --------------------------------------------------------------------------

@@ -7,12 +7,14 @@ from typing import Any
 import numpy as np
 
 from cartstream.models.catalog import Catalog
-from cartstream.streams.evidence import FrameLedger, sighting
+from cartstream.streams.evidence import FrameLedger, sighting, usable
 
 
 def detection(seq: int, ms: int, *boxes: tuple[str, float, float]) -> Any:
     """Boxes as (sku, score, centre y)."""
     return {
+        "frame_event_id": f"f{seq}",
+        "camera_id": 1,
         "frame_sequence": seq,
         "capture_time_ms": ms,
         "boxes": [
@@ -24,46 +26,63 @@ def detection(seq: int, ms: int, *boxes: tuple[str, float, float]) -> Any:
 
 def test_only_boxes_in_the_hand_zone_count(catalog: Catalog) -> None:
     d = detection(0, 1000, ("BEV-COLA-330", 0.9, 0.3), ("PAN-TUNA-160", 0.8, 0.8))
-    ms, boxes, count = sighting(d, catalog, zone_y=0.52)
-    assert ms == 1000
+    ms, boxes, count, camera, fine, frame_id = sighting(d, catalog, zone_y=0.52)
+    assert (ms, camera, fine, frame_id) == (1000, 1, True, "f0")
     assert boxes == [[catalog.index("BEV-COLA-330"), 0.9]]
     assert count == 1
 
 
 def test_two_units_in_hand_are_counted_once_per_sku_score(catalog: Catalog) -> None:
     d = detection(0, 1000, ("BEV-COLA-330", 0.9, 0.3), ("BEV-COLA-330", 0.6, 0.35))
-    _, boxes, count = sighting(d, catalog, zone_y=0.52)
+    _, boxes, count, *_ = sighting(d, catalog, zone_y=0.52)
     assert boxes == [[catalog.index("BEV-COLA-330"), 0.9]]
     assert count == 2
+
+
+def test_dark_or_uniform_frames_are_not_usable(catalog: Catalog) -> None:
+    covered = {**detection(0, 1000), "brightness": 8.0, "contrast": 1.5}
+    flat = {**detection(1, 1000), "brightness": 90.0, "contrast": 0.5}
+    fine = {**detection(2, 1000), "brightness": 90.0, "contrast": 30.0}
+    assert [usable(d) for d in (covered, flat, fine)] == [False, False, True]
+    assert usable(detection(3, 1000))  # a v1 detection carries no measurement
+
+
+def frame(ms: int, boxes: list[list[float]], count: int, camera: int, fine: bool = True) -> Any:
+    return [ms, boxes, count, camera, fine, f"f{ms}-{camera}"]
 
 
 def test_the_barrier_waits_for_every_frame_up_to_it_in_any_order() -> None:
     ledger = FrameLedger.new()
     for seq in (0, 2, 3):
-        assert FrameLedger.note(ledger, seq, [seq * 100, [], 0])
+        assert FrameLedger.note(ledger, seq, frame(seq * 100, [], 0, 0))
     assert FrameLedger.covers(ledger, 0)
     assert not FrameLedger.covers(ledger, 2)  # frame 1 is still missing
-    assert FrameLedger.note(ledger, 1, [100, [], 0])
+    assert FrameLedger.note(ledger, 1, frame(100, [], 0, 1))
     assert FrameLedger.covers(ledger, 3)
-    assert not FrameLedger.note(ledger, 2, [200, [], 0])  # a re-delivery is not counted twice
+    assert not FrameLedger.note(ledger, 2, frame(200, [], 0, 0))  # a re-delivery counts once
     assert len(ledger["sightings"]) == 4
+    assert ledger["cameras"] == [0, 1]
 
 
-def test_evidence_is_the_frames_in_the_window_that_saw_a_hand(catalog: Catalog) -> None:
+def test_a_window_is_the_usable_frames_that_saw_a_hand(catalog: Catalog) -> None:
     ledger = FrameLedger.new()
     k = catalog.index("BEV-COLA-330")
-    FrameLedger.note(ledger, 0, [900, [[k, 0.4]], 1])  # before the window
-    FrameLedger.note(ledger, 1, [1000, [[k, 0.9]], 2])
-    FrameLedger.note(ledger, 2, [1100, [], 0])  # camera blocked: tells nothing
-    FrameLedger.note(ledger, 3, [1200, [[k, 0.7]], 2])
-    found = FrameLedger.evidence(ledger, 1000, 1200, len(catalog))
-    assert found is not None
-    scores, counts = found
-    assert scores.shape == (2, len(catalog))
-    assert np.allclose(scores[:, k], [0.9, 0.7])
-    assert counts.tolist() == [2, 2]
-    assert FrameLedger.evidence(ledger, 5000, 6000, len(catalog)) is None
-    empty = FrameLedger.evidence(ledger, 1100, 1100, len(catalog))
-    assert empty is not None and empty[0].shape == (0, len(catalog))
+    FrameLedger.note(ledger, 0, frame(900, [[k, 0.4]], 1, 0))  # before the window
+    FrameLedger.note(ledger, 1, frame(1000, [[k, 0.9]], 2, 0))
+    FrameLedger.note(ledger, 2, frame(1000, [], 0, 1))  # camera 1 saw no hand: tells nothing
+    FrameLedger.note(ledger, 3, frame(1200, [[k, 0.7]], 2, 0))
+    FrameLedger.note(ledger, 4, frame(1200, [[k, 0.8]], 1, 1, fine=False))  # dark: ignored
+    window = FrameLedger.window(ledger, 1000, 1200, len(catalog))
+    assert window is not None
+    assert window.scores.shape == (2, len(catalog))
+    assert np.allclose(window.scores[:, k], [0.9, 0.7])
+    assert window.counts.tolist() == [2, 2]
+    assert (window.frames, window.cameras) == (3, (0, 1))  # the dark frame is not counted
+    assert window.frame_ids == ("f1000-0", "f1000-1", "f1200-0", "f1200-1")
+    assert FrameLedger.window(ledger, 5000, 6000, len(catalog)) is None
+    late = FrameLedger.window(ledger, 1200, 1200, len(catalog))
+    assert late is not None and late.cameras == (0,)
+    assert FrameLedger.blind_cameras(ledger, late) == [1]  # only a dark frame from camera 1
+    assert FrameLedger.blind_cameras(ledger, None) == [0, 1]
     FrameLedger.forget_before(ledger, 1100)
-    assert [s[0] for s in ledger["sightings"]] == [1100, 1200]
+    assert [s[0] for s in ledger["sightings"]] == [1200, 1200]
