@@ -286,6 +286,12 @@ class SceneRenderer:
         return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def covered_lens(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """What a covered (or failed) camera sends: near-black, flat, a little sensor noise."""
+    level = float(rng.uniform(2.0, 12.0))
+    return np.clip(rng.normal(level, 1.0, shape), 0, 255).astype(np.uint8)
+
+
 def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:

@@ -52,6 +52,12 @@ def synthesize_weights(
         envelope = np.sin(np.pi * local / b.duration_s)
         freq = float(rng.uniform(3.0, 6.0))
         signal[start:end] += b.amplitude_g * envelope * np.sin(2 * np.pi * freq * local)
+    for tamper in plan.tampers:  # weight that is no item: a lean, or a slow creep
+        up = np.clip((t - tamper.at_s) / tamper.ramp_s, 0.0, 1.0)
+        if tamper.returns:
+            back_at = tamper.at_s + tamper.ramp_s + tamper.hold_s
+            up = up * (1.0 - np.clip((t - back_at) / tamper.ramp_s, 0.0, 1.0))
+        signal += tamper.grams * up
     signal += plan.drift_g_per_min * t / 60.0
     signal += rng.normal(0.0, noise_g, size=n)
     return np.round(signal, 1).astype(np.float32)

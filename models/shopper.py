@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import numpy as np
 
@@ -12,6 +12,15 @@ from cartstream.models.catalog import Catalog, Sku
 
 Action = Literal["ADD", "REMOVE"]
 Outcome = Literal["checkout", "abandoned"]
+ALL_CAMERAS = -1  # `hidden_from`: no camera sees the hand
+ANOMALY_KINDS = (
+    "UNRECOGNIZED_ITEM",
+    "ITEM_SWAP",
+    "CAMERA_BLOCKED",
+    "SCALE_TAMPER",
+    "REMOVAL_UNSEEN",
+    "CHECKOUT_WEIGHT_MISMATCH",
+)
 
 
 @dataclass(frozen=True)
@@ -24,7 +33,8 @@ class ShopperAction:
     sku: str
     quantity: int
     unit_grams: tuple[float, ...]  # true weight of each unit moved
-    hidden_from: int | None = None  # a camera that cannot see the hand (shopper in the way)
+    hidden_from: int | None = None  # a camera that cannot see the hand; ALL_CAMERAS: none can
+    shown_sku: str | None = None  # what the cameras see in the hand, when not `sku` (a swap)
 
     @property
     def grams(self) -> float:
@@ -41,6 +51,18 @@ class Bump:
 
 
 @dataclass(frozen=True)
+class Tamper:
+    """Weight on the scale that is no item: a lean (up, held, back down) or a slow creep that
+    stays (something slipped in too slowly for any step to show)."""
+
+    at_s: float
+    ramp_s: float
+    hold_s: float
+    grams: float
+    returns: bool
+
+
+@dataclass(frozen=True)
 class SessionPlan:
     session_index: int
     actions: tuple[ShopperAction, ...]
@@ -49,6 +71,9 @@ class SessionPlan:
     duration_s: float
     drift_g_per_min: float
     scenarios: frozenset[str] = field(default_factory=frozenset)
+    anomaly: str | None = None  # the injected loss-prevention case (ground truth), if any
+    tampers: tuple[Tamper, ...] = ()
+    dark_camera: tuple[int, float] | None = None  # (camera, from second): lens covered
 
     def basket(self) -> Counter[str]:
         """The true basket at the end: SKU -> units (bags for items sold by weight)."""
@@ -74,6 +99,12 @@ class ShopperProfile:
     bump_rate_per_min: float = 1.5
     min_gap_s: float = 2.0
     max_gap_s: float = 7.0
+    # chance per session of each injected loss-prevention case (at most one per session)
+    anomaly_rate: float = 0.03
+
+    def honest(self) -> ShopperProfile:
+        """The same shoppers with no injected anomalies (the basket-accuracy mix)."""
+        return replace(self, anomaly_rate=0.0)
 
 
 def _unit_grams(rng: np.random.Generator, sku: Sku) -> float:
@@ -121,7 +152,86 @@ def plan_session(
     bumps = _plan_bumps(rng, actions, duration, p)
     outcome: Outcome = "abandoned" if rng.random() < p.abandon_rate else "checkout"
     drift = float(rng.normal(0.0, 1.5))
-    return SessionPlan(index, tuple(actions), bumps, outcome, duration, drift, frozenset(scenarios))
+    plan = SessionPlan(index, tuple(actions), bumps, outcome, duration, drift, frozenset(scenarios))
+    return inject_anomaly(rng, catalog, plan, p)
+
+
+def inject_anomaly(
+    rng: np.random.Generator, catalog: Catalog, plan: SessionPlan, p: ShopperProfile
+) -> SessionPlan:
+    """Maybe turn an honest session into one loss-prevention case (drawn after everything
+    else, so the honest part of a session is the same whatever the rates)."""
+    draw = float(rng.random())
+    if draw >= p.anomaly_rate * len(ANOMALY_KINDS):
+        return plan
+    kind = ANOMALY_KINDS[int(draw / p.anomaly_rate)]
+    actions = list(plan.actions)
+    end = plan.duration_s
+    adds = [
+        i for i, a in enumerate(actions) if a.action == "ADD" and not catalog[a.sku].sold_by_weight
+    ]
+    if kind in ("UNRECOGNIZED_ITEM", "ITEM_SWAP") and not adds:
+        return plan
+    if kind == "CHECKOUT_WEIGHT_MISMATCH" and plan.outcome != "checkout":
+        return plan  # only a checkout weighs the basket
+    changes: dict[str, Any] = {"anomaly": kind}
+    if kind == "UNRECOGNIZED_ITEM":  # put in where no camera sees it
+        i = adds[int(rng.integers(len(adds)))]
+        actions[i] = replace(actions[i], hidden_from=ALL_CAMERAS)
+    elif kind == "ITEM_SWAP":  # the cameras see one label, the item is another
+        i = adds[int(rng.integers(len(adds)))]
+        real = catalog[actions[i].sku]
+        grams = actions[i].grams
+
+        # a label whose weight, at any count a hand carries, is clearly not what went in
+        def far(code: str) -> bool:
+            s = catalog[code]
+            return not s.sold_by_weight and all(
+                abs(q * s.unit_grams - grams) > max(0.15 * grams, 6 * s.unit_grams_sd * q**0.5)
+                for q in range(1, 5)
+            )
+
+        decoys = [
+            s.sku
+            for s in catalog.skus
+            if s.sku != real.sku
+            and s.sku not in catalog.lookalikes[real.sku]
+            and far(s.sku)
+            and all(far(other) for other in catalog.lookalikes[s.sku])
+        ]
+        actions[i] = replace(actions[i], shown_sku=decoys[int(rng.integers(len(decoys)))])
+    elif kind == "REMOVAL_UNSEEN":  # something taken out of sight at the end
+        inside = plan.basket()
+        packaged = sorted(s for s in inside if not catalog[s].sold_by_weight)
+        if not packaged:
+            return plan
+        sku = packaged[int(rng.integers(len(packaged)))]
+        grams = next(a.unit_grams[0] for a in actions if a.sku == sku and a.action == "ADD")
+        settle = float(rng.uniform(0.3, 1.0))
+        actions.append(
+            ShopperAction(end, settle, "REMOVE", sku, 1, (grams,), hidden_from=ALL_CAMERAS)
+        )
+        end += settle + float(rng.uniform(p.min_gap_s, p.max_gap_s))
+    elif kind == "SCALE_TAMPER":  # leaning on the basket, out of the cameras' view
+        hold = float(rng.uniform(2.0, 5.0))
+        lean = Tamper(end, 0.4, hold, float(rng.uniform(1500.0, 6000.0)), returns=True)
+        changes["tampers"] = (lean,)
+        end += 0.8 + hold + float(rng.uniform(p.min_gap_s, p.max_gap_s))
+    elif kind == "CAMERA_BLOCKED":  # a lens covered before one of the movements
+        i = int(rng.integers(len(actions)))
+        changes["dark_camera"] = (int(rng.integers(2)), max(0.0, actions[i].at_s - 1.0))
+    else:  # CHECKOUT_WEIGHT_MISMATCH: weight that creeps in too slowly to make a step
+        ramp = float(rng.uniform(75.0, 90.0))
+        creep = Tamper(end, ramp, 0.0, float(rng.uniform(250.0, 450.0)), returns=False)
+        changes["tampers"] = (creep,)
+        end += ramp + 2.0
+    return replace(
+        plan,
+        actions=tuple(actions),
+        duration_s=end + 1.5 if end != plan.duration_s else end,
+        scenarios=plan.scenarios | {"anomaly"},
+        **changes,
+    )
 
 
 def _hidden_camera(rng: np.random.Generator, p: ShopperProfile) -> int | None:

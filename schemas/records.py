@@ -131,6 +131,7 @@ class BasketChange(TypedDict):
     frames_with_hand: int
     blind_cameras: list[int]
     vision_sku: str | None
+    vision_quantity: int
     vision_confidence: float
     weight_sku: str | None
     frame_event_ids: list[str]

@@ -35,7 +35,13 @@ def split_sessions(total: int, max_carts: int = 10) -> tuple[int, int]:
 
 
 def evaluate_mode(
-    mode: str, sessions: int, seed: int, bootstrap: str | None, run_dir: Path | None, quiet: bool
+    mode: str,
+    sessions: int,
+    seed: int,
+    bootstrap: str | None,
+    run_dir: Path | None,
+    quiet: bool,
+    anomalies: bool = False,
 ) -> dict[str, Any]:
     from cartstream.services.demo import DemoConfig, run_demo
 
@@ -50,13 +56,16 @@ def evaluate_mode(
         speed=0.0,
         mode=mode,
         worker_settings=EVAL_WORKER_SETTINGS,
+        anomalies=anomalies,
     )
     summary = run_demo(config, Console(stderr=True, quiet=quiet))
     acc = summary["accuracy"]
+    extra = summary["anomaly_scores"] if anomalies else {}
     return {
         "mode": mode,
         "seed": seed,
         **acc,
+        **{k: v for k, v in extra.items() if k != "sessions"},
         "checkouts_persisted": summary["checkouts_persisted"],
         "seconds": summary["seconds"],
         "events": summary["events"],
@@ -91,6 +100,26 @@ def report_markdown(results: list[dict[str, Any]], command: str) -> str:
     return f"Produced by `{command}` on {time.strftime('%Y-%m-%d')}.\n\n" + "\n".join(lines) + "\n"
 
 
+def anomaly_markdown(results: list[dict[str, Any]], command: str) -> str:
+    lines = [f"Produced by `{command}` on {time.strftime('%Y-%m-%d')}.", ""]
+    for r in results:
+        lines += [
+            f"Reasoning `{r['mode']}`, {r['sessions']} sessions ({r['honest_sessions']} with "
+            f"nothing injected): **{r['false_alarms_per_1000']} false alarms per 1 000 honest "
+            f"sessions** ({r['false_alarms']} alerts: {r['false_alarms_by_kind'] or 'none'}); "
+            f"basket cAcc {r['cacc']}.",
+            "",
+            "| kind | injected sessions | sessions alerted | precision | recall |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for kind, k in r["per_kind"].items():
+            lines.append(
+                f"| {kind} | {k['support']} | {k['raised']} | {k['precision']} | {k['recall']} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 @click.command("eval")
 @click.option("--sessions", type=int, default=500, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
@@ -108,6 +137,11 @@ def report_markdown(results: list[dict[str, Any]], command: str) -> str:
     default=None,
     help="Also write a Markdown table of the modes run (e.g. docs/accuracy-table.md).",
 )
+@click.option(
+    "--anomalies",
+    is_flag=True,
+    help="Inject loss-prevention cases (3 %% of sessions per kind) and score the alerts.",
+)
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None)
 @click.pass_context
 def evaluate(
@@ -117,22 +151,28 @@ def evaluate(
     mode: str,
     as_json: bool,
     report: Path | None,
+    anomalies: bool,
     run_dir: Path | None,
 ) -> None:
-    """Score basket reasoning on simulated sessions run through the real pipeline."""
+    """Score basket reasoning (or, with --anomalies, the alerts) on simulated sessions run
+    through the real pipeline. Without --anomalies the shoppers are honest."""
     if sessions < 1:
         raise click.BadParameter("needs at least one session", param_hint="--sessions")
     bootstrap = ctx.find_root().params.get("bootstrap")
     modes = MODES if mode == "all" else (mode,)
-    results = [evaluate_mode(m, sessions, seed, bootstrap, run_dir, quiet=as_json) for m in modes]
+    results = [
+        evaluate_mode(m, sessions, seed, bootstrap, run_dir, as_json, anomalies) for m in modes
+    ]
+    command = f"cartstream eval --sessions {sessions} --seed {seed} --mode {mode}"
+    command += " --anomalies" if anomalies else ""
+    text = anomaly_markdown(results, command) if anomalies else report_markdown(results, command)
     if report is not None:
-        command = f"cartstream eval --sessions {sessions} --seed {seed} --mode {mode}"
         report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(report_markdown(results, command))
+        report.write_text(text)
     if as_json:
         out = results[0] if len(results) == 1 else {"modes": results}
         click.echo(json.dumps(out, indent=2))
     else:
-        click.echo(report_markdown(results, "cartstream eval"))
+        click.echo(text)
     if any(r["checkouts_persisted"] < r["checkouts"] for r in results):
         sys.exit(1)

@@ -29,11 +29,12 @@ from sqlalchemy.engine import make_url
 
 from cartstream.exceptions import CartstreamError
 from cartstream.models.catalog import Catalog
+from cartstream.models.shopper import ShopperProfile
 from cartstream.services.broker import EmbeddedBroker, free_port
 from cartstream.services.cart_client import CartClient
 from cartstream.services.migrate import upgrade
 from cartstream.services.persistence import Repository, make_engine
-from cartstream.services.scoring import score_run
+from cartstream.services.scoring import score_anomalies, score_run
 from cartstream.services.settings import Settings, load_settings
 from cartstream.services.simulate import SimConfig, plan_carts, read_truth, simulate
 from cartstream.services.tail import read_topic
@@ -53,6 +54,7 @@ class DemoConfig:
     speed: float = 10.0  # carts publish at this multiple of real time (0: as fast as possible)
     mode: str | None = None  # reasoning evidence (fused | vision | weight); None: the settings'
     worker_settings: tuple[tuple[str, str], ...] = ()  # extra CARTSTREAM_* for the worker
+    anomalies: bool = True  # inject loss-prevention cases (False: honest shoppers only)
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
@@ -203,8 +205,13 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
         with console.status("starting the worker (joining its consumer group)..."):
             worker.wait_ready(ready, timeout_s=90)
         catalog = Catalog.load(settings.catalog_path)
+        profile = ShopperProfile() if config.anomalies else ShopperProfile().honest()
         sim = SimConfig(
-            carts=config.carts, sessions=config.sessions, seed=config.seed, run_id=run_id
+            carts=config.carts,
+            sessions=config.sessions,
+            seed=config.seed,
+            run_id=run_id,
+            profile=profile,
         )
         truth_path = run_dir / "truth.jsonl"
         requested = sum(1 for s in plan_carts(sim, catalog) if s.plan.outcome == "checkout")
@@ -251,7 +258,10 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
             r for r, _ in read_topic(settings, settings.topics.basket_changes, idle_timeout_s=2.0)
         ]
 
-        summary = score(repo, read_truth(truth_path), changes)
+        alerts = [r for r, _ in read_topic(settings, settings.topics.anomalies, idle_timeout_s=1.0)]
+        truth = read_truth(truth_path)
+        summary = score(repo, truth, changes)
+        summary["anomaly_scores"] = score_anomalies(truth, alerts)
         events = sum(report.events.values())
         summary.update(
             {

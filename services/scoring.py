@@ -109,3 +109,46 @@ def score_run(
         "changes_true": true_total,
         "per_scenario": per_scenario,
     }
+
+
+def score_anomalies(
+    truth: Mapping[str, Mapping[str, Any]], anomalies: Iterable[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Per kind, at the session level: a session injected with kind K is a positive for K; a
+    session with at least one K alert is predicted K. Alerts on sessions with nothing injected
+    are false alarms (counted per 1 000 such sessions)."""
+    raised: dict[str, set[str]] = defaultdict(set)  # kind -> sessions
+    alerts_on_honest = 0
+    honest = {sid for sid, t in truth.items() if not t.get("anomaly")}
+    false_kinds: dict[str, int] = defaultdict(int)
+    for a in anomalies:
+        sid = a["session_id"]
+        if sid not in truth:
+            continue
+        raised[a["kind"]].add(sid)
+        if sid in honest:
+            alerts_on_honest += 1
+            false_kinds[a["kind"]] += 1
+    labelled: dict[str, set[str]] = defaultdict(set)
+    for sid, t in truth.items():
+        if t.get("anomaly"):
+            labelled[t["anomaly"]].add(sid)
+    per_kind = {}
+    for kind in sorted(set(labelled) | set(raised)):
+        hits = len(raised[kind] & labelled[kind])
+        per_kind[kind] = {
+            "support": len(labelled[kind]),
+            "raised": len(raised[kind]),
+            "precision": round(hits / len(raised[kind]), 4) if raised[kind] else None,
+            "recall": round(hits / len(labelled[kind]), 4) if labelled[kind] else None,
+        }
+    return {
+        "sessions": len(truth),
+        "honest_sessions": len(honest),
+        "per_kind": per_kind,
+        "false_alarms": alerts_on_honest,
+        "false_alarms_per_1000": round(1000 * alerts_on_honest / len(honest), 2)
+        if honest
+        else None,
+        "false_alarms_by_kind": dict(sorted(false_kinds.items())),
+    }

@@ -25,9 +25,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from cartstream.models.catalog import Catalog
-from cartstream.models.render import SceneRenderer, encode_jpeg
+from cartstream.models.render import SceneRenderer, covered_lens, encode_jpeg
 from cartstream.models.scale import DEFAULT_RATE_HZ, synthesize_weights
-from cartstream.models.shopper import SessionPlan, ShopperProfile, plan_session
+from cartstream.models.shopper import ALL_CAMERAS, SessionPlan, ShopperProfile, plan_session
 from cartstream.schemas.records import (
     CART_FRAME,
     SESSION_EVENT,
@@ -78,6 +78,7 @@ class PlannedSession:
             "basket": dict(sorted(self.plan.basket().items())),
             "basket_grams": round(self.plan.basket_grams(), 1),
             "scenarios": sorted(self.plan.scenarios),
+            "anomaly": self.plan.anomaly,
             "actions": [
                 {
                     "at_s": round(a.at_s, 3),
@@ -153,7 +154,8 @@ def _session_events(
     samples = synthesize_weights(ps.plan, rng, rate_hz)
     frame_times: list[tuple[float, str | None, int | None, int]] = []
     for a in ps.plan.actions:
-        frame_times += [(a.at_s + dt, a.sku, a.hidden_from, a.quantity) for dt in HAND_FRAMES_S]
+        shown = a.shown_sku or a.sku
+        frame_times += [(a.at_s + dt, shown, a.hidden_from, a.quantity) for dt in HAND_FRAMES_S]
     t = IDLE_FRAME_EVERY_S / 2
     while t < ps.plan.duration_s:
         frame_times.append((t, None, None, 0))
@@ -171,8 +173,11 @@ def _session_events(
             elif done.sku in inside:
                 inside.remove(done.sku)
         for cam in range(CAMERAS):
-            hand = in_hand if cam != hidden else None
+            hand = in_hand if hidden not in (cam, ALL_CAMERAS) else None
             img, _labels = renderer.render(rng, cam, hand, inside, max(1, count))
+            dark = ps.plan.dark_camera
+            if dark is not None and dark[0] == cam and at_s >= dark[1]:
+                img = covered_lens(rng, img.shape)
             at_ms = ps.start_ms + int(at_s * 1000)
             frame: dict[str, Any] = {
                 "event_id": str(uuid.uuid4()),

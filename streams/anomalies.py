@@ -10,8 +10,8 @@ Input `basket.changes`; each step carries what the cameras and the weight said o
 - SCALE_TAMPER when an unseen change is undone by an unseen change of the opposite sign soon
   after (leaning on the basket, lifting it): unseen steps are held until the next change or the
   session's end to tell the two apart;
-- ITEM_SWAP when the cameras confidently saw one SKU (not a look-alike) and the weight says
-  another;
+- ITEM_SWAP when the cameras confidently saw one SKU, no count of it (or of its look-alikes)
+  weighs what the step weighed, and the weight fits another catalog SKU;
 - UNEXPLAINED_WEIGHT_CHANGE for a step no catalog item explains when reasoning ran by weight
   alone;
 - CHECKOUT_WEIGHT_MISMATCH when, at checkout, the scale's reading and the basket's expected
@@ -23,6 +23,7 @@ so re-processing re-publishes the same alerts, never new ones.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -45,6 +46,8 @@ STATE_RETENTION_MS = 6 * 3600 * 1000
 TAMPER_WINDOW_MS = 60_000  # an unseen change undone within this long is tampering
 TAMPER_MATCH_G = 30.0  # ... when the two changes cancel out to within this (or 5 %)
 SWAP_MIN_VISION = 0.9  # how sure the cameras alone must be to call a swap
+SWAP_SIGMAS = 5.0  # ... and how far the weight must be from what they saw
+SWAP_MIN_FRACTION = 0.1
 
 
 def anomaly(
@@ -162,8 +165,8 @@ class AnomalyStage:
             ]
         found = self._blocked(state, change, now_ms)
         held = state.get("held")
-        # the cameras could see (some usable frame) and saw no hand
-        unseen = change["frames_with_hand"] == 0 and change["frames_seen"] > 0
+        # working cameras saw no hand (with a camera down, nothing can be concluded)
+        unseen = change["frames_with_hand"] == 0 and not change["blind_cameras"]
         if held is not None:
             undone = (
                 unseen
@@ -246,7 +249,24 @@ class AnomalyStage:
         ]
 
     def _seen(self, change: BasketChange, now_ms: int) -> list[Anomaly]:
-        delta, sku, seen = change["grams_delta"], change["sku"], change.get("vision_sku")
+        delta, seen = change["grams_delta"], change.get("vision_sku")
+        sure = seen is not None and change.get("vision_confidence", 0.0) >= SWAP_MIN_VISION
+        if sure and change.get("weight_sku") and self._weight_contradicts(change):
+            assert seen is not None
+            units = max(1, change.get("vision_quantity", 1))
+            return [
+                anomaly(
+                    "ITEM_SWAP",
+                    "CRITICAL",
+                    change,
+                    now_ms,
+                    f"the cameras saw {units} x {seen} ({change['vision_confidence']:.2f}) but "
+                    f"the weight changed by {delta:+.0f} g"
+                    + (f", like {change['weight_sku']}" if change.get("weight_sku") else ""),
+                    measured=delta,
+                    expected=units * float(self.catalog[seen].unit_grams),
+                )
+            ]
         if change["action"] == "UNKNOWN" and delta > 0:
             return [
                 anomaly(
@@ -259,26 +279,25 @@ class AnomalyStage:
                     measured=delta,
                 )
             ]
-        if (
-            sku is not None
-            and seen is not None
-            and seen != sku
-            and seen not in self.catalog.lookalikes.get(sku, ())
-            and change.get("vision_confidence", 0.0) >= SWAP_MIN_VISION
-        ):
-            return [
-                anomaly(
-                    "ITEM_SWAP",
-                    "CRITICAL",
-                    change,
-                    now_ms,
-                    f"the cameras saw {seen} ({change['vision_confidence']:.2f}) but the "
-                    f"weight ({delta:+.0f} g) says {sku}",
-                    measured=delta,
-                    expected=float(self.catalog[seen].unit_grams),
-                )
-            ]
         return []
+
+    def _weight_contradicts(self, change: BasketChange) -> bool:
+        """No count (1-4) of what the cameras saw, or of its look-alikes (which the detector
+        confuses), weighs what the step weighed. Items sold by weight fit any grams."""
+        seen = change.get("vision_sku")
+        if seen is None or seen not in self.catalog:
+            return False
+        grams = abs(change["grams_delta"])
+        for code in (seen, *self.catalog.lookalikes[seen]):
+            sku = self.catalog[code]
+            if sku.sold_by_weight:
+                return False
+            for units in range(1, 5):
+                spread = math.sqrt(units * sku.unit_grams_sd**2 + change["grams_sigma"] ** 2)
+                allowed = max(SWAP_SIGMAS * spread, SWAP_MIN_FRACTION * grams)
+                if abs(grams - units * sku.unit_grams) <= allowed:
+                    return False
+        return True
 
     def _flush(self, state: State, change: BasketChange, now_ms: int) -> list[Anomaly]:
         held = state.get("held")

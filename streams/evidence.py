@@ -76,6 +76,7 @@ class Window:
     counts: np.ndarray  # [F] boxes in hand in each of those frames
     frames: int  # usable frames captured in the window (not dark, not uniform)
     cameras: tuple[int, ...]  # cameras with at least one usable frame in the window
+    senders: tuple[int, ...]  # cameras with any frame in the window
     frame_ids: tuple[str, ...]  # every frame in the window
 
 
@@ -140,14 +141,20 @@ class FrameLedger:
             np.asarray(counts, dtype=float),
             sum(1 for e in inside if (e[4] if len(e) > 4 else True)),
             tuple(sorted(cameras)),
+            tuple(sorted({int(e[3]) for e in inside if len(e) > 3})),
             tuple(str(e[5]) for e in inside if len(e) > 5),
         )
 
     @staticmethod
     def blind_cameras(ledger: Mapping[str, Any], window: Window | None) -> list[int]:
-        """Cameras of this session with no usable frame in the window."""
-        seen = set(window.cameras) if window is not None else set()
-        return [c for c in ledger.get("cameras", []) if c not in seen]
+        """Cameras that failed in the window: they sent only dark or uniform frames, or none
+        while another camera did. (Carts send frames when something moves in view, so no
+        frame at all from any camera is normal for a change nobody made by hand.)"""
+        if window is None:
+            return []
+        if not window.senders:
+            return []
+        return [c for c in ledger.get("cameras", []) if c not in window.cameras]
 
     @staticmethod
     def forget_before(ledger: dict[str, Any], capture_ms: int) -> None:

@@ -133,6 +133,18 @@ def test_an_honest_session_raises_nothing(settings: Settings, catalog: Catalog) 
             ["ITEM_SWAP"],
         ),
         (
+            "a swap so blatant that nothing fits both the label and the weight",
+            honest()
+            .step("UNKNOWN", None, 1015.0, vision="SNK-CHOC-DARK-100", weight_sku="PAN-RICE-1000")
+            .checkout(),
+            ["ITEM_SWAP"],
+        ),
+        (
+            "a covered camera while the other saw no hand: only the camera is reported",
+            honest().step("ADD", "PAN-TUNA-160", 185.0, hand=0, frames=3, blind=(0,)).checkout(),
+            ["CAMERA_BLOCKED"],
+        ),
+        (
             "weight on the scale that no step accounts for at checkout",
             honest().checkout(unstepped_g=300.0),
             ["CHECKOUT_WEIGHT_MISMATCH"],

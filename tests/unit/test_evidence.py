@@ -83,6 +83,9 @@ def test_a_window_is_the_usable_frames_that_saw_a_hand(catalog: Catalog) -> None
     late = FrameLedger.window(ledger, 1200, 1200, len(catalog))
     assert late is not None and late.cameras == (0,)
     assert FrameLedger.blind_cameras(ledger, late) == [1]  # only a dark frame from camera 1
-    assert FrameLedger.blind_cameras(ledger, None) == [0, 1]
+    assert FrameLedger.blind_cameras(ledger, None) == []  # no frame at all: nothing moved
+    FrameLedger.note(ledger, 5, frame(1500, [], 0, 0))
+    only_one = FrameLedger.window(ledger, 1500, 1500, len(catalog))
+    assert FrameLedger.blind_cameras(ledger, only_one) == [1]  # camera 1 sent nothing
     FrameLedger.forget_before(ledger, 1100)
-    assert [s[0] for s in ledger["sightings"]] == [1200, 1200]
+    assert [s[0] for s in ledger["sightings"]] == [1200, 1200, 1500]

@@ -5,7 +5,7 @@ import time
 import numpy as np
 
 from cartstream.models.catalog import Catalog
-from cartstream.models.shopper import plan_session
+from cartstream.models.shopper import ALL_CAMERAS, ANOMALY_KINDS, ShopperProfile, plan_session
 from cartstream.services.settings import TopicSettings
 from cartstream.services.simulate import SimConfig, cart_events, plan_carts
 
@@ -66,11 +66,45 @@ def test_each_weight_packet_names_the_frames_sent_before_it(catalog: Catalog) ->
 
 def test_sessions_are_tagged_with_their_hard_cases(catalog: Catalog) -> None:
     rng = np.random.default_rng(0)
-    plans = [plan_session(rng, catalog, i) for i in range(200)]
+    plans = [plan_session(rng, catalog, i, ShopperProfile().honest()) for i in range(200)]
     tags = set().union(*(p.scenarios for p in plans))
     assert {"lookalike", "equal_weight", "multi_item", "removal", "produce", "occlusion"} <= tags
     for p in plans:
-        hidden = any(a.hidden_from is not None for a in p.actions)
+        hidden = any(a.hidden_from not in (None, ALL_CAMERAS) for a in p.actions)
         assert ("occlusion" in p.scenarios) == hidden
         multi = any(a.quantity > 1 for a in p.actions)
         assert ("multi_item" in p.scenarios) == multi
+
+
+def test_loss_prevention_cases_are_injected_and_labelled(catalog: Catalog) -> None:
+    rng = np.random.default_rng(1)
+    plans = [plan_session(rng, catalog, i, ShopperProfile(anomaly_rate=0.1)) for i in range(300)]
+    kinds = {p.anomaly for p in plans}
+    assert kinds == {None, *ANOMALY_KINDS}
+    for p in plans:
+        if p.anomaly == "UNRECOGNIZED_ITEM":
+            assert any(a.hidden_from == ALL_CAMERAS and a.action == "ADD" for a in p.actions)
+        if p.anomaly == "REMOVAL_UNSEEN":
+            assert p.actions[-1].action == "REMOVE" and p.actions[-1].hidden_from == ALL_CAMERAS
+        if p.anomaly == "ITEM_SWAP":
+            (swapped,) = [a for a in p.actions if a.shown_sku]
+            assert swapped.shown_sku not in catalog.lookalikes[swapped.sku]
+        if p.anomaly == "SCALE_TAMPER":
+            assert p.tampers and p.tampers[0].returns
+        if p.anomaly == "CHECKOUT_WEIGHT_MISMATCH":
+            assert p.outcome == "checkout" and not p.tampers[0].returns
+        if p.anomaly == "CAMERA_BLOCKED":
+            assert p.dark_camera is not None
+        assert ("anomaly" in p.scenarios) == (p.anomaly is not None)
+
+
+def test_honest_shoppers_are_the_same_sessions_without_the_injection(catalog: Catalog) -> None:
+    honest = ShopperProfile().honest()
+    for i in range(50):
+        with_cases = plan_session(
+            np.random.default_rng(i), catalog, i, ShopperProfile(anomaly_rate=0.1)
+        )
+        plain = plan_session(np.random.default_rng(i), catalog, i, honest)
+        assert plain.anomaly is None
+        if with_cases.anomaly is None:
+            assert with_cases == plain
