@@ -287,7 +287,9 @@ def demo(
 def _register_model_commands() -> None:
     from cartstream.services.cli_eval import evaluate
     from cartstream.services.cli_models import bench, models
+    from cartstream.services.cli_review import review
 
+    cli.add_command(review)
     cli.add_command(models)
     cli.add_command(bench)
     cli.add_command(evaluate)

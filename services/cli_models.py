@@ -27,8 +27,20 @@ def models() -> None:
 @click.option("--minutes", type=float, default=27.0, show_default=True, help="Time budget.")
 @click.option("--out", type=click.Path(path_type=Path), default=BUNDLED_MODEL, show_default=True)
 @click.option("--eval-images", type=int, default=1000, show_default=True)
+@click.option(
+    "--extra",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    multiple=True,
+    help="A folder from `cartstream review export`; its verified images join the training set.",
+)
 def train_detector(
-    seed: int, images: int, epochs: int, minutes: float, out: Path, eval_images: int
+    seed: int,
+    images: int,
+    epochs: int,
+    minutes: float,
+    out: Path,
+    eval_images: int,
+    extra: tuple[Path, ...],
 ) -> None:
     """Render scenes, train, export ONNX, evaluate on held-out scenes, write the model card."""
     from cartstream.models.catalog import Catalog
@@ -42,9 +54,23 @@ def train_detector(
     logging.getLogger("cartstream").setLevel(logging.INFO)
     catalog = Catalog.load()
     config = TrainConfig(seed=seed, images=images, epochs=epochs, max_minutes=minutes)
+    data = None
+    if extra:
+        import numpy as np
+
+        from cartstream.models.dataset import load_labelled
+        from cartstream.models.train import render_dataset
+
+        scenes, labels = render_dataset(catalog, images, seed, config.jpeg_quality)
+        for folder in extra:
+            more, more_labels = load_labelled(folder, catalog)
+            console.print(f"{folder}: {len(more_labels)} verified images")
+            scenes, labels = np.concatenate([scenes, more]), labels + more_labels
+        data = (scenes, labels)
     result = train(
         catalog,
         config,
+        data=data,
         progress=lambda e: console.print(
             f"epoch {e['epoch']:.2f}  focal {e['focal']:.3f}  box {e['box']:.4f}  "
             f"{e['seconds']:.0f} s"

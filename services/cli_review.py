@@ -1,0 +1,39 @@
+"""`cartstream review ...`: the labelling side of the review loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def review() -> None:
+    """Alerts and unsure decisions, with their frames, for people to label."""
+
+
+@review.command("export")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--min-confidence",
+    type=float,
+    default=0.8,
+    show_default=True,
+    help="Basket changes decided with less confidence than this are exported too.",
+)
+@click.option("--idle-timeout", type=float, default=2.0, show_default=True)
+@click.pass_context
+def export(ctx: click.Context, out: Path, min_confidence: float, idle_timeout: float) -> None:
+    """Write DIR/images/*.jpg and DIR/labels.jsonl (pre-labelled, unverified)."""
+    from cartstream.services.cli import _settings
+    from cartstream.services.review import export_review
+
+    report = export_review(_settings(ctx), out, min_confidence, idle_timeout)
+    click.echo(
+        f"{report.images} frames from {report.items} review items written to {report.out}"
+        + (
+            f" ({report.missing_frames} frames no longer on the broker)"
+            if report.missing_frames
+            else ""
+        )
+    )
