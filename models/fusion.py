@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -55,6 +55,7 @@ class Decision:
     quantity: int
     confidence: float
     evidence: str
+    sku_confidence: float = 0.0  # posterior of the SKU whatever the quantity
 
 
 @dataclass(frozen=True)
@@ -299,8 +300,17 @@ class Fusion:
         post = torch.softmax(scores, dim=1)
         best = post.argmax(dim=1)
         conf = post.gather(1, best[:, None]).squeeze(1)
+        # the SKU's posterior over every quantity (packaged hypotheses are laid out SKU-major)
+        nq = self.q.numel()
+        per_sku = post[:, : k * nq].reshape(len(steps), k, nq).sum(2)
+        sku_of = torch.clamp(best // nq, max=k - 1)
+        sku_conf = torch.where(best < k * nq, per_sku.gather(1, sku_of[:, None]).squeeze(1), conf)
         return [
-            self._label(steps[i], int(best[i]), float(conf[i]), n_bags) for i in range(len(steps))
+            replace(
+                self._label(steps[i], int(best[i]), float(conf[i]), n_bags),
+                sku_confidence=float(sku_conf[i]),
+            )
+            for i in range(len(steps))
         ]
 
     def _label(self, step: StepEvidence, index: int, confidence: float, n_bags: int) -> Decision:

@@ -36,6 +36,7 @@ Sighting = list[Any]  # see `sighting` (a JSON-friendly list, kept in the stage'
 # a frame darker or flatter than this shows nothing (covered lens, failed sensor)
 MIN_BRIGHTNESS = 20.0
 MIN_CONTRAST = 3.0
+MISSING_AFTER_FRAMES = 2  # a camera silent while another sent this many frames has failed
 
 
 def usable(detection: Detection) -> bool:
@@ -76,7 +77,7 @@ class Window:
     counts: np.ndarray  # [F] boxes in hand in each of those frames
     frames: int  # usable frames captured in the window (not dark, not uniform)
     cameras: tuple[int, ...]  # cameras with at least one usable frame in the window
-    senders: tuple[int, ...]  # cameras with any frame in the window
+    senders_by_frame: tuple[int, ...]  # the camera of every frame in the window
     frame_ids: tuple[str, ...]  # every frame in the window
 
 
@@ -141,20 +142,26 @@ class FrameLedger:
             np.asarray(counts, dtype=float),
             sum(1 for e in inside if (e[4] if len(e) > 4 else True)),
             tuple(sorted(cameras)),
-            tuple(sorted({int(e[3]) for e in inside if len(e) > 3})),
+            tuple(int(e[3]) for e in inside if len(e) > 3),
             tuple(str(e[5]) for e in inside if len(e) > 5),
         )
 
     @staticmethod
     def blind_cameras(ledger: Mapping[str, Any], window: Window | None) -> list[int]:
         """Cameras that failed in the window: they sent only dark or uniform frames, or none
-        while another camera did. (Carts send frames when something moves in view, so no
-        frame at all from any camera is normal for a change nobody made by hand.)"""
+        while another camera sent a hand movement's worth. (Carts send frames when something
+        moves in view, so a window with no frame, or one idle frame, is normal.)"""
         if window is None:
             return []
-        if not window.senders:
-            return []
-        return [c for c in ledger.get("cameras", []) if c not in window.cameras]
+        sent: dict[int, int] = {}
+        for camera in window.senders_by_frame:
+            sent[camera] = sent.get(camera, 0) + 1
+        busiest = max(sent.values(), default=0)
+        return [
+            c
+            for c in ledger.get("cameras", [])
+            if c not in window.cameras and (c in sent or busiest >= MISSING_AFTER_FRAMES)
+        ]
 
     @staticmethod
     def forget_before(ledger: dict[str, Any], capture_ms: int) -> None:

@@ -278,7 +278,7 @@ class ReasonStage:
                 "blind_cameras": blind,
                 "vision_sku": by_vision.sku if hand else None,
                 "vision_quantity": by_vision.quantity if hand else 0,
-                "vision_confidence": by_vision.confidence if hand else 0.0,
+                "vision_confidence": by_vision.sku_confidence if hand else 0.0,
                 "weight_sku": by_weight.sku,
                 "frame_event_ids": list(window.frame_ids) if window is not None else [],
             }

@@ -85,7 +85,10 @@ def test_a_window_is_the_usable_frames_that_saw_a_hand(catalog: Catalog) -> None
     assert FrameLedger.blind_cameras(ledger, late) == [1]  # only a dark frame from camera 1
     assert FrameLedger.blind_cameras(ledger, None) == []  # no frame at all: nothing moved
     FrameLedger.note(ledger, 5, frame(1500, [], 0, 0))
-    only_one = FrameLedger.window(ledger, 1500, 1500, len(catalog))
-    assert FrameLedger.blind_cameras(ledger, only_one) == [1]  # camera 1 sent nothing
+    idle = FrameLedger.window(ledger, 1500, 1500, len(catalog))
+    assert FrameLedger.blind_cameras(ledger, idle) == []  # one idle frame: nothing to compare
+    FrameLedger.note(ledger, 6, frame(1600, [[k, 0.9]], 1, 0))
+    movement = FrameLedger.window(ledger, 1500, 1600, len(catalog))
+    assert FrameLedger.blind_cameras(ledger, movement) == [1]  # camera 1 stayed silent
     FrameLedger.forget_before(ledger, 1100)
-    assert [s[0] for s in ledger["sightings"]] == [1200, 1200, 1500]
+    assert [s[0] for s in ledger["sightings"]] == [1200, 1200, 1500, 1600]
