@@ -221,8 +221,8 @@ def inject_anomaly(
         i = int(rng.integers(len(actions)))
         changes["dark_camera"] = (int(rng.integers(2)), max(0.0, actions[i].at_s - 1.0))
     else:  # CHECKOUT_WEIGHT_MISMATCH: weight that creeps in too slowly to make a step
-        ramp = float(rng.uniform(75.0, 90.0))
-        creep = Tamper(end, ramp, 0.0, float(rng.uniform(250.0, 450.0)), returns=False)
+        ramp = float(rng.uniform(90.0, 120.0))
+        creep = Tamper(end, ramp, 0.0, float(rng.uniform(400.0, 800.0)), returns=False)
         changes["tampers"] = (creep,)
         end += ramp + 2.0
     return replace(

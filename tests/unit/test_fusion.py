@@ -178,3 +178,12 @@ def test_weight_only_produce_bag_removal_by_its_grams(catalog: Catalog) -> None:
 
 def test_weight_only_far_from_everything_is_unknown(catalog: Catalog) -> None:
     assert decide(catalog, StepEvidence(7777.0, 1.5, None), "weight")[0] == "UNKNOWN"
+
+
+def test_the_sku_posterior_sums_over_quantities(catalog: Catalog) -> None:
+    # the cameras are sure it is water but unsure whether one or two bottles
+    views = frames(catalog, *[{"BEV_WATER_500": 0.9}] * 6)
+    step = StepEvidence(780.0, 1.5, views, counts=np.array([1, 2, 1, 2, 2, 1]))
+    (d,) = Fusion(catalog, mode="vision", device="cpu").decide([step])
+    assert d.sku == "BEV-WATER-500"
+    assert d.confidence < 0.95 < 0.99 < d.sku_confidence <= 1.0
