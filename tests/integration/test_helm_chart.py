@@ -126,3 +126,11 @@ def test_an_invalid_field_fails_schema_validation() -> None:
     with pytest.raises(kubernetes_validate.ValidationError):
         for doc in docs:
             validate(doc)
+
+
+def test_the_optional_service_monitor_renders() -> None:
+    docs = render(broken("serviceMonitor.enabled", True))
+    (monitor,) = by_kind(docs, "ServiceMonitor").values()
+    validate(monitor)
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
