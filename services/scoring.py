@@ -49,11 +49,7 @@ def _match_changes(
 ) -> tuple[int, int, int]:
     """(true positives, predicted changes, true movements) over the sessions in `truth`."""
     open_actions: dict[str, list[dict[str, Any]]] = {
-        sid: [
-            {**a, "t_ms": t["start_ms"] + a["at_s"] * 1000.0}
-            for a in t["actions"]
-            if "start_ms" in t
-        ]
+        sid: [{**a, "t_ms": t["start_ms"] + a["at_s"] * 1000.0} for a in t["actions"]]
         for sid, t in truth.items()
     }
     true_total = sum(len(v) for v in open_actions.values())

@@ -59,11 +59,15 @@ def anomaly(
     *,
     measured: float | None = None,
     expected: float | None = None,
-    evidence_of: tuple[str, ...] = (),
+    earlier: BasketChange | None = None,
+    key: tuple[str, ...] = (),
 ) -> Anomaly:
-    ids = evidence_of or (change["event_id"],)
+    """An alert about `change` (and `earlier`, when two changes make one case). Its id derives
+    from `key`, by default the changes' ids, so re-processing re-raises the same alert."""
+    changes = [c for c in (earlier, change) if c is not None]
+    ids = [c["event_id"] for c in changes]
     return {
-        "anomaly_id": derived_id("anomaly", kind, *ids),
+        "anomaly_id": derived_id("anomaly", kind, *(key or ids)),
         "kind": kind,
         "severity": severity,
         "cart_id": change["cart_id"],
@@ -71,8 +75,8 @@ def anomaly(
         "session_id": change["session_id"],
         "detected_ms": now_ms,
         "description": description,
-        "basket_change_ids": list(dict.fromkeys([*evidence_of, change["event_id"]])),
-        "frame_event_ids": list(change.get("frame_event_ids") or []),
+        "basket_change_ids": ids,
+        "frame_event_ids": [f for c in changes for f in c["frame_event_ids"]],
         "weight_from_ms": change["step_start_ms"],
         "weight_to_ms": change["step_end_ms"],
         "grams_measured": measured,
@@ -110,10 +114,12 @@ class AnomalyStage:
                 "basket": Basket().to_dict(),
                 "anomaly_ids": [],
                 "reasons": [],
-                "held": None,  # an unseen step, until we know whether it is undone
+                "held": None,  # an unseen step's change, until we know whether it is undone
                 "blind": [],  # cameras already reported blocked
+                "unknown_g": 0.0,  # grams of steps raised as unexplained
                 "closed_ms": None,
             }
+        state = self._upgrade(state)
         if state["closed_ms"] is not None or not accept_in_order(state, change["seq"]):
             return Result(state)
         basket = Basket.from_dict(state["basket"])
@@ -123,16 +129,16 @@ class AnomalyStage:
         elif action == "REMOVE" and sku is not None and sku in self.catalog:
             basket.remove(self.catalog, sku, change["quantity"], change["grams_delta"])
         if action == "UNKNOWN":  # every unexplained step raises its own alert
-            state["unknown_g"] = state.get("unknown_g", 0.0) + change["grams_delta"]
+            state["unknown_g"] += change["grams_delta"]
         if action in ("ADD", "REMOVE", "UNKNOWN"):
             found = self._step_alerts(state, change, now_ms)
         else:  # the session's end: nothing more can undo a held step
-            found = self._flush(state, change, now_ms)
+            found = self._flush(state, now_ms)
         outputs = [Outbound(self.topics.anomalies, change["cart_id"], ANOMALY, a) for a in found]
         state["anomaly_ids"] += [a["anomaly_id"] for a in found]
         state["reasons"] += [a["description"] for a in found]
         if action == "CHECKOUT_REQUESTED":
-            mismatch = self._weight_check(basket, change, now_ms, state.get("unknown_g", 0.0))
+            mismatch = self._weight_check(basket, change, now_ms, state["unknown_g"])
             if mismatch is not None:
                 outputs.append(
                     Outbound(self.topics.anomalies, change["cart_id"], ANOMALY, mismatch)
@@ -149,7 +155,7 @@ class AnomalyStage:
 
     def _step_alerts(self, state: State, change: BasketChange, now_ms: int) -> list[Anomaly]:
         delta = change["grams_delta"]
-        if change.get("frames_seen", -1) < 0:  # decided by weight alone: no camera evidence
+        if change["frames_seen"] < 0:  # decided by weight alone: no camera evidence
             if change["action"] != "UNKNOWN":
                 return []
             direction = "added" if delta > 0 else "removed"
@@ -164,19 +170,20 @@ class AnomalyStage:
                 )
             ]
         found = self._blocked(state, change, now_ms)
-        held = state.get("held")
+        held: BasketChange | None = state["held"]
         # working cameras saw no hand (with a camera down, nothing can be concluded)
         unseen = change["frames_with_hand"] == 0 and not change["blind_cameras"]
         if held is not None:
+            before = held["grams_delta"]
             undone = (
                 unseen
-                and held["delta"] * delta < 0
-                and abs(held["delta"] + delta) <= max(TAMPER_MATCH_G, 0.05 * abs(delta))
-                and change["step_start_ms"] - held["end_ms"] <= TAMPER_WINDOW_MS
+                and before * delta < 0
+                and abs(before + delta) <= max(TAMPER_MATCH_G, 0.05 * abs(delta))
+                and change["step_start_ms"] - held["step_end_ms"] <= TAMPER_WINDOW_MS
             )
             state["held"] = None
             if undone:
-                shape = "leaning on" if held["delta"] > 0 else "lifting"
+                shape = "leaning on" if before > 0 else "lifting"
                 return [
                     *found,
                     anomaly(
@@ -184,28 +191,22 @@ class AnomalyStage:
                         "CRITICAL",
                         change,
                         now_ms,
-                        f"the scale moved {held['delta']:+.0f} g and back ({delta:+.0f} g) "
+                        f"the scale moved {before:+.0f} g and back ({delta:+.0f} g) "
                         f"with no hand in view: {shape} the basket?",
-                        measured=held["delta"],
-                        evidence_of=(held["event_id"], change["event_id"]),
+                        measured=before,
+                        earlier=held,
                     ),
                 ]
-            found += self._unseen(held, change, now_ms)
+            found.append(self._unseen(held, now_ms))
         if unseen:
-            state["held"] = {
-                "event_id": change["event_id"],
-                "delta": delta,
-                "end_ms": change["step_end_ms"],
-                "weight_sku": change.get("weight_sku"),
-                "action": change["action"],
-            }
+            state["held"] = dict(change)
             return found
         return found + self._seen(change, now_ms)
 
     def _blocked(self, state: State, change: BasketChange, now_ms: int) -> list[Anomaly]:
         found = []
         for camera in change["blind_cameras"]:
-            if camera in state.setdefault("blind", []):
+            if camera in state["blind"]:
                 continue
             state["blind"].append(camera)
             found.append(
@@ -216,44 +217,28 @@ class AnomalyStage:
                     now_ms,
                     f"camera {camera} gave no usable frame while the weight changed by "
                     f"{change['grams_delta']:+.0f} g",
-                    evidence_of=(change["session_id"], f"camera-{camera}"),
+                    key=(change["session_id"], f"camera-{camera}"),
                 )
             )
         return found
 
-    def _unseen(self, held: dict[str, Any], change: BasketChange, now_ms: int) -> list[Anomaly]:
+    def _unseen(self, held: BasketChange, now_ms: int) -> Anomaly:
         """A held unseen step that was not undone."""
-        if held["delta"] > 0:
-            return [
-                anomaly(
-                    "UNRECOGNIZED_ITEM",
-                    "WARNING",
-                    change,
-                    now_ms,
-                    f"{held['delta']:.0f} g went in and no camera saw an item in hand",
-                    measured=held["delta"],
-                    evidence_of=(held["event_id"],),
-                )
-            ]
-        what = f" (weighs like {held['weight_sku']})" if held.get("weight_sku") else ""
-        return [
-            anomaly(
-                "REMOVAL_UNSEEN",
-                "WARNING",
-                change,
-                now_ms,
-                f"{-held['delta']:.0f} g came out{what} and no camera saw a removal",
-                measured=held["delta"],
-                evidence_of=(held["event_id"],),
-            )
-        ]
+        grams = held["grams_delta"]
+        if grams > 0:
+            kind: AnomalyKind = "UNRECOGNIZED_ITEM"
+            text = f"{grams:.0f} g went in and no camera saw an item in hand"
+        else:
+            kind = "REMOVAL_UNSEEN"
+            like = f" (weighs like {held['weight_sku']})" if held["weight_sku"] else ""
+            text = f"{-grams:.0f} g came out{like} and no camera saw a removal"
+        return anomaly(kind, "WARNING", held, now_ms, text, measured=grams)
 
     def _seen(self, change: BasketChange, now_ms: int) -> list[Anomaly]:
-        delta, seen = change["grams_delta"], change.get("vision_sku")
-        sure = seen is not None and change.get("vision_confidence", 0.0) >= SWAP_MIN_VISION
-        if sure and change.get("weight_sku") and self._weight_contradicts(change):
-            assert seen is not None
-            units = max(1, change.get("vision_quantity", 1))
+        delta, seen = change["grams_delta"], change["vision_sku"]
+        sure = seen is not None and change["vision_confidence"] >= SWAP_MIN_VISION
+        if seen is not None and sure and change["weight_sku"] and self._weight_contradicts(change):
+            units = max(1, change["vision_quantity"])
             return [
                 anomaly(
                     "ITEM_SWAP",
@@ -261,8 +246,7 @@ class AnomalyStage:
                     change,
                     now_ms,
                     f"the cameras saw {units} x {seen} ({change['vision_confidence']:.2f}) but "
-                    f"the weight changed by {delta:+.0f} g"
-                    + (f", like {change['weight_sku']}" if change.get("weight_sku") else ""),
+                    f"the weight changed by {delta:+.0f} g" + f", like {change['weight_sku']}",
                     measured=delta,
                     expected=units * float(self.catalog[seen].unit_grams),
                 )
@@ -284,7 +268,7 @@ class AnomalyStage:
     def _weight_contradicts(self, change: BasketChange) -> bool:
         """No count (1-4) of what the cameras saw, or of its look-alikes (which the detector
         confuses), weighs what the step weighed. Items sold by weight fit any grams."""
-        seen = change.get("vision_sku")
+        seen = change["vision_sku"]
         if seen is None or seen not in self.catalog:
             return False
         grams = abs(change["grams_delta"])
@@ -299,10 +283,17 @@ class AnomalyStage:
                     return False
         return True
 
-    def _flush(self, state: State, change: BasketChange, now_ms: int) -> list[Anomaly]:
-        held = state.get("held")
-        state["held"] = None
-        return self._unseen(held, change, now_ms) if held is not None else []
+    def _flush(self, state: State, now_ms: int) -> list[Anomaly]:
+        held, state["held"] = state["held"], None
+        return [self._unseen(held, now_ms)] if held is not None else []
+
+    @staticmethod
+    def _upgrade(state: State) -> State:
+        """A state written before the camera-evidence rules (changelogs outlive releases)."""
+        state.setdefault("held", None)
+        state.setdefault("blind", [])
+        state.setdefault("unknown_g", 0.0)
+        return state
 
     def _weight_check(
         self, basket: Basket, change: BasketChange, now_ms: int, flagged_g: float

@@ -40,8 +40,7 @@ MISSING_AFTER_FRAMES = 2  # a camera silent while another sent this many frames 
 
 
 def usable(detection: Detection) -> bool:
-    brightness = float(detection.get("brightness", -1.0))
-    contrast = float(detection.get("contrast", -1.0))
+    brightness, contrast = float(detection["brightness"]), float(detection["contrast"])
     if brightness < 0 or contrast < 0:  # a v1 detection: not measured, assume fine
         return True
     return brightness >= MIN_BRIGHTNESS and contrast >= MIN_CONTRAST
@@ -105,8 +104,8 @@ class FrameLedger:
             mark = above.pop(0)
         ledger["mark"], ledger["above"] = mark, above
         ledger["sightings"].append(sighting)
-        cameras = ledger.setdefault("cameras", [])
-        if len(sighting) > 3 and sighting[3] not in cameras:
+        cameras = ledger["cameras"]
+        if sighting[3] not in cameras:
             cameras.append(sighting[3])
             cameras.sort()
         return True
@@ -126,12 +125,11 @@ class FrameLedger:
         rows: list[np.ndarray] = []
         counts: list[int] = []
         cameras: set[int] = set()
-        for entry in inside:
-            boxes, count = entry[1], entry[2]
-            fine = entry[4] if len(entry) > 4 else True
-            if len(entry) > 3 and fine:
-                cameras.add(int(entry[3]))
-            if boxes and fine:
+        for _, boxes, count, camera, fine, _ in inside:
+            if not fine:
+                continue
+            cameras.add(int(camera))
+            if boxes:
                 row = np.zeros(size)
                 for k, score in boxes:
                     row[int(k)] = float(score)
@@ -140,10 +138,10 @@ class FrameLedger:
         return Window(
             np.stack(rows) if rows else np.zeros((0, size)),
             np.asarray(counts, dtype=float),
-            sum(1 for e in inside if (e[4] if len(e) > 4 else True)),
+            sum(1 for e in inside if e[4]),
             tuple(sorted(cameras)),
-            tuple(int(e[3]) for e in inside if len(e) > 3),
-            tuple(str(e[5]) for e in inside if len(e) > 5),
+            tuple(int(e[3]) for e in inside),
+            tuple(str(e[5]) for e in inside),
         )
 
     @staticmethod
@@ -159,7 +157,7 @@ class FrameLedger:
         busiest = max(sent.values(), default=0)
         return [
             c
-            for c in ledger.get("cameras", [])
+            for c in ledger["cameras"]
             if c not in window.cameras and (c in sent or busiest >= MISSING_AFTER_FRAMES)
         ]
 

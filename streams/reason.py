@@ -124,10 +124,17 @@ class ReasonStage:
             "closed_ms": None,
         }
 
+    @staticmethod
+    def _upgrade(state: State) -> State:
+        """A state written before reasoning used the cameras (changelogs outlive releases)."""
+        state.setdefault("steps", [])
+        state.setdefault("vision", FrameLedger.new())
+        return state
+
     def handle(
         self, state: State | None, record: Mapping[str, Any], inbound: Inbound, now_ms: int
     ) -> Result:
-        state = state if state is not None else self._new_state(record)
+        state = self._upgrade(state) if state is not None else self._new_state(record)
         if state["closed_ms"] is not None:
             return Result(state)  # late or duplicate input for a finished session
         if inbound.topic == self.topics.weights:
@@ -159,7 +166,7 @@ class ReasonStage:
         )
         state["settle"] = settle.to_dict()
         state["last_seq"] = seq
-        barrier = int(packet.get("last_frame_sequence", -1))
+        barrier = packet["last_frame_sequence"]  # -1 from a v1 cart (decoded with the default)
         state["steps"] += [
             {
                 "start_ms": step.start_ms,
@@ -304,7 +311,7 @@ class ReasonStage:
             evidence=match.evidence,
             seen=seen,
         )
-        trace = str(step.get("traceparent") or "").encode() or None
+        trace = step["traceparent"].encode() or None
         return Outbound(self.topics.basket_changes, state["cart_id"], BASKET_CHANGE, change, trace)
 
     def _close(

@@ -222,3 +222,28 @@ def test_alerts_name_their_evidence(settings: Settings, catalog: Catalog) -> Non
     (tamper,) = p.records(settings.topics.anomalies)
     assert tamper["basket_change_ids"] == ["c3", "c4"]
     assert tamper["frame_event_ids"] and tamper["severity"] == "CRITICAL"
+
+
+def alerts(settings: Settings, catalog: Catalog, session: Session) -> list[dict[str, Any]]:
+    p = MemoryPipeline(settings, [AnomalyStage(settings, catalog)])
+    for change in session.changes:
+        p.publish(settings.topics.basket_changes, "cart-1", BASKET_CHANGE, change)
+    p.run()
+    return p.records(settings.topics.anomalies)
+
+
+def test_an_alert_names_the_changes_and_frames_it_is_about(
+    settings: Settings, catalog: Catalog
+) -> None:
+    session = (
+        honest()
+        .step("ADD", "PAN-TUNA-160", 185.0, frames=3, blind=(1,))
+        .step("REMOVE", "PAN-RICE-1000", -1015.0, hand=0)  # held, then reported at the end
+        .step("ADD", "BEV-WATER-500", 520.0)
+        .checkout()
+    )
+    by_kind = {a["kind"]: a for a in alerts(settings, catalog, session)}
+    assert set(by_kind) == {"CAMERA_BLOCKED", "REMOVAL_UNSEEN"}
+    assert by_kind["CAMERA_BLOCKED"]["basket_change_ids"] == ["c3"]
+    assert by_kind["REMOVAL_UNSEEN"]["basket_change_ids"] == ["c4"]  # not the change after it
+    assert by_kind["REMOVAL_UNSEEN"]["frame_event_ids"] == [f"f4-{i}" for i in range(6)]

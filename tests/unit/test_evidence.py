@@ -16,6 +16,8 @@ def detection(seq: int, ms: int, *boxes: tuple[str, float, float]) -> Any:
         "frame_event_id": f"f{seq}",
         "camera_id": 1,
         "frame_sequence": seq,
+        "brightness": -1.0,  # as a v1 detection decodes: not measured
+        "contrast": -1.0,
         "capture_time_ms": ms,
         "boxes": [
             {"sku": sku, "score": score, "x0": 0.3, "x1": 0.5, "y0": y - 0.1, "y1": y + 0.1}
