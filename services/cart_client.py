@@ -29,7 +29,12 @@ from opentelemetry.trace import SpanKind
 from cartstream.schemas.codec import AvroCodec
 from cartstream.services.settings import Settings
 from cartstream.services.spool import Spool, SpoolRecord
-from cartstream.services.telemetry import current_traceparent, message_span, setup_tracing
+from cartstream.services.telemetry import (
+    current_traceparent,
+    message_span,
+    record_attributes,
+    setup_tracing,
+)
 from cartstream.streams.stage import EVENT_ID_HEADER, TRACEPARENT
 
 log = logging.getLogger(__name__)
@@ -47,7 +52,7 @@ class CartClient:
         producer_factory: ProducerFactory | None = None,
         fsync: bool = False,
     ) -> None:
-        setup_tracing(settings)
+        setup_tracing(settings, component="cart")
         self.settings = settings
         self.codec = codec or AvroCodec()
         self.spool = Spool(spool_dir, fsync=fsync)
@@ -78,9 +83,13 @@ class CartClient:
     def send(self, topic: str, key: str, schema: str, record: dict[str, Any]) -> int:
         """Spool one event; returns its spool index. Never blocks on the network."""
         value = self.codec.encode(schema, record)
-        with message_span(
-            "send", topic, kind=SpanKind.PRODUCER, attributes={"messaging.kafka.message.key": key}
-        ):
+        attributes = {
+            "messaging.kafka.message.key": key,
+            "messaging.message.id": str(record["event_id"]),
+            "cartstream.stage": "cart",
+            **record_attributes(record),
+        }
+        with message_span("send", topic, kind=SpanKind.PRODUCER, attributes=attributes):
             trace = current_traceparent()
         headers = [*self.codec.headers(schema), (EVENT_ID_HEADER, str(record["event_id"]).encode())]
         if trace:

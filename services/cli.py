@@ -288,8 +288,10 @@ def _register_model_commands() -> None:
     from cartstream.services.cli_eval import evaluate
     from cartstream.services.cli_models import bench, models
     from cartstream.services.cli_review import review
+    from cartstream.services.cli_trace import trace
 
     cli.add_command(review)
+    cli.add_command(trace)
     cli.add_command(models)
     cli.add_command(bench)
     cli.add_command(evaluate)

@@ -200,9 +200,14 @@ class Settings(BaseSettings):
     review_wait_s: float = Field(default=30.0, gt=0)
     max_future_skew_s: float = Field(default=300.0, gt=0)
     max_frame_bytes: int = Field(default=2_000_000, gt=0)
-    otel_exporter: Literal["none", "console", "jsonl", "otlp"] = "none"
-    otel_endpoint: str | None = None
+    # telemetry (see services/telemetry.py and services/metrics.py)
+    otel_exporter: Literal["auto", "none", "console", "jsonl", "otlp"] = "auto"
+    otel_endpoint: str | None = None  # a collector: http://host:4317 (grpc), :4318 (http)
+    otel_protocol: Literal["grpc", "http"] = "grpc"
     otel_jsonl_path: Path = Path("cartstream-spans.jsonl")
+    otel_jsonl_max_mb: int = Field(default=100, ge=1)  # then rotated once to <path>.1
+    otel_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)  # decided at the cart
+    otel_metrics_interval_s: float = Field(default=10.0, gt=0)  # OTLP metric export period
     service_name: str = "cartstream"
     ready_file: Path | None = None  # touched once the worker owns its partitions (probes, demo)
 

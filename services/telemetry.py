@@ -1,90 +1,173 @@
-"""OpenTelemetry wiring: tracer provider from settings, W3C trace context in Kafka headers.
+"""OpenTelemetry tracing: the tracer provider from settings, W3C trace context in Kafka headers.
 
-With `otel_exporter=none` spans still get real ids but are exported nowhere, so the `traceparent`
-header flows from the cart's produce through every stage either way, and turning export on needs
-no change anywhere else.
+Where spans go (`otel_exporter`):
+- `auto` (default): OTLP when `otel_endpoint` is set, else the local JSON-lines file
+  (`otel_jsonl_path`), which `cartstream trace` reads;
+- `otlp`: OTLP over gRPC or HTTP (`otel_protocol`) to a collector;
+- `jsonl`, `console`, or `none` (spans still get ids, so `traceparent` keeps flowing).
+
+Sampling is decided once, at the cart (`otel_sample_ratio`): every later span follows its
+parent, so a trace is either whole or absent. With ratio 0 nothing is recorded anywhere and the
+headers carry unsampled contexts.
+
+Header discipline: exactly one `traceparent` per Kafka record, written by whoever sends it (the
+cart client, `streams.runtime.Publisher`) from its own `send <topic>` span. Faust's OTel sensor
+only reads headers, never writes them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
-from threading import Lock
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SpanExporter,
-    SpanExportResult,
-)
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from cartstream.services.settings import Settings
+from cartstream.services.spanfile import JsonLinesSpanExporter
 
 log = logging.getLogger(__name__)
 TRACEPARENT = "traceparent"
+MAX_LINKS = 1024  # a checkout links every basket change of its session
 _propagator = TraceContextTextMapPropagator()
-_configured = False
+
+# record fields worth seeing on a span (the message's identity and what it says)
+RECORD_ATTRIBUTES = (
+    "event_id",
+    "checkout_id",
+    "anomaly_id",
+    "cart_id",
+    "session_id",
+    "camera_id",
+    "sequence",
+    "seq",
+    "action",
+    "sku",
+    "quantity",
+    "kind",
+    "status",
+)
 
 
-class JsonLinesSpanExporter(SpanExporter):
-    """Appends finished spans to a local file, one JSON object a line (the offline default)."""
+class _Switchable(SpanProcessor):
+    """The provider's one processor; `setup_tracing` swaps what it delegates to, so a process
+    (a test run, the demo) can point its spans elsewhere after the global provider is set."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = Lock()
+    def __init__(self) -> None:
+        self.delegate: SpanProcessor | None = None
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        lines = [span.to_json(indent=None) for span in spans]
-        with self._lock, self.path.open("a") as fh:
-            fh.write("\n".join(lines) + "\n")
-        return SpanExportResult.SUCCESS
+    def on_start(self, span: Any, parent_context: otel_context.Context | None = None) -> None:
+        if self.delegate is not None:
+            self.delegate.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.delegate is not None:
+            self.delegate.on_end(span)
 
     def shutdown(self) -> None:
+        if self.delegate is not None:
+            self.delegate.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.delegate.force_flush(timeout_millis) if self.delegate is not None else True
+
+
+_provider: TracerProvider | None = None
+_switch = _Switchable()
+_current: tuple[Any, ...] | None = None
+
+
+def exporter_kind(settings: Settings) -> str:
+    if settings.otel_exporter == "auto":
+        return "otlp" if settings.otel_endpoint else "jsonl"
+    return settings.otel_exporter
+
+
+def _span_exporter(settings: Settings) -> SpanExporter | None:
+    kind = exporter_kind(settings)
+    if kind == "none":
         return None
+    if kind == "console":
+        return ConsoleSpanExporter()
+    if kind == "jsonl":
+        return JsonLinesSpanExporter(
+            settings.otel_jsonl_path, max_bytes=settings.otel_jsonl_max_mb * 1_000_000
+        )
+    endpoint = str(settings.otel_endpoint)
+    if settings.otel_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcSpanExporter,
+        )
+
+        return GrpcSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces")
 
 
-def setup_tracing(settings: Settings) -> None:
-    """Install the tracer provider the settings ask for (once per process)."""
-    global _configured
-    if _configured:
+def setup_tracing(settings: Settings, component: str = "worker") -> None:
+    """Install the global tracer provider (once) and point it where the settings say."""
+    global _provider, _current
+    if _provider is None:
+        ratio = settings.otel_sample_ratio
+        _provider = TracerProvider(
+            resource=Resource.create({"service.name": f"{settings.service_name}-{component}"}),
+            sampler=ParentBased(TraceIdRatioBased(ratio)),
+            span_limits=SpanLimits(max_links=MAX_LINKS),
+        )
+        _provider.add_span_processor(_switch)
+        trace.set_tracer_provider(_provider)
+    wanted = (
+        exporter_kind(settings),
+        settings.otel_endpoint,
+        settings.otel_protocol,
+        str(settings.otel_jsonl_path),
+    )
+    if wanted == _current:
         return
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
-    trace.set_tracer_provider(provider)
-    _configured = True
-    # Spans get real ids (so `traceparent` flows) even when nothing exports them.
-    if settings.otel_exporter == "none":
-        return
-    exporter: SpanExporter
-    if settings.otel_exporter == "console":
-        exporter = ConsoleSpanExporter()
-    elif settings.otel_exporter == "jsonl":
-        exporter = JsonLinesSpanExporter(settings.otel_jsonl_path)
-    else:
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        except ImportError as exc:  # pragma: no cover - optional package
-            raise RuntimeError("otel_exporter=otlp needs opentelemetry-exporter-otlp") from exc
-        exporter = OTLPSpanExporter(endpoint=settings.otel_endpoint)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    old, _current = _switch.delegate, wanted
+    exporter = _span_exporter(settings)
+    _switch.delegate = (
+        BatchSpanProcessor(exporter, schedule_delay_millis=1000) if exporter else None
+    )
+    if old is not None:
+        old.shutdown()
+    log.info("tracing: spans to %s", wanted[0] if wanted[0] != "jsonl" else wanted[3])
+
+
+def flush_tracing(timeout_s: float = 10.0) -> bool:
+    """Export what is buffered (before a process exits or a test reads the spans)."""
+    return _switch.force_flush(int(timeout_s * 1000))
 
 
 def tracer() -> trace.Tracer:
     return trace.get_tracer("cartstream")
 
 
-def context_from(traceparent: bytes | None) -> otel_context.Context | None:
+def context_from(traceparent: bytes | str | None) -> otel_context.Context | None:
     if not traceparent:
         return None
-    return _propagator.extract({TRACEPARENT: traceparent.decode(errors="replace")})
+    text = traceparent.decode(errors="replace") if isinstance(traceparent, bytes) else traceparent
+    return _propagator.extract({TRACEPARENT: text})
+
+
+def link_to(traceparent: bytes | str | None, **attributes: Any) -> Link | None:
+    """A span link to the span a `traceparent` names (None when it names none)."""
+    ctx = context_from(traceparent)
+    if ctx is None:
+        return None
+    span_context = trace.get_current_span(ctx).get_span_context()
+    if not span_context.is_valid:
+        return None
+    return Link(span_context, attributes or None)
 
 
 def current_traceparent() -> bytes | None:
@@ -94,6 +177,23 @@ def current_traceparent() -> bytes | None:
     return value.encode() if value else None
 
 
+def record_attributes(record: Mapping[str, Any]) -> dict[str, Any]:
+    """`cartstream.<field>` attributes for the identifying fields a record has."""
+    out: dict[str, Any] = {}
+    for name in RECORD_ATTRIBUTES:
+        value = record.get(name)
+        if isinstance(value, str | int | float | bool) and value is not None:
+            out[f"cartstream.{name}"] = value
+    return out
+
+
+def mark_error(span: Span, reason: str, error_type: str | None = None) -> None:
+    """Flag a span as failed (a dead letter, a crash), with the reason on it."""
+    span.set_status(Status(StatusCode.ERROR, reason))
+    if error_type:
+        span.set_attribute("error.type", error_type)
+
+
 @contextmanager
 def message_span(
     operation: str,
@@ -101,15 +201,26 @@ def message_span(
     parent: bytes | None = None,
     kind: SpanKind = SpanKind.CONSUMER,
     attributes: Mapping[str, Any] | None = None,
+    links: Iterable[bytes | str] = (),
 ) -> Iterator[Span]:
-    """A span named `<operation> <topic>` with OTel messaging attributes, child of `parent`."""
+    """A span named `<operation> <topic>` with OTel messaging attributes.
+
+    `parent`: the traceparent to continue (None: the current span); `links`: traceparents of
+    other spans this one depends on (the frames of an inference batch, a checkout's changes).
+    """
     attrs = {
         "messaging.system": "kafka",
         "messaging.destination.name": topic,
         "messaging.operation.name": operation,
+        "messaging.operation.type": operation if operation in ("send", "process") else "process",
         **(attributes or {}),
     }
+    span_links = [link for link in (link_to(t) for t in links) if link is not None]
     with tracer().start_as_current_span(
-        f"{operation} {topic}", context=context_from(parent), kind=kind, attributes=attrs
+        f"{operation} {topic}",
+        context=context_from(parent),
+        kind=kind,
+        attributes=attrs,
+        links=span_links,
     ) as span:
         yield span

@@ -83,6 +83,14 @@ class DetectStage:
     def inputs(self) -> Mapping[str, str]:
         return {self.topics.frames: CART_FRAME}
 
+    def describe(self) -> dict[str, str]:
+        if self.runtime is None:
+            return {"cartstream.model": "disabled", "cartstream.provider": "none"}
+        return {
+            "cartstream.model": self.runtime.version,
+            "cartstream.provider": self.runtime.provider,
+        }
+
     def validate(self, record: Mapping[str, Any], inbound: Inbound, now_ms: int) -> None:
         # the JPEG itself is decoded once, with its batch (see `handle_batch`)
         validate_frame(

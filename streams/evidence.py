@@ -46,10 +46,12 @@ def usable(detection: Detection) -> bool:
     return brightness >= MIN_BRIGHTNESS and contrast >= MIN_CONTRAST
 
 
-def sighting(detection: Detection, catalog: Catalog, zone_y: float) -> Sighting:
+def sighting(
+    detection: Detection, catalog: Catalog, zone_y: float, traceparent: str = ""
+) -> Sighting:
     """[capture ms, [[sku index, best score], ...] of the boxes whose centre lies in the hand
     zone, how many such boxes (units held at once), camera id, usable (not dark or uniform),
-    frame event id]."""
+    frame event id, the trace context of the detection (a basket change links to it)]."""
     best: dict[int, float] = {}
     count = 0
     for box in detection["boxes"]:
@@ -65,6 +67,7 @@ def sighting(detection: Detection, catalog: Catalog, zone_y: float) -> Sighting:
         int(detection["camera_id"]),
         usable(detection),
         detection["frame_event_id"],
+        traceparent,
     ]
 
 
@@ -78,6 +81,7 @@ class Window:
     cameras: tuple[int, ...]  # cameras with at least one usable frame in the window
     senders_by_frame: tuple[int, ...]  # the camera of every frame in the window
     frame_ids: tuple[str, ...]  # every frame in the window
+    frame_traces: tuple[str, ...] = ()  # their detections' trace contexts (those known)
 
 
 class FrameLedger:
@@ -125,7 +129,7 @@ class FrameLedger:
         rows: list[np.ndarray] = []
         counts: list[int] = []
         cameras: set[int] = set()
-        for _, boxes, count, camera, fine, _ in inside:
+        for _, boxes, count, camera, fine, *_ in inside:
             if not fine:
                 continue
             cameras.add(int(camera))
@@ -142,6 +146,7 @@ class FrameLedger:
             tuple(sorted(cameras)),
             tuple(int(e[3]) for e in inside),
             tuple(str(e[5]) for e in inside),
+            tuple(str(e[6]) for e in inside if e[6]),
         )
 
     @staticmethod

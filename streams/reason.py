@@ -47,6 +47,8 @@ from cartstream.streams.stage import Inbound, Outbound, Result, State, derived_i
 
 log = logging.getLogger(__name__)
 
+RECENT_PACKETS = 32  # weight packets remembered for their trace contexts (6.4 s at 5 a second)
+SIGHTING_FIELDS = 7
 STATE_RETENTION_MS = (
     6 * 3600 * 1000
 )  # keep a closed session's state this long to drop late duplicates
@@ -120,15 +122,23 @@ class ReasonStage:
             "basket": Basket().to_dict(),
             "steps": [],
             "vision": FrameLedger.new(),
+            "packets": [],  # [start ms, end ms, traceparent] of the latest weight packets
             "pending": None,
             "closed_ms": None,
         }
 
     @staticmethod
     def _upgrade(state: State) -> State:
-        """A state written before reasoning used the cameras (changelogs outlive releases)."""
+        """A state written by an older release (changelogs outlive releases): before reasoning
+        used the cameras, before steps and sightings kept their trace contexts."""
         state.setdefault("steps", [])
         state.setdefault("vision", FrameLedger.new())
+        state.setdefault("packets", [])
+        for seen in state["vision"]["sightings"]:
+            if len(seen) < SIGHTING_FIELDS:
+                seen.append("")
+        for step in state["steps"]:
+            step.setdefault("packet_traces", [])
         return state
 
     def handle(
@@ -140,7 +150,7 @@ class ReasonStage:
         if inbound.topic == self.topics.weights:
             return self._on_packet(state, cast(WeightPacket, record), inbound, now_ms)
         if inbound.topic == self.topics.detections:
-            return self._on_detection(state, cast(Detection, record), now_ms)
+            return self._on_detection(state, cast(Detection, record), inbound, now_ms)
         return self._on_session(state, cast(SessionEvent, record), inbound, now_ms)
 
     def _on_packet(
@@ -166,6 +176,13 @@ class ReasonStage:
         )
         state["settle"] = settle.to_dict()
         state["last_seq"] = seq
+        packet_end = packet["start_time_ms"] + round(
+            1000 * len(packet["samples_g"]) / packet["sample_rate_hz"]
+        )
+        trace = (inbound.traceparent or b"").decode()
+        state["packets"] = [*state["packets"], [packet["start_time_ms"], packet_end, trace]][
+            -RECENT_PACKETS:
+        ]
         barrier = packet["last_frame_sequence"]  # -1 from a v1 cart (decoded with the default)
         state["steps"] += [
             {
@@ -180,16 +197,29 @@ class ReasonStage:
                 "received_ms": now_ms,
                 # the change carries the trace of the packet that completed its step, whichever
                 # input (a detection, a tick) lets it be decided
-                "traceparent": (inbound.traceparent or b"").decode(),
+                "traceparent": trace,
+                # the other packets the step's samples came in (the change links to them)
+                "packet_traces": self._packet_traces(state, step.start_ms, step.end_ms, trace),
             }
             for step in steps
         ]
         return Result(state, self._settle(state, now_ms))
 
-    def _on_detection(self, state: State, detection: Detection, now_ms: int) -> Result:
+    def _packet_traces(self, state: State, start_ms: int, end_ms: int, own: str) -> list[str]:
+        since = start_ms - round(self.settings.reason.settle_window_s * 1000)
+        return [t for s, e, t in state["packets"] if t and t != own and e >= since and s <= end_ms]
+
+    def _on_detection(
+        self, state: State, detection: Detection, inbound: Inbound, now_ms: int
+    ) -> Result:
         if not self.uses_vision:
             return Result(state)
-        seen = sighting(detection, self.catalog, self.settings.reason.hand_zone_y)
+        seen = sighting(
+            detection,
+            self.catalog,
+            self.settings.reason.hand_zone_y,
+            (inbound.traceparent or b"").decode(),
+        )
         if not FrameLedger.note(state["vision"], detection["frame_sequence"], seen):
             return Result(state)  # re-delivery
         return Result(state, self._settle(state, now_ms))
@@ -312,7 +342,15 @@ class ReasonStage:
             seen=seen,
         )
         trace = step["traceparent"].encode() or None
-        return Outbound(self.topics.basket_changes, state["cart_id"], BASKET_CHANGE, change, trace)
+        links = [*step["packet_traces"], *(window.frame_traces if window is not None else ())]
+        return Outbound(
+            self.topics.basket_changes,
+            state["cart_id"],
+            BASKET_CHANGE,
+            change,
+            trace,
+            tuple(t.encode() for t in links),
+        )
 
     def _close(
         self, state: State, pending: dict[str, Any], now_ms: int, incomplete: bool

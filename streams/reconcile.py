@@ -142,11 +142,15 @@ class ReconcileStage:
                 "marker": None,
                 "review": None,
                 "closed_ms": None,
+                "traces": [],  # trace contexts of every change and the review (checkout links)
             }
         if state["closed_ms"] is not None:
             return Result(state)
+        traces = state.setdefault("traces", [])  # a state from before traces were kept
         if inbound.topic == self.topics.reviews:
             if state["review"] is None:
+                if inbound.traceparent:
+                    traces.append(inbound.traceparent.decode())
                 review = cast(SessionReview, record)
                 state["review"] = {
                     "anomaly_ids": review["anomaly_ids"],
@@ -156,6 +160,8 @@ class ReconcileStage:
             change = cast(BasketChange, record)
             if not accept_in_order(state, change["seq"]):
                 return Result(state)
+            if inbound.traceparent:
+                traces.append(inbound.traceparent.decode())
             self._apply(state, change, inbound, now_ms)
         return Result(state, self._maybe_checkout(state, now_ms, timed_out=False))
 
@@ -201,7 +207,8 @@ class ReconcileStage:
         )
         state["closed_ms"] = now_ms
         trace = marker["traceparent"].encode() or None
-        return [Outbound(self.topics.checkouts, state["cart_id"], CHECKOUT, checkout, trace)]
+        links = tuple(t.encode() for t in state.get("traces", []) if t != marker["traceparent"])
+        return [Outbound(self.topics.checkouts, state["cart_id"], CHECKOUT, checkout, trace, links)]
 
     def needs_tick(self, state: State, now_ms: int) -> bool:
         if state.get("closed_ms") is not None:

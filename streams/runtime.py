@@ -25,11 +25,18 @@ import faust
 from opentelemetry.trace import SpanKind
 
 from cartstream.schemas.codec import AvroCodec
+from cartstream.services.metrics import instruments, reason_label
 from cartstream.services.settings import Settings
-from cartstream.services.telemetry import current_traceparent, message_span
+from cartstream.services.telemetry import (
+    current_traceparent,
+    mark_error,
+    message_span,
+    record_attributes,
+)
 from cartstream.services.topics import tick_topic_name
 from cartstream.streams.deadletter import decode_for_stage
 from cartstream.streams.stage import EVENT_ID_HEADER, TRACEPARENT, Inbound, Outbound, Stage
+from cartstream.streams.tracing import process_span
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +64,17 @@ def inbound_from(msg: Any) -> Inbound:
 
 
 class Publisher:
-    """Encodes Outbounds and sends them, waiting for the broker's acks."""
+    """Encodes Outbounds and sends them, waiting for the broker's acks.
 
-    def __init__(self, app: faust.App, codec: AvroCodec) -> None:
+    Each output gets a `send <topic>` span (a child of `Outbound.traceparent`, or of the input
+    being processed) linked to `Outbound.links`, and that span's context as its one
+    `traceparent` header. Dead letters are counted by stage and reason here, where all pass.
+    """
+
+    def __init__(self, app: faust.App, codec: AvroCodec, dead_letters: str = "") -> None:
         self.app = app
         self.codec = codec
+        self.dead_letters = dead_letters
         self._topics: dict[str, faust.TopicT] = {}
 
     def topic(self, name: str) -> faust.TopicT:
@@ -69,13 +82,12 @@ class Publisher:
             self._topics[name] = self.app.topic(name, value_serializer="raw", key_serializer="raw")
         return self._topics[name]
 
-    async def publish(self, outputs: Iterable[Outbound]) -> None:
+    async def publish(
+        self, outputs: Iterable[Outbound], stage: str, links: tuple[bytes, ...] = ()
+    ) -> None:
         futures = []
         for out in outputs:
             headers = self.codec.headers(out.schema)
-            trace = out.traceparent or current_traceparent()
-            if trace:
-                headers.append((TRACEPARENT, trace))
             event_id = (
                 out.record.get("event_id")
                 or out.record.get("checkout_id")
@@ -83,12 +95,28 @@ class Publisher:
             )
             if event_id:
                 headers.append((EVENT_ID_HEADER, str(event_id).encode()))
+            attributes = {
+                "messaging.kafka.message.key": out.key,
+                "cartstream.stage": stage,
+                **record_attributes(out.record),
+            }
+            if event_id:
+                attributes["messaging.message.id"] = str(event_id)
+            if out.topic == self.dead_letters:
+                self._count_dead_letter(out)
             with message_span(
                 "send",
                 out.topic,
+                parent=out.traceparent,
                 kind=SpanKind.PRODUCER,
-                attributes={"messaging.kafka.message.key": out.key},
-            ):
+                attributes=attributes,
+                links=(*out.links, *links),
+            ) as span:
+                if out.topic == self.dead_letters:
+                    mark_error(span, str(out.record["reason"]), str(out.record["error_type"]))
+                trace = current_traceparent()
+                if trace:
+                    headers.append((TRACEPARENT, trace))
                 fut = await self.topic(out.topic).send(
                     key=out.key.encode(),
                     value=self.codec.encode(out.schema, out.record),
@@ -97,6 +125,17 @@ class Publisher:
             futures.append(fut)
         if futures:
             await asyncio.gather(*futures)
+
+    @staticmethod
+    def _count_dead_letter(out: Outbound) -> None:
+        instruments().dead_letters.add(
+            1,
+            {
+                "stage": str(out.record.get("stage")),
+                "error_type": str(out.record.get("error_type")),
+                "reason": reason_label(str(out.record.get("reason", ""))),
+            },
+        )
 
 
 class StageRunner:
@@ -148,33 +187,29 @@ class StageRunner:
             await self.handle(event.message)
 
     async def handle(self, msg: Any) -> None:
+        """One input, inside the `process <topic>` span Faust's sensor opened for it."""
+        if msg.topic == self.tick_topic_name:
+            await self._on_tick((msg.key or b"").decode(), now_ms())
+            return
+        started = time.perf_counter()
         inbound = inbound_from(msg)
         now = now_ms()
-        with message_span(
-            "process",
-            msg.topic,
-            parent=inbound.traceparent,
-            attributes={
-                "messaging.destination.partition.id": str(msg.partition),
-                "messaging.kafka.offset": msg.offset,
-                "messaging.consumer.group.name": self.app.conf.id,
-                "messaging.kafka.message.key": (msg.key or b"").decode(errors="replace"),
-            },
-        ):
-            if msg.topic == self.tick_topic_name:
-                await self._on_tick((msg.key or b"").decode(), now)
-                return
-            decoded = decode_for_stage(
-                self.stage, self.codec, inbound, msg.value, now, self.settings.topics.dead_letters
-            )
-            if isinstance(decoded, Outbound):
-                await self.publisher.publish([decoded])
-                return
+        span = process_span()
+        span.set_attribute("cartstream.stage", self.stage.name)
+        decoded = decode_for_stage(
+            self.stage, self.codec, inbound, msg.value, now, self.settings.topics.dead_letters
+        )
+        if isinstance(decoded, Outbound):
+            mark_error(span, str(decoded.record["reason"]), str(decoded.record["error_type"]))
+            await self.publisher.publish([decoded], self.stage.name)
+        else:
+            span.set_attributes(record_attributes(decoded))
             key = self.stage.state_key(decoded)
             state = self.table.get(key) if self.table is not None else None
             result = self.stage.handle(state, decoded, inbound, now)
-            await self.publisher.publish(result.outputs)
+            await self.publisher.publish(result.outputs, self.stage.name)
             self._store(key, result.state, msg.partition)
+        record_processed(self.stage.name, msg.topic, started, isinstance(decoded, Outbound))
 
     async def _on_tick(self, key: str, now: int) -> None:
         self._ticked.pop(key, None)
@@ -182,7 +217,7 @@ class StageRunner:
         if state is None or not self.stage.needs_tick(state, now):
             return
         result = self.stage.tick(state, now)
-        await self.publisher.publish(result.outputs)
+        await self.publisher.publish(result.outputs, self.stage.name)
         self._store(key, result.state, state.get(PARTITION_FIELD, 0))
 
     def _store(self, key: str, state: dict[str, Any] | None, partition: int) -> None:
@@ -208,8 +243,20 @@ class StageRunner:
             )
 
 
+def record_processed(stage: str, topic: str, started: float, dead_letter: bool) -> None:
+    """Count one processed input and its processing time (the stage.* metrics)."""
+    meter = instruments()
+    labels = {"stage": stage, "topic": topic}
+    meter.duration.record(time.perf_counter() - started, labels)
+    meter.events.add(1, {**labels, "outcome": "dead_letter" if dead_letter else "ok"})
+
+
 class BatchStage(Stage, Protocol):
     """A stateless stage that works on batches (the detector)."""
+
+    def describe(self) -> dict[str, str]:
+        """Span attributes for its batches (model version, execution provider)."""
+        ...
 
     def handle_batch(
         self,
@@ -258,6 +305,9 @@ class BatchRunner:
             await self.handle([e.message for e in events])
 
     async def handle(self, messages: Sequence[Any]) -> None:
+        """One batch: a `process <topic>` span linked to every frame in it; each detection's
+        `send` span continues its frame's trace and links back to the batch span."""
+        started = time.perf_counter()
         now = now_ms()
         records: list[Mapping[str, Any]] = []
         inbounds: list[Inbound] = []
@@ -275,20 +325,43 @@ class BatchRunner:
                 inbounds.append(inbound)
                 raws.append(msg.value)
         loop = asyncio.get_running_loop()
+        letters = len(outputs)
+        topic = messages[0].topic if messages else self.stage.name
         with message_span(
             "process",
-            self.stage.name,
+            topic,
+            kind=SpanKind.CONSUMER,
             attributes={
                 "messaging.batch.message_count": len(messages),
                 "messaging.consumer.group.name": self.app.conf.id,
+                "cartstream.stage": self.stage.name,
+                "cartstream.dead_letters": letters,
+                **self.stage.describe(),
             },
+            links=[i.traceparent for i in inbounds if i.traceparent],
         ):
+            batch_trace = current_traceparent()
+            inferred = time.perf_counter()
             outputs += await loop.run_in_executor(
                 self.executor, self.stage.handle_batch, records, inbounds, raws, now
             )
-        await self.publisher.publish(outputs)
+            inferred = time.perf_counter() - inferred
+        await self.publisher.publish(
+            outputs, self.stage.name, links=(batch_trace,) if batch_trace else ()
+        )
         self.batches += 1
         self.frames += len(messages)
+        meter = instruments()
+        labels = {"provider": str(self.stage.describe().get("cartstream.provider", "none"))}
+        meter.batch_size.record(len(records), labels)
+        meter.batch_duration.record(inferred, labels)
+        meter.duration.record(
+            time.perf_counter() - started, {"stage": self.stage.name, "topic": topic}
+        )
+        ok = {"stage": self.stage.name, "topic": topic, "outcome": "ok"}
+        meter.events.add(len(records), ok)
+        if letters:
+            meter.events.add(letters, {**ok, "outcome": "dead_letter"})
 
     @property
     def codec(self) -> AvroCodec:

@@ -42,13 +42,16 @@ class Inbound:
 
 @dataclass(frozen=True)
 class Outbound:
-    """One record to publish. `traceparent` None: the span of the input being processed."""
+    """One record to publish. `traceparent`: the trace it continues (None: the span of the
+    input being processed); `links`: traceparents of the other records it was made from (the
+    frames and weight packets of a basket change, the changes of a checkout)."""
 
     topic: str
     key: str
     schema: str
     record: Mapping[str, Any]
     traceparent: bytes | None = None
+    links: tuple[bytes, ...] = ()
 
 
 @dataclass

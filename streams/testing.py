@@ -29,6 +29,7 @@ class Message:
     value: bytes
     headers: Mapping[str, bytes]
     timestamp_ms: int
+    links: tuple[bytes, ...] = ()  # what the runtime's `send` span would link to
 
 
 class MemoryPipeline:
@@ -46,6 +47,7 @@ class MemoryPipeline:
         self.log: dict[str, list[Message]] = defaultdict(list)
         self.states: dict[str, dict[str, State]] = {s.name: {} for s in stages}
         self._queue: deque[Message] = deque()
+        self._spans = 0
 
     def publish_raw(
         self,
@@ -63,13 +65,22 @@ class MemoryPipeline:
         return self.publish_raw(topic, key.encode(), self.codec.encode(schema, record))
 
     def _emit(self, out: Outbound, parent: Message | None) -> None:
+        """Like `runtime.Publisher`: the output's header names a new span (its `send`) in the
+        trace it continues, and the links are kept on the message."""
         headers = {}
         trace = out.traceparent or (parent.headers.get("traceparent") if parent else None)
         if trace:
-            headers["traceparent"] = trace
-        self.publish_raw(
+            parts = trace.decode(errors="replace").split("-")
+            if len(parts) == 4:  # a W3C traceparent: the same trace, a new span id
+                self._spans += 1
+                parts[2] = f"{self._spans:016x}"
+            headers["traceparent"] = "-".join(parts).encode()
+        msg = self.publish_raw(
             out.topic, out.key.encode(), self.codec.encode(out.schema, out.record), headers
         )
+        if out.links:
+            self.log[out.topic][-1] = msg = Message(**{**msg.__dict__, "links": out.links})
+            self._queue[-1] = msg
 
     def run(self, max_messages: int = 10_000_000) -> int:
         """Deliver queued messages (and everything they cause); returns how many were handled."""

@@ -10,10 +10,11 @@ import faust
 
 from cartstream.models.catalog import Catalog
 from cartstream.schemas.codec import AvroCodec
+from cartstream.services.metrics import add_lag_source, prometheus_text, setup_metrics
 from cartstream.services.persistence import Repository, make_engine
 from cartstream.services.settings import Settings
 from cartstream.services.telemetry import setup_tracing
-from cartstream.services.topics import ensure_tick_topics
+from cartstream.services.topics import ensure_tick_topics, tick_topic_name
 from cartstream.streams.anomalies import AnomalyStage
 from cartstream.streams.app import STATEFUL_ROLES, create_app
 from cartstream.streams.detect import DetectStage
@@ -22,16 +23,21 @@ from cartstream.streams.reason import ReasonStage
 from cartstream.streams.reconcile import ReconcileStage
 from cartstream.streams.runtime import BatchRunner, Publisher, StageRunner
 from cartstream.streams.stage import Stage
+from cartstream.streams.tracing import consumer_lag, install_process_spans
 
 log = logging.getLogger(__name__)
 
 
 def build_app(settings: Settings, roles: Sequence[str], web: bool = False) -> faust.App:
-    """The Faust app with one agent per role."""
-    setup_tracing(settings)
+    """The Faust app with one agent per role, traced and metered."""
+    setup_tracing(settings, component="worker")
+    setup_metrics(settings, component="worker", prometheus=web)
     catalog = Catalog.load(settings.catalog_path)
     app = create_app(settings, roles, web=web)
-    publisher = Publisher(app, AvroCodec())
+    publisher = Publisher(app, AvroCodec(), settings.topics.dead_letters)
+    ticks = [tick_topic_name(settings.app_id, r) for r in roles if r in STATEFUL_ROLES]
+    install_process_spans(app, skip_topics=[settings.topics.frames, *ticks])
+    add_lag_source(lambda: consumer_lag(app))
     stages: dict[str, Stage] = {}
     if "detect" in roles:
         detect = DetectStage(settings, catalog)
@@ -76,8 +82,14 @@ def _health_routes(app: faust.App, settings: Settings, roles: Sequence[str]) -> 
         status = 200 if ready["ready"] else 503
         return web.json({"ready": ready["ready"], "app": app.conf.id}, status=status)
 
+    async def metrics(web: Any, request: Any) -> Any:
+        body, content_type = prometheus_text()
+        # aiohttp refuses a charset inside content_type; a header is passed through as is
+        return web.bytes(body, headers={"Content-Type": content_type})
+
     app.page("/healthz")(healthz)
     app.page("/readyz")(readyz)
+    app.page("/metrics")(metrics)
 
 
 def run_worker(

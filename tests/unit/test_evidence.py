@@ -28,8 +28,8 @@ def detection(seq: int, ms: int, *boxes: tuple[str, float, float]) -> Any:
 
 def test_only_boxes_in_the_hand_zone_count(catalog: Catalog) -> None:
     d = detection(0, 1000, ("BEV-COLA-330", 0.9, 0.3), ("PAN-TUNA-160", 0.8, 0.8))
-    ms, boxes, count, camera, fine, frame_id = sighting(d, catalog, zone_y=0.52)
-    assert (ms, camera, fine, frame_id) == (1000, 1, True, "f0")
+    ms, boxes, count, camera, fine, frame_id, trace = sighting(d, catalog, zone_y=0.52)
+    assert (ms, camera, fine, frame_id, trace) == (1000, 1, True, "f0", "")
     assert boxes == [[catalog.index("BEV-COLA-330"), 0.9]]
     assert count == 1
 
@@ -50,7 +50,7 @@ def test_dark_or_uniform_frames_are_not_usable(catalog: Catalog) -> None:
 
 
 def frame(ms: int, boxes: list[list[float]], count: int, camera: int, fine: bool = True) -> Any:
-    return [ms, boxes, count, camera, fine, f"f{ms}-{camera}"]
+    return [ms, boxes, count, camera, fine, f"f{ms}-{camera}", f"tp-{ms}-{camera}" if fine else ""]
 
 
 def test_the_barrier_waits_for_every_frame_up_to_it_in_any_order() -> None:
@@ -81,6 +81,8 @@ def test_a_window_is_the_usable_frames_that_saw_a_hand(catalog: Catalog) -> None
     assert window.counts.tolist() == [2, 2]
     assert (window.frames, window.cameras) == (3, (0, 1))  # the dark frame is not counted
     assert window.frame_ids == ("f1000-0", "f1000-1", "f1200-0", "f1200-1")
+    # a basket change links to the frames' traces (the dark frame had none to link)
+    assert window.frame_traces == ("tp-1000-0", "tp-1000-1", "tp-1200-0")
     assert FrameLedger.window(ledger, 5000, 6000, len(catalog)) is None
     late = FrameLedger.window(ledger, 1200, 1200, len(catalog))
     assert late is not None and late.cameras == (0,)
