@@ -252,6 +252,13 @@ def checkouts_tail(
     show_default=True,
     help="Carts publish at this multiple of real time; 0: as fast as possible.",
 )
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Write a markdown report with plots (latency, throughput, anomalies) here.",
+)
 @click.pass_context
 def demo(
     ctx: click.Context,
@@ -263,6 +270,7 @@ def demo(
     summary_json: Path | None,
     timeout: float,
     speed: float,
+    report_dir: Path | None,
 ) -> None:
     """Broker, worker and simulated carts in one command; prints how well it went."""
     from cartstream.services.demo import DemoConfig, run_demo
@@ -278,6 +286,7 @@ def demo(
         timeout_s=timeout,
         bootstrap=bootstrap,
         speed=speed,
+        report_dir=report_dir,
     )
     summary = run_demo(config, console)
     if summary["checkouts_persisted"] != summary["checkouts_requested"]:

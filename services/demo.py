@@ -34,10 +34,12 @@ from cartstream.services.broker import EmbeddedBroker, free_port
 from cartstream.services.cart_client import CartClient
 from cartstream.services.migrate import upgrade
 from cartstream.services.persistence import Repository, make_engine
+from cartstream.services.report import write_report
 from cartstream.services.scoring import score_anomalies, score_run
 from cartstream.services.settings import Settings, load_settings
 from cartstream.services.simulate import SimConfig, plan_carts, read_truth, simulate
 from cartstream.services.tail import read_topic
+from cartstream.services.telemetry import flush_tracing
 from cartstream.services.topics import ensure_topics
 
 
@@ -55,6 +57,7 @@ class DemoConfig:
     mode: str | None = None  # reasoning evidence (fused | vision | weight); None: the settings'
     worker_settings: tuple[tuple[str, str], ...] = ()  # extra CARTSTREAM_* for the worker
     anomalies: bool = True  # inject loss-prevention cases (False: honest shoppers only)
+    report_dir: Path | None = None  # write a markdown report with plots here
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
@@ -132,6 +135,7 @@ def worker_env(
             "CARTSTREAM_APP_ID": app_id,
             "CARTSTREAM_WEB_PORT": str(free_port()),
             "CARTSTREAM_READY_FILE": str(ready_file),
+            "CARTSTREAM_OTEL_JSONL_PATH": str(settings.otel_jsonl_path.absolute()),
         }
     )
     # every stage shares the demo machine: one inference thread leaves a core for the rest
@@ -189,7 +193,9 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
             base = base.with_overrides(
                 kafka={**base.kafka.model_dump(), "bootstrap_servers": config.bootstrap}
             )
-        settings = base.with_overrides(database_url=database_url)
+        # the run's spans (when no collector is configured) stay with the run
+        spans = run_dir / "spans.jsonl"
+        settings = base.with_overrides(database_url=database_url, otel_jsonl_path=spans)
         console.print(
             f"[bold]cartstream demo[/] run {run_id}: broker {settings.kafka.bootstrap_servers}"
             f", database {make_url(database_url).render_as_string()}, folder {run_dir}"
@@ -277,6 +283,15 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
             }
         )
         _print_summary(console, summary)
+        client.close(timeout_s=5)
+        client = None
+        flush_tracing()
+        if config.report_dir is not None:
+            worker.stop()  # its last spans are written as it exits
+            written = write_report(config.report_dir, summary, spans)
+            console.print(f"report: {written}")
+        elif spans.exists():
+            console.print(f"follow a checkout: cartstream trace CHECKOUT_ID --spans {spans}")
         if config.summary_json:
             config.summary_json.parent.mkdir(parents=True, exist_ok=True)
             config.summary_json.write_text(json.dumps(summary, indent=2) + "\n")

@@ -118,7 +118,7 @@ def label(span: SpanRecord) -> str:
     a = span.attributes
     text = span.name
     if span.name in ("send cart.frames", "send cart.weights"):
-        text = f"{span.name} ({origin(span)})"
+        text = f"{span.name} {origin(span)}"
     elif "cartstream.action" in a and span.kind == "PRODUCER":
         sku = a.get("cartstream.sku")
         text = f"{span.name} {a['cartstream.action']}" + (
@@ -135,9 +135,7 @@ def origin(span: SpanRecord) -> str:
     """What a cart's produce span sent, in a few words."""
     a = span.attributes
     if span.name == "send cart.frames":
-        return (
-            f"frame cam {a.get('cartstream.camera_id', '?')} #{a.get('cartstream.sequence', '?')}"
-        )
+        return f"cam {a.get('cartstream.camera_id', '?')} #{a.get('cartstream.sequence', '?')}"
     if span.name == "send cart.weights":
         return f"#{a.get('cartstream.sequence', '?')}"
     return span.name
@@ -145,13 +143,12 @@ def origin(span: SpanRecord) -> str:
 
 def _linked_summary(index: SpanIndex, span: SpanRecord) -> str:
     """One line for a frame or packet a change links to: its origin at the cart and path."""
-    text = label(index.root_of(span)).split(" ⇢")[0]
+    text = "frame " + origin(index.root_of(span)) + ", detected"
     for t, s in span.links:
         batch = index.get(t, s)
         if batch is not None:
             size = batch.attributes.get("messaging.batch.message_count", "?")
-            stage = span.stage.removeprefix("cartstream-")
-            text += f" > {stage} batch {size} {batch.duration_ms:.1f}ms"
+            text += f" in a batch of {size}"
             break
     return text
 
@@ -188,25 +185,54 @@ def render_checkout(index: SpanIndex, checkout_id: str, max_linked: int = MAX_LI
             linked = index.get(trace_id, span_id)
             if linked is None:
                 r.lines.append(f"[{n}] (not in the span file: trace {trace_id[:16]}…)")
-                continue
-            r.lines.append(f"[{n}]")
-            r.tree(index.root_of(linked))
-            _render_second_level(r, index, linked, max_linked)
+            elif trace_id == found.trace_id:
+                r.lines.append(_short(f"[{n}] {label(linked)} (in the tree above)", WIDTH))
+            else:
+                r.lines.append(f"[{n}]")
+                r.tree(index.root_of(linked))
+                _render_second_level(r, index, linked, max_linked)
     errors = [s for s in index.spans.values() if s.failed and s.trace_id == found.trace_id]
     r.lines += ["", f"errors: {len(errors)}" if errors else "errors: none"]
     return "\n".join(r.lines)
 
 
+def _packet_range(roots: list[SpanRecord]) -> str:
+    seqs = sorted(int(r.attributes.get("cartstream.sequence", -1)) for r in roots)
+    runs: list[str] = []
+    first = prev = seqs[0]
+    for n in [*seqs[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        runs.append(f"#{first}" if first == prev else f"#{first}-{prev}")
+        if n is not None:
+            first = prev = n
+    return ", ".join(runs)
+
+
 def _render_second_level(
     r: TreeRenderer, index: SpanIndex, linked: SpanRecord, max_linked: int
 ) -> None:
-    if not linked.links:
-        return
-    for trace_id, span_id in linked.links[:max_linked]:
+    """What a basket change links to: its step's other weight packets (one line) and each
+    frame it looked at, from the cart through its detection batch."""
+    packets: list[SpanRecord] = []
+    frames: list[SpanRecord] = []
+    missing = 0
+    for trace_id, span_id in linked.links:
         target = index.get(trace_id, span_id)
         if target is None:
-            r.row("    ⇢ ", f"(not in the span file: trace {trace_id[:16]}…)", None)
-            continue
+            missing += 1
+        elif index.root_of(target).name == "send cart.weights":
+            packets.append(index.root_of(target))
+        else:
+            frames.append(target)
+    if packets:
+        packets.sort(key=lambda s: s.start_ns)
+        text = f"send cart.weights {_packet_range(packets)} ({len(packets)} more packets)"
+        r.row("    ⇢ ", text, packets[0])
+    for target in frames[:max_linked]:
         r.row("    ⇢ ", _linked_summary(index, target), index.root_of(target))
-    if len(linked.links) > max_linked:
-        r.row("    ⇢ ", f"… and {len(linked.links) - max_linked} more", None)
+    if len(frames) > max_linked:
+        r.row("    ⇢ ", f"… and {len(frames) - max_linked} more frames", None)
+    if missing:
+        r.row("    ⇢ ", f"{missing} linked spans not in the span file", None)

@@ -8,6 +8,7 @@ error with the reason (CI must never pass without them).
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -19,6 +20,13 @@ from cartstream.services.broker import EmbeddedBroker
 from cartstream.services.settings import KafkaSettings, Settings
 
 PG_ADMIN_URL = os.environ.get("CARTSTREAM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+# spans of the test run (carts in this process, workers it starts) go to a scratch file, not
+# into the checkout; a test that reads spans points its own settings at its own file
+os.environ.setdefault(
+    "CARTSTREAM_OTEL_JSONL_PATH",
+    os.path.join(tempfile.gettempdir(), f"cartstream-test-spans-{os.getpid()}.jsonl"),
+)
 
 
 @pytest.fixture(scope="session")

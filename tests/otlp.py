@@ -1,8 +1,8 @@
 """Test helpers: a real OTLP collector process (rotel) and an OTLP/HTTP sink it forwards to.
 
-    with OtlpSink() as sink, Collector(forward_to=sink.endpoint) as collector:
-        ... export to collector.grpc_endpoint / collector.http_endpoint ...
-        sink.spans()  # what came out of the collector, as span-file records
+with OtlpSink() as sink, Collector(forward_to=sink.endpoint) as collector:
+    ... export to collector.grpc_endpoint / collector.http_endpoint ...
+    sink.spans()  # what came out of the collector, as span-file records
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class OtlpSink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
