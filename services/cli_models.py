@@ -143,3 +143,27 @@ def bench_detector(batches: str, agent_frames: int, seconds: float, out: Path) -
     click.echo(f"written to {out}")
     if not rows:
         sys.exit(1)
+
+
+@bench.command("tracing")
+@click.option("--carts", type=int, default=6, show_default=True)
+@click.option("--sessions", type=int, default=5, show_default=True, help="Sessions per cart.")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Runs per setting.")
+@click.option("--seed", type=int, default=11, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("docs/tracing-overhead.md"),
+    show_default=True,
+)
+def bench_tracing(carts: int, sessions: int, repeats: int, seed: int, out: Path) -> None:
+    """Events/s and p99 latency with tracing off vs on (whole demo runs, alternating)."""
+    import tempfile
+
+    from cartstream.services import bench_tracing as bt
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trials = bt.run(carts, sessions, repeats, seed, Path(tmp))
+    bt.write_report(out, trials, carts, sessions, repeats, seed)
+    click.echo(bt.table(trials))
+    click.echo(f"written to {out}")
