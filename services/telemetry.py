@@ -148,8 +148,12 @@ def flush_tracing(timeout_s: float = 10.0) -> bool:
     return _switch.force_flush(int(timeout_s * 1000))
 
 
+_tracer = trace.get_tracer("cartstream")  # a proxy until the provider is set, then delegates
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer("cartstream")
+    """The package's tracer (looked up once: `get_tracer` costs as much as a span)."""
+    return _tracer
 
 
 def context_from(traceparent: bytes | str | None) -> otel_context.Context | None:

@@ -80,6 +80,12 @@ def test_production_puts_detect_on_the_gpu_pool_and_scales_on_lag() -> None:
     assert by_kind(docs, "HorizontalPodAutoscaler") == {}
     for s in scaled.values():  # never more consumers than partitions
         assert s["spec"]["maxReplicaCount"] <= PRODUCTION["topics"]["streamPartitions"]
+    # telemetry: OTLP to the collector, and Prometheus scraping every worker's /metrics
+    (config,) = by_kind(docs, "ConfigMap").values()
+    assert config["data"]["CARTSTREAM_OTEL_EXPORTER"] == "otlp"
+    assert config["data"]["CARTSTREAM_OTEL_PROTOCOL"] == "grpc"
+    (monitor,) = by_kind(docs, "ServiceMonitor").values()
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
 
 
 def test_secrets_are_referenced_never_inlined() -> None:
