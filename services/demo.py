@@ -169,6 +169,7 @@ def score(
         "status": dict(statuses),
         "anomalies_by_kind": dict(repo.anomalies_by_kind()),
         "latency_ms": _percentiles(latencies),
+        "latencies_ms": latencies,  # every basket change's, for pooling across runs
         "basket_changes": len(latencies),
     }
 

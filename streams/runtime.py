@@ -202,8 +202,7 @@ class StageRunner:
         if isinstance(decoded, Outbound):
             mark_error(span, str(decoded.record["reason"]), str(decoded.record["error_type"]))
             await self.publisher.publish([decoded], self.stage.name)
-        else:
-            span.set_attributes(record_attributes(decoded))
+        else:  # the record's ids are on its `send` span, the parent of this one
             key = self.stage.state_key(decoded)
             state = self.table.get(key) if self.table is not None else None
             result = self.stage.handle(state, decoded, inbound, now)
