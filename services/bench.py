@@ -248,6 +248,9 @@ user + system time of every thread of the process, per frame.
 {table(rows)}
 {ceiling}
 GPU: not measured yet: no GPU machine was lent to the session that produced this table.
+
+What tracing costs end to end: [tracing-overhead.md](tracing-overhead.md) (`cartstream bench
+tracing`).
 """
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -85,6 +86,29 @@ def _observe_lag(options: CallbackOptions) -> Iterable[Observation]:
             )
 
 
+# name -> (unit, description, bucket boundaries: None for a counter)
+INSTRUMENTS: dict[str, tuple[str, str, tuple[float, ...] | None]] = {
+    "events": ("{event}", "Events a stage processed", None),
+    "duration": ("s", "Processing time of one event (one batch, for detect)", SECONDS),
+    "batch_size": ("{frame}", "Frames per inference batch", SIZES),
+    "batch_duration": ("s", "Decode + inference time of one batch", SECONDS),
+    "checkout_latency": ("s", "The shopper's checkout request to the row written", LATENCY),
+    "checkouts": ("{checkout}", "Checkouts persisted", None),
+    "anomalies": ("{anomaly}", "Anomalies persisted", None),
+    "dead_letters": ("{event}", "Inputs sent to the dead-letter topic", None),
+}
+NAMES = {
+    "events": "cartstream.stage.events",
+    "duration": "cartstream.stage.duration",
+    "batch_size": "cartstream.detect.batch.size",
+    "batch_duration": "cartstream.detect.batch.duration",
+    "checkout_latency": "cartstream.checkout.latency",
+    "checkouts": "cartstream.checkouts",
+    "anomalies": "cartstream.anomalies",
+    "dead_letters": "cartstream.dead_letters",
+}
+
+
 @lru_cache(maxsize=1)
 def instruments() -> Instruments:
     meter = metrics.get_meter("cartstream")
@@ -94,46 +118,18 @@ def instruments() -> Instruments:
         unit="{message}",
         description="Records in the partition not yet processed (high watermark - position)",
     )
-    return Instruments(
-        events=meter.create_counter(
-            "cartstream.stage.events", unit="{event}", description="Events a stage processed"
-        ),
-        duration=meter.create_histogram(
-            "cartstream.stage.duration",
-            unit="s",
-            description="Processing time of one event (or one batch, for detect)",
-            explicit_bucket_boundaries_advisory=SECONDS,
-        ),
-        batch_size=meter.create_histogram(
-            "cartstream.detect.batch.size",
-            unit="{frame}",
-            description="Frames per inference batch",
-            explicit_bucket_boundaries_advisory=SIZES,
-        ),
-        batch_duration=meter.create_histogram(
-            "cartstream.detect.batch.duration",
-            unit="s",
-            description="Decode + inference time of one batch",
-            explicit_bucket_boundaries_advisory=SECONDS,
-        ),
-        checkout_latency=meter.create_histogram(
-            "cartstream.checkout.latency",
-            unit="s",
-            description="From the shopper's checkout request (cart clock) to the row written",
-            explicit_bucket_boundaries_advisory=LATENCY,
-        ),
-        checkouts=meter.create_counter(
-            "cartstream.checkouts", unit="{checkout}", description="Checkouts persisted"
-        ),
-        anomalies=meter.create_counter(
-            "cartstream.anomalies", unit="{anomaly}", description="Anomalies persisted"
-        ),
-        dead_letters=meter.create_counter(
-            "cartstream.dead_letters",
-            unit="{event}",
-            description="Inputs sent to the dead-letter topic",
-        ),
-    )
+    made: dict[str, Any] = {}
+    for field, (unit, description, buckets) in INSTRUMENTS.items():
+        if buckets is None:
+            made[field] = meter.create_counter(NAMES[field], unit=unit, description=description)
+        else:
+            made[field] = meter.create_histogram(
+                NAMES[field],
+                unit=unit,
+                description=description,
+                explicit_bucket_boundaries_advisory=buckets,
+            )
+    return Instruments(**made)
 
 
 def add_lag_source(source: LagSource) -> None:

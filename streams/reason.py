@@ -35,15 +35,15 @@ from cartstream.schemas.records import (
     SESSION_EVENT,
     WEIGHT_PACKET,
     BasketAction,
-    BasketChange,
     Detection,
     SessionEvent,
     WeightPacket,
 )
 from cartstream.schemas.validation import validate_session_event, validate_weight_packet
 from cartstream.services.settings import Settings
+from cartstream.streams.basket_change import new_change
 from cartstream.streams.evidence import FrameLedger, Window, sighting
-from cartstream.streams.stage import Inbound, Outbound, Result, State, derived_id
+from cartstream.streams.stage import Inbound, Outbound, Result, State
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ class ReasonStage:
         elif match.action == "REMOVE" and match.sku:
             basket.remove(self.catalog, match.sku, match.quantity, grams)
         state["basket"] = basket.to_dict()
-        change = self._change(
+        change = new_change(
             state,
             match.action,
             match.sku,
@@ -356,7 +356,7 @@ class ReasonStage:
         self, state: State, pending: dict[str, Any], now_ms: int, incomplete: bool
     ) -> Outbound:
         settle = SettleState.from_dict(state["settle"])
-        change = self._change(
+        change = new_change(
             state,
             cast(BasketAction, pending["kind"]),
             None,
@@ -373,59 +373,6 @@ class ReasonStage:
         state["closed_ms"] = now_ms
         trace = pending["traceparent"].encode() or None
         return Outbound(self.topics.basket_changes, state["cart_id"], BASKET_CHANGE, change, trace)
-
-    def _change(
-        self,
-        state: State,
-        action: BasketAction,
-        sku: str | None,
-        quantity: int,
-        *,
-        step_start_ms: int,
-        step_end_ms: int,
-        source_event_id: str,
-        source_produced_ms: int,
-        now_ms: int,
-        scale_net_grams: float,
-        grams_delta: float = 0.0,
-        grams_sigma: float = 0.0,
-        confidence: float = 1.0,
-        incomplete: bool = False,
-        evidence: str = "weight",
-        seen: dict[str, Any] | None = None,
-    ) -> BasketChange:
-        seq = state["next_change"]
-        state["next_change"] = seq + 1
-        return {
-            "event_id": derived_id("basket-change", state["session_id"], seq),
-            "cart_id": state["cart_id"],
-            "store_id": state["store_id"],
-            "session_id": state["session_id"],
-            "seq": seq,
-            "action": action,
-            "sku": sku,
-            "quantity": quantity,
-            "grams_delta": float(grams_delta),
-            "grams_sigma": float(grams_sigma),
-            "confidence": float(confidence),
-            "step_start_ms": int(step_start_ms),
-            "step_end_ms": int(step_end_ms),
-            "scale_net_grams": float(scale_net_grams),
-            "evidence": evidence,
-            "source_event_id": source_event_id,
-            "source_produced_ms": int(source_produced_ms),
-            "published_ms": int(now_ms),
-            "incomplete": incomplete,
-            "frames_seen": -1,
-            "frames_with_hand": -1,
-            "blind_cameras": [],
-            "vision_sku": None,
-            "vision_quantity": 0,
-            "vision_confidence": 0.0,
-            "weight_sku": None,
-            "frame_event_ids": [],
-            **(seen or {}),  # type: ignore[typeddict-item]
-        }
 
     # -- timers --------------------------------------------------------------------------
 
