@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+YIELD_EVERY = 16  # spans serialised between two releases of the GIL
 
 
 def _hex(value: int, width: int) -> str:
@@ -59,9 +62,16 @@ class JsonLinesSpanExporter(SpanExporter):
         self._lock = Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        data = "".join(
-            json.dumps(span_to_dict(s), separators=(",", ":"), default=str) + "\n" for s in spans
-        ).encode()
+        parts = []
+        for start in range(0, len(spans), YIELD_EVERY):
+            parts += [
+                json.dumps(span_to_dict(s), separators=(",", ":"), default=str) + "\n"
+                for s in spans[start : start + YIELD_EVERY]
+            ]
+            # hand the GIL over: a batch serialised in one go would hold up the event loop
+            # (it waits for the GIL after every socket call) for milliseconds
+            time.sleep(0)
+        data = "".join(parts).encode()
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
