@@ -125,6 +125,8 @@ def test_demo_command(tmp_path: Path) -> None:
             str(tmp_path / "run"),
             "--summary-json",
             str(summary_path),
+            "--report",
+            str(tmp_path / "report"),
         ],
         env=env,
         capture_output=True,
@@ -150,4 +152,13 @@ def test_demo_command(tmp_path: Path) -> None:
     assert summary["latency_ms"]["p50"] is not None
     assert summary["events_per_s"] > 0
     assert "broker.log" in {p.name for p in (tmp_path / "run").iterdir()}
+    # the report: plots a person can look at, and one checkout's whole trace
+    report = (tmp_path / "report" / "report.md").read_text()
+    for plot in ("latency.png", "throughput.png", "anomalies.png"):
+        assert f"]({plot})" in report
+        assert (tmp_path / "report" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for section in ("## Accuracy", "## Anomalies", "## Latency", "## Throughput"):
+        assert section in report
+    assert "| reason |" in report and "| detect |" in report  # per-stage percentiles
+    assert "INSERT checkouts" in report and "send cart.weights #" in report
     assert _children() - before == set(), "the demo left a process behind"
