@@ -9,7 +9,6 @@ the links back to the cart's produce span of every frame and weight packet its c
 from __future__ import annotations
 
 import urllib.request
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,38 +16,16 @@ from typing import Any
 from click.testing import CliRunner
 
 from cartstream.models.catalog import Catalog
-from cartstream.services.cart_client import CartClient
 from cartstream.services.cli import cli
 from cartstream.services.demo import WorkerProcess, worker_env
-from cartstream.services.persistence import Repository, make_engine
 from cartstream.services.settings import Settings
-from cartstream.services.simulate import SimConfig, read_truth, simulate
 from cartstream.services.spanfile import SpanRecord
 from cartstream.services.tail import read_topic
 from cartstream.services.telemetry import flush_tracing, setup_tracing
 from cartstream.services.topics import ensure_topics
 from cartstream.services.tracetree import SpanIndex
-from tests.integration.test_worker import wait_for
+from tests.integration.test_worker import run_sessions, wait_for
 from tests.otlp import Collector, OtlpSink
-
-
-def _run_sessions(
-    settings: Settings, tmp_path: Path, catalog: Catalog, seed: int
-) -> tuple[list[str], Repository]:
-    client = CartClient(settings, tmp_path / "spool")
-    simulate(
-        SimConfig(carts=2, sessions=2, seed=seed, run_id=uuid.uuid4().hex[:6]),
-        catalog,
-        settings.topics,
-        client,
-        tmp_path / "truth.jsonl",
-    )
-    assert client.close(60)
-    truth = read_truth(tmp_path / "truth.jsonl")
-    requested = [s for s, t in truth.items() if t["outcome"] == "checkout"]
-    repo = Repository(make_engine(settings.database_url.get_secret_value()))
-    wait_for(lambda: len(repo.checkouts(requested)) == len(requested), 90, "checkouts")
-    return requested, repo
 
 
 def test_a_checkout_trace_reaches_every_frame_and_packet_through_a_collector(
@@ -71,7 +48,7 @@ def test_a_checkout_trace_reaches_every_frame_and_packet_through_a_collector(
         setup_tracing(cart, component="cart")
         try:
             worker.wait_ready(ready, timeout_s=60)
-            requested, repo = _run_sessions(cart, tmp_path, catalog, seed=31)
+            _, requested, repo = run_sessions(cart, tmp_path, catalog, seed=31)
             flush_tracing()
 
             def written() -> bool:
@@ -193,7 +170,7 @@ def test_trace_cli_renders_a_checkout_from_the_span_file(
     setup_tracing(settings, component="cart")
     try:
         worker.wait_ready(ready, timeout_s=60)
-        requested, repo = _run_sessions(settings, tmp_path, catalog, seed=32)
+        _, requested, repo = run_sessions(settings, tmp_path, catalog, seed=32)
         flush_tracing()
         wait_for(
             lambda: (

@@ -25,7 +25,7 @@ from cartstream.services.cli import cli
 from cartstream.services.demo import WorkerProcess, worker_env
 from cartstream.services.persistence import Repository, make_engine
 from cartstream.services.settings import Settings
-from cartstream.services.simulate import SimConfig, read_truth, simulate
+from cartstream.services.simulate import SimConfig, SimulationReport, read_truth, simulate
 from cartstream.services.tail import read_topic
 from cartstream.services.topics import ensure_topics
 
@@ -86,6 +86,26 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
         time.sleep(0.25)
 
 
+def run_sessions(
+    settings: Settings, tmp_path: Path, catalog: Catalog, seed: int
+) -> tuple[SimulationReport, list[str], Repository]:
+    """2 carts x 2 sessions through the cart client; waits until their checkouts are rows."""
+    client = CartClient(settings, tmp_path / "spool")
+    report = simulate(
+        SimConfig(carts=2, sessions=2, seed=seed, run_id=uuid.uuid4().hex[:6]),
+        catalog,
+        settings.topics,
+        client,
+        tmp_path / "truth.jsonl",
+    )
+    assert client.close(60)
+    truth = read_truth(tmp_path / "truth.jsonl")
+    requested = [s for s, t in truth.items() if t["outcome"] == "checkout"]
+    repo = Repository(make_engine(settings.database_url.get_secret_value()))
+    wait_for(lambda: len(repo.checkouts(requested)) == len(requested), 90, "checkouts")
+    return report, requested, repo
+
+
 def test_worker_turns_sessions_into_checkouts_and_bad_input_into_dead_letters(
     broker_settings: Callable[..., Settings],
     pg_url: str,
@@ -109,19 +129,7 @@ def test_worker_turns_sessions_into_checkouts_and_bad_input_into_dead_letters(
         for topic, value, _ in bad:
             producer.send(topic, key=b"cart-bad", value=value).get(timeout=10)
         producer.close()
-        client = CartClient(settings, tmp_path / "spool")
-        report = simulate(
-            SimConfig(carts=2, sessions=2, seed=21, run_id=uuid.uuid4().hex[:6]),
-            catalog,
-            settings.topics,
-            client,
-            tmp_path / "truth.jsonl",
-        )
-        assert client.close(60)
-        truth = read_truth(tmp_path / "truth.jsonl")
-        requested = [s for s, t in truth.items() if t["outcome"] == "checkout"]
-        repo = Repository(make_engine(pg_url))
-        wait_for(lambda: len(repo.checkouts(requested)) == len(requested), 90, "checkouts")
+        report, requested, repo = run_sessions(settings, tmp_path, catalog, seed=21)
         letters = [
             r for r, _ in read_topic(settings, settings.topics.dead_letters, idle_timeout_s=2)
         ]
