@@ -191,6 +191,8 @@ def test_worker_turns_sessions_into_checkouts_and_bad_input_into_dead_letters(
     published = list(read_topic(settings, settings.topics.checkouts, idle_timeout_s=2))
     assert published
     for record, msg in published:
+        # one trace context per record: Faust's sensor reads headers, only the sender writes
+        assert [key for key, _ in msg.headers or []].count("traceparent") == 1
         assert trace_id(msg) is not None
         assert trace_id(msg) == requests[record["session_id"]]
     packets = {
@@ -202,6 +204,7 @@ def test_worker_turns_sessions_into_checkouts_and_bad_input_into_dead_letters(
         if r["action"] == "ADD"
     ]
     assert changes and all(trace_id(m) in packets for _, m in changes)
+    assert all([k for k, _ in m.headers or []].count("traceparent") == 1 for _, m in changes)
     tailed: list[dict[str, Any]] = [json.loads(line) for line in result.output.splitlines()]
     assert {c["session_id"] for c in tailed} == set(requested)
     for c in tailed:
