@@ -86,26 +86,41 @@ def _observe_lag(options: CallbackOptions) -> Iterable[Observation]:
             )
 
 
-# name -> (unit, description, bucket boundaries: None for a counter)
-INSTRUMENTS: dict[str, tuple[str, str, tuple[float, ...] | None]] = {
-    "events": ("{event}", "Events a stage processed", None),
-    "duration": ("s", "Processing time of one event (one batch, for detect)", SECONDS),
-    "batch_size": ("{frame}", "Frames per inference batch", SIZES),
-    "batch_duration": ("s", "Decode + inference time of one batch", SECONDS),
-    "checkout_latency": ("s", "The shopper's checkout request to the row written", LATENCY),
-    "checkouts": ("{checkout}", "Checkouts persisted", None),
-    "anomalies": ("{anomaly}", "Anomalies persisted", None),
-    "dead_letters": ("{event}", "Inputs sent to the dead-letter topic", None),
-}
-NAMES = {
-    "events": "cartstream.stage.events",
-    "duration": "cartstream.stage.duration",
-    "batch_size": "cartstream.detect.batch.size",
-    "batch_duration": "cartstream.detect.batch.duration",
-    "checkout_latency": "cartstream.checkout.latency",
-    "checkouts": "cartstream.checkouts",
-    "anomalies": "cartstream.anomalies",
-    "dead_letters": "cartstream.dead_letters",
+# Instruments field -> (OTel name, unit, description, bucket boundaries: None for a counter)
+INSTRUMENTS: dict[str, tuple[str, str, str, tuple[float, ...] | None]] = {
+    "events": ("cartstream.stage.events", "{event}", "Events a stage processed", None),
+    "duration": (
+        "cartstream.stage.duration",
+        "s",
+        "Processing time of one event (one batch, for detect)",
+        SECONDS,
+    ),
+    "batch_size": (
+        "cartstream.detect.batch.size",
+        "{frame}",
+        "Frames per inference batch",
+        SIZES,
+    ),
+    "batch_duration": (
+        "cartstream.detect.batch.duration",
+        "s",
+        "Decode + inference time of one batch",
+        SECONDS,
+    ),
+    "checkout_latency": (
+        "cartstream.checkout.latency",
+        "s",
+        "The shopper's checkout request to the row written",
+        LATENCY,
+    ),
+    "checkouts": ("cartstream.checkouts", "{checkout}", "Checkouts persisted", None),
+    "anomalies": ("cartstream.anomalies", "{anomaly}", "Anomalies persisted", None),
+    "dead_letters": (
+        "cartstream.dead_letters",
+        "{event}",
+        "Inputs sent to the dead-letter topic",
+        None,
+    ),
 }
 
 
@@ -119,12 +134,12 @@ def instruments() -> Instruments:
         description="Records in the partition not yet processed (high watermark - position)",
     )
     made: dict[str, Any] = {}
-    for field, (unit, description, buckets) in INSTRUMENTS.items():
+    for field, (name, unit, description, buckets) in INSTRUMENTS.items():
         if buckets is None:
-            made[field] = meter.create_counter(NAMES[field], unit=unit, description=description)
+            made[field] = meter.create_counter(name, unit=unit, description=description)
         else:
             made[field] = meter.create_histogram(
-                NAMES[field],
+                name,
                 unit=unit,
                 description=description,
                 explicit_bucket_boundaries_advisory=buckets,

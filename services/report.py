@@ -87,14 +87,18 @@ def _percentile_rows(durations: dict[str, list[float]], e2e: list[float]) -> lis
     return rows
 
 
-def _plots(out: Path, spans: list[SpanRecord], index: SpanIndex, summary: dict[str, Any]) -> None:
+def _plots(
+    out: Path,
+    spans: list[SpanRecord],
+    durations: dict[str, list[float]],
+    e2e: list[float],
+    summary: dict[str, Any],
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    durations = stage_durations(spans)
-    e2e = checkout_latencies(index)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for stage in _ordered(list(durations)):
         values = np.sort(durations[stage])
@@ -216,13 +220,14 @@ def write_report(out: Path, summary: dict[str, Any], spans_path: Path) -> Path:
             "spans go there, and this report has no timings.",
         ]
     else:
-        _plots(out, spans, index, summary)
+        durations, e2e = stage_durations(spans), checkout_latencies(index)
+        _plots(out, spans, durations, e2e, summary)
         lines += [
             "## Latency",
             "",
             "![processing time per stage](latency.png)",
             "",
-            *_percentile_rows(stage_durations(spans), checkout_latencies(index)),
+            *_percentile_rows(durations, e2e),
             "",
             "Detect's rows are batches. The cart-to-checkout time includes the anomaly review "
             "the checkout waits for and the carts' simulated pace.",

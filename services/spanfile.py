@@ -60,6 +60,7 @@ class JsonLinesSpanExporter(SpanExporter):
         self.path = path
         self.max_bytes = max_bytes
         self._lock = Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         parts = []
@@ -73,7 +74,6 @@ class JsonLinesSpanExporter(SpanExporter):
             time.sleep(0)
         data = "".join(parts).encode()
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 if self.path.stat().st_size > self.max_bytes:
                     os.replace(self.path, self.path.with_name(self.path.name + ".1"))

@@ -163,7 +163,7 @@ def context_from(traceparent: bytes | str | None) -> otel_context.Context | None
     return _propagator.extract({TRACEPARENT: text})
 
 
-def link_to(traceparent: bytes | str | None, **attributes: Any) -> Link | None:
+def link_to(traceparent: bytes | str | None) -> Link | None:
     """A span link to the span a `traceparent` names (None when it names none)."""
     ctx = context_from(traceparent)
     if ctx is None:
@@ -171,7 +171,7 @@ def link_to(traceparent: bytes | str | None, **attributes: Any) -> Link | None:
     span_context = trace.get_current_span(ctx).get_span_context()
     if not span_context.is_valid:
         return None
-    return Link(span_context, attributes or None)
+    return Link(span_context)
 
 
 def current_traceparent() -> bytes | None:
@@ -186,7 +186,7 @@ def record_attributes(record: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in RECORD_ATTRIBUTES:
         value = record.get(name)
-        if isinstance(value, str | int | float | bool) and value is not None:
+        if isinstance(value, str | int | float | bool):
             out[f"cartstream.{name}"] = value
     return out
 

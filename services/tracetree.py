@@ -70,18 +70,12 @@ class SpanIndex:
         return sorted(seen, key=lambda c: -seen[c])
 
     def root_of(self, span: SpanRecord) -> SpanRecord:
-        by_id = {s.span_id: s for s in self.traces[span.trace_id]}
-        while span.parent_id in by_id:
-            span = by_id[span.parent_id]
+        while span.parent_id is not None:
+            parent = self.spans.get((span.trace_id, span.parent_id))
+            if parent is None:  # its parent is in another process's file, or was not kept
+                break
+            span = parent
         return span
-
-    def chain(self, span: SpanRecord) -> list[SpanRecord]:
-        """Root first, `span` last."""
-        by_id = {s.span_id: s for s in self.traces[span.trace_id]}
-        out = [span]
-        while out[-1].parent_id in by_id:
-            out.append(by_id[str(out[-1].parent_id)])
-        return out[::-1]
 
 
 class TreeRenderer:

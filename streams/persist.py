@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import faust
 from opentelemetry.trace import SpanKind
 
-from cartstream.schemas.records import ANOMALY, CHECKOUT, Anomaly, Checkout
+from cartstream.schemas.records import ANOMALY, CHECKOUT
 from cartstream.services.metrics import instruments
 from cartstream.services.persistence import Repository
 from cartstream.services.settings import Settings
@@ -95,15 +95,10 @@ class PersistRunner:
                 "cartstream.stage": "persist",
             },
         ) as span:
-            loop = asyncio.get_running_loop()
-            if is_checkout:
-                new = await loop.run_in_executor(
-                    None, self.repository.save_checkout, cast(Checkout, record)
-                )
-            else:
-                new = await loop.run_in_executor(
-                    None, self.repository.save_anomaly, cast(Anomaly, record)
-                )
+            save: Callable[[Any], bool] = (
+                self.repository.save_checkout if is_checkout else self.repository.save_anomaly
+            )
+            new = await asyncio.get_running_loop().run_in_executor(None, save, record)
             span.set_attribute("cartstream.inserted", bool(new))
             return bool(new)
 

@@ -288,6 +288,8 @@ class BatchRunner:
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix=stage.name)
         self.batches = 0
         self.frames = 0
+        self.described = stage.describe()  # model and provider: fixed once the stage is built
+        self.provider = {"provider": str(self.described.get("cartstream.provider", "none"))}
         topic = app.topic(*stage.inputs(), value_serializer="raw", key_serializer="raw")
         # two consumers of batches and two inference threads: one batch decodes and infers
         # while the other is gathered or published; in-flight work stays at two batches
@@ -335,7 +337,7 @@ class BatchRunner:
                 "messaging.consumer.group.name": self.app.conf.id,
                 "cartstream.stage": self.stage.name,
                 "cartstream.dead_letters": letters,
-                **self.stage.describe(),
+                **self.described,
             },
             links=[i.traceparent for i in inbounds if i.traceparent],
         ):
@@ -351,9 +353,8 @@ class BatchRunner:
         self.batches += 1
         self.frames += len(messages)
         meter = instruments()
-        labels = {"provider": str(self.stage.describe().get("cartstream.provider", "none"))}
-        meter.batch_size.record(len(records), labels)
-        meter.batch_duration.record(inferred, labels)
+        meter.batch_size.record(len(records), self.provider)
+        meter.batch_duration.record(inferred, self.provider)
         meter.duration.record(
             time.perf_counter() - started, {"stage": self.stage.name, "topic": topic}
         )

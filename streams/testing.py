@@ -55,8 +55,11 @@ class MemoryPipeline:
         key: bytes | None,
         value: bytes,
         headers: Mapping[str, bytes] | None = None,
+        links: tuple[bytes, ...] = (),
     ) -> Message:
-        msg = Message(topic, len(self.log[topic]), key, value, dict(headers or {}), self.clock())
+        msg = Message(
+            topic, len(self.log[topic]), key, value, dict(headers or {}), self.clock(), links
+        )
         self.log[topic].append(msg)
         self._queue.append(msg)
         return msg
@@ -75,12 +78,13 @@ class MemoryPipeline:
                 self._spans += 1
                 parts[2] = f"{self._spans:016x}"
             headers["traceparent"] = "-".join(parts).encode()
-        msg = self.publish_raw(
-            out.topic, out.key.encode(), self.codec.encode(out.schema, out.record), headers
+        self.publish_raw(
+            out.topic,
+            out.key.encode(),
+            self.codec.encode(out.schema, out.record),
+            headers,
+            out.links,
         )
-        if out.links:
-            self.log[out.topic][-1] = msg = Message(**{**msg.__dict__, "links": out.links})
-            self._queue[-1] = msg
 
     def run(self, max_messages: int = 10_000_000) -> int:
         """Deliver queued messages (and everything they cause); returns how many were handled."""

@@ -8,6 +8,7 @@ with OtlpSink() as sink, Collector(forward_to=sink.endpoint) as collector:
 from __future__ import annotations
 
 import gzip
+import socket
 import subprocess
 import threading
 import time
@@ -159,8 +160,6 @@ class Collector:
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 20
-        import socket
-
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"rotel exited: {self.log.read_text()[-2000:]}")

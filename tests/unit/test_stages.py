@@ -274,18 +274,26 @@ def test_detection_disabled_publishes_nothing(catalog: Catalog) -> None:
     assert p.records(settings.topics.dead_letters) == []
 
 
-def test_a_step_waits_for_the_detections_of_the_frames_before_it(
+def reason_without_frames(
     settings: Settings, catalog: Catalog
-) -> None:
+) -> tuple[list[Any], list[Any], Settings, Clock, MemoryPipeline]:
+    """One fused-mode session whose weights and session events reached reason, frames not."""
     planned, events = simulated(catalog, settings, carts=1, sessions=1, seed=3)
     fused = settings.with_overrides(reason={"mode": "fused"})
     clock = Clock()
+    reason = MemoryPipeline(fused, [ReasonStage(fused, catalog)], clock=clock)
+    feed(reason, [e for e in events if e[1] != fused.topics.frames])
+    return planned, events, fused, clock, reason
+
+
+def test_a_step_waits_for_the_detections_of_the_frames_before_it(
+    settings: Settings, catalog: Catalog
+) -> None:
+    planned, events, fused, clock, reason = reason_without_frames(settings, catalog)
     detect = MemoryPipeline(fused, [DetectStage(fused, catalog)], clock=clock)
     feed(detect, [e for e in events if e[1] == fused.topics.frames])
     detections = detect.records(fused.topics.detections)
     assert detections
-    reason = MemoryPipeline(fused, [ReasonStage(fused, catalog)], clock=clock)
-    feed(reason, [e for e in events if e[1] != fused.topics.frames])
     assert reason.records(fused.topics.basket_changes) == []  # every step waits for its frames
     for d in detections:
         reason.publish(fused.topics.detections, d["cart_id"], "detection", d)
@@ -305,11 +313,7 @@ def test_a_step_waits_for_the_detections_of_the_frames_before_it(
 def test_a_step_whose_frames_never_come_is_decided_after_the_wait(
     settings: Settings, catalog: Catalog
 ) -> None:
-    _, events = simulated(catalog, settings, carts=1, sessions=1, seed=3)
-    fused = settings.with_overrides(reason={"mode": "fused"})
-    clock = Clock()
-    reason = MemoryPipeline(fused, [ReasonStage(fused, catalog)], clock=clock)
-    feed(reason, [e for e in events if e[1] != fused.topics.frames])
+    _, _, fused, clock, reason = reason_without_frames(settings, catalog)
     reason.tick()
     assert reason.records(fused.topics.basket_changes) == []
     clock.ms += int(fused.reason.vision_wait_s * 1000) + 1
