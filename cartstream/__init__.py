@@ -7,6 +7,7 @@ from cartstream.exceptions import (
     DecodeError,
     SchemaError,
     SpoolError,
+    StoreUnavailable,
     ValidationError,
 )
 
@@ -19,6 +20,7 @@ __all__ = [
     "DecodeError",
     "SchemaError",
     "SpoolError",
+    "StoreUnavailable",
     "ValidationError",
     "__version__",
 ]

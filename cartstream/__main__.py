@@ -1,3 +1,3 @@
-from cartstream.services.cli import main
+from cartstream.services.cli.main import main
 
 main()

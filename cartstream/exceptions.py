@@ -33,3 +33,7 @@ class BrokerError(CartstreamError):
 
 class SpoolError(CartstreamError):
     """The cart's on-disk event spool is unusable."""
+
+
+class StoreUnavailable(CartstreamError):
+    """The database (or another sink's store) cannot be reached right now; retry later."""

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from cartstream.models.catalog import Catalog
-from cartstream.models.runtime import DetectorRuntime, FrameDetections
+from cartstream.models.inference import DetectorRuntime, FrameDetections
 from cartstream.models.train import BoxList, render_dataset
 
 HELD_OUT_OFFSET = 1_000_000

@@ -30,6 +30,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from cartstream.exceptions import ConfigurationError
 from cartstream.models.catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def pick_device(name: str) -> torch.device:
     if name in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda")
     if name == "cuda":
-        raise RuntimeError("fusion device=cuda but torch sees no CUDA device")
+        raise ConfigurationError("reason.device=cuda but torch sees no CUDA device")
     return torch.device("cpu")
 
 

@@ -39,8 +39,9 @@ from cartstream.schemas.records import (
     SessionReview,
     Severity,
 )
-from cartstream.services.settings import Settings
-from cartstream.streams.stage import Inbound, Outbound, Result, State, accept_in_order, derived_id
+from cartstream.core.settings import Settings
+from cartstream.core.ids import derived_id
+from cartstream.streams.stage import Inbound, Outbound, Result, State, accept_in_order
 
 STATE_RETENTION_MS = 6 * 3600 * 1000
 TAMPER_WINDOW_MS = 60_000  # an unseen change undone within this long is tampering
@@ -91,6 +92,12 @@ class AnomalyStage:
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
         self.topics = settings.topics
         self.catalog = catalog
+
+    def start(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
     def inputs(self) -> Mapping[str, str]:
         return {self.topics.basket_changes: BASKET_CHANGE}

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import faust
 
 from cartstream.exceptions import ConfigurationError
-from cartstream.services.settings import Settings
+from cartstream.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +79,13 @@ def _limit_fetch_wait(max_wait_ms: int) -> None:
     thread_cls._create_worker_consumer = create
 
 
-STATEFUL_ROLES = ("reason", "reconcile", "anomalies")
-
-
-def create_app(settings: Settings, roles: Sequence[str], web: bool = False) -> faust.App:
-    """A Faust app configured from settings (stages are attached by `worker.build_app`)."""
+def create_app(
+    settings: Settings, roles: Sequence[str], has_tables: bool, web: bool = False
+) -> faust.App:
+    """A Faust app configured from settings (stages are attached by `worker.build_app`);
+    `has_tables`: some role keeps a table."""
     tuning = settings.tuning
     # the one-record-per-batch workaround protects table recovery; stateless workers skip it
-    has_tables = any(r in STATEFUL_ROLES for r in roles)
     batch_bytes = tuning.producer_max_batch_bytes if has_tables else 16384
     if tuning.fetch_max_wait_ms is not None:
         _limit_fetch_wait(tuning.fetch_max_wait_ms)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from cartstream.schemas.records import BasketAction, BasketChange
-from cartstream.streams.stage import State, derived_id
+from cartstream.core.ids import derived_id
+from cartstream.streams.stage import State
 
 
 def new_change(

@@ -9,7 +9,8 @@ from typing import Any
 from cartstream.exceptions import DecodeError, ValidationError
 from cartstream.schemas.codec import AvroCodec
 from cartstream.schemas.records import DEAD_LETTER, DeadLetter
-from cartstream.streams.stage import Inbound, Outbound, Stage, derived_id
+from cartstream.core.ids import derived_id
+from cartstream.streams.stage import Inbound, Outbound, Sink, Stage
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def decode_input(
 
 
 def decode_for_stage(
-    stage: Stage,
+    stage: Stage | Sink,
     codec: AvroCodec,
     inbound: Inbound,
     value: bytes,

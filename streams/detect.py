@@ -20,8 +20,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+from cartstream.exceptions import ConfigurationError
 from cartstream.models.catalog import Catalog
-from cartstream.models.runtime import DetectorRuntime, FrameDetections, decode_jpegs, frame_stats
+from cartstream.models.inference import DetectorRuntime, FrameDetections, decode_jpegs, frame_stats
 from cartstream.schemas.codec import AvroCodec
 from cartstream.schemas.records import (
     CART_FRAME,
@@ -33,52 +34,70 @@ from cartstream.schemas.records import (
     ReviewFrame,
 )
 from cartstream.schemas.validation import validate_frame
-from cartstream.services.settings import Settings
+from cartstream.core.settings import Settings
 from cartstream.streams.deadletter import dead_letter
-from cartstream.streams.stage import Inbound, Outbound, Result, State, derived_id
+from cartstream.core.ids import derived_id
+from cartstream.streams.stage import Inbound, Outbound, Result, State
 
 log = logging.getLogger(__name__)
 
-INFERENCE_WORKERS = 2  # batches in inference at once; each also has one being gathered
 
 
 class DetectStage:
     name = "detect"
     stateful = False
+    in_flight = 2  # batches in inference at once (each also has one being gathered)
 
     def __init__(
         self, settings: Settings, catalog: Catalog, runtime: DetectorRuntime | None = None
     ) -> None:
+        """Cheap: the model is loaded by `start` (initialize / execute(batch) / finalize)."""
         self.settings = settings
         self.topics = settings.topics
         self.config = settings.detect
+        self.catalog = catalog
         self.runtime: DetectorRuntime | None = None
+        self._given = runtime
         self.codec = AvroCodec()
+
+    def start(self) -> None:
+        """Load and warm the detector; ConfigurationError if it was trained on another catalog."""
+        if self.runtime is not None:
+            return
         if not self.config.enabled:
             log.warning(
                 "detect: detection disabled (CARTSTREAM_DETECT__ENABLED=false): frames are "
                 "validated and dead-lettered when bad, but no detections are published"
             )
             return
-        # two batches are inferred at once (see runtime.BatchRunner): half the cores each
-        threads = self.config.threads or max(1, (os.cpu_count() or 2) // INFERENCE_WORKERS)
-        self.runtime = runtime or DetectorRuntime(
+        # `in_flight` batches are inferred at once (see runner.BatchRunner): share the cores
+        threads = self.config.threads or max(1, (os.cpu_count() or 2) // self.in_flight)
+        runtime = self._given or DetectorRuntime(
             self.config.model_path,
             threshold=self.config.score_threshold,
             device=self.config.device,
             threads=threads,
         )
-        if self.runtime.skus != [s.sku for s in catalog.skus]:
-            raise ValueError(f"detector {self.runtime.version} was trained on another catalog")
-        self.runtime.initialize()
-        self.runtime.warm_up(self.config.max_batch)
+        if runtime.skus != [s.sku for s in self.catalog.skus]:
+            raise ConfigurationError(
+                f"detector {runtime.version} was trained on another catalog "
+                f"(detect.model_path={self.config.model_path or 'the bundled artifact'})"
+            )
+        runtime.initialize()
+        runtime.warm_up(self.config.max_batch)
+        self.runtime = runtime
         log.info(
             "detect: model %s on %s, batches of up to %d within %.1f ms",
-            self.runtime.version,
-            self.runtime.provider,
+            runtime.version,
+            runtime.provider,
             self.config.max_batch,
             self.config.max_wait_ms,
         )
+
+    def close(self) -> None:
+        if self.runtime is not None:
+            self.runtime.close()
+            self.runtime = None
 
     def inputs(self) -> Mapping[str, str]:
         return {self.topics.frames: CART_FRAME}

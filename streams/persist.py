@@ -1,112 +1,90 @@
 """Persist: checkouts and anomalies -> Postgres (or the demo's SQLite), idempotently.
 
-Inputs `checkouts` and `anomalies`. Writes run in a thread so the event loop never blocks on the
-database; an input's offset is committed only after its row is written (or found already there).
-A record that does not decode goes to the dead-letter topic. A database outage stops the agent
-loudly rather than skipping rows: the worker crashes, restarts, and resumes from the last commit.
+A `Sink`: inputs `checkouts` and `anomalies`, run by `streams.runner.SinkRunner` on the broker
+and by `MemoryPipeline` in tests, through the same decode / dead-letter / span / metrics path as
+every stage. The store is injected (`CheckoutStore`; the SQL one is
+`services.storage.repository.Repository`), so this layer never imports the database code.
+
+Invariants:
+- a write is `INSERT ... ON CONFLICT DO NOTHING` on an id derived from the event, so a
+  re-delivered record writes nothing and is not counted twice in the metrics;
+- an input's offset is committed only after its row is written (or found already there);
+- while the store is unreachable (`StoreUnavailable`) the runner retries the same record with
+  backoff: nothing is skipped, and the worker's other agents keep running.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol, cast
 
-import faust
-from opentelemetry.trace import SpanKind
-
-from cartstream.schemas.records import ANOMALY, CHECKOUT
-from cartstream.services.metrics import instruments
-from cartstream.services.persistence import Repository
-from cartstream.services.settings import Settings
-from cartstream.services.telemetry import mark_error, record_attributes, tracer
-from cartstream.streams.deadletter import decode_input
-from cartstream.streams.runtime import Publisher, inbound_from, now_ms, record_processed
-from cartstream.streams.stage import Outbound
-from cartstream.streams.tracing import process_span
-
-log = logging.getLogger(__name__)
+from cartstream.core.ids import now_ms
+from cartstream.core.metrics import instruments
+from cartstream.core.settings import Settings
+from cartstream.schemas.records import ANOMALY, CHECKOUT, Anomaly, Checkout
+from cartstream.streams.stage import Inbound
 
 
-class PersistRunner:
-    def __init__(
-        self, app: faust.App, settings: Settings, publisher: Publisher, repository: Repository
-    ) -> None:
-        self.settings = settings
-        self.publisher = publisher
-        self.repository = repository
-        topics = settings.topics
-        self.schemas = {topics.checkouts: CHECKOUT, topics.anomalies: ANOMALY}
-        topic = app.topic(*self.schemas, value_serializer="raw", key_serializer="raw")
-        self.written = 0
-        app.agent(topic, name="persist", concurrency=1)(self._run)
+class CheckoutStore(Protocol):
+    """Where persist writes: idempotent saves that say whether the row was new."""
 
-    async def _run(self, stream: faust.StreamT) -> None:
-        log.info(
-            "persist: writing %s to %s",
-            ", ".join(self.schemas),
-            self.repository.engine.url.render_as_string(hide_password=True),
-        )
-        async for event in stream.events():
-            await self.handle(event.message)
+    def save_checkout(self, checkout: Checkout) -> bool: ...
 
-    async def handle(self, msg: Any) -> None:
-        """One record, inside its `process <topic>` span (Faust's sensor); the write is a
-        client span under it, so a checkout's trace ends at its row."""
-        started = time.perf_counter()
-        inbound = inbound_from(msg)
-        span = process_span()
-        span.set_attribute("cartstream.stage", "persist")
-        decoded = decode_input(
-            "persist",
-            self.schemas,
-            None,
-            self.publisher.codec,
-            inbound,
-            msg.value,
-            now_ms(),
-            self.settings.topics.dead_letters,
-        )
-        if isinstance(decoded, Outbound):
-            mark_error(span, str(decoded.record["reason"]), str(decoded.record["error_type"]))
-            await self.publisher.publish([decoded], "persist")
+    def save_anomaly(self, anomaly: Anomaly) -> bool: ...
+
+    def describe(self) -> dict[str, str]:
+        """`db.system.name` and `db.namespace` for the write spans."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class PersistSink:
+    name = "persist"
+
+    def __init__(self, settings: Settings, store: CheckoutStore) -> None:
+        self.topics = settings.topics
+        self.store = store
+        self.written = 0  # rows written for the first time by this process
+
+    def start(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.store.close()
+
+    def inputs(self) -> Mapping[str, str]:
+        return {self.topics.checkouts: CHECKOUT, self.topics.anomalies: ANOMALY}
+
+    def validate(self, record: Mapping[str, Any], inbound: Inbound, now_ms: int) -> None:
+        return None  # produced by our own stages with the same schema; decoding suffices
+
+    def _table(self, inbound: Inbound) -> str:
+        return "checkouts" if inbound.topic == self.topics.checkouts else "anomalies"
+
+    def operation(self, inbound: Inbound) -> tuple[str, dict[str, str]]:
+        table = self._table(inbound)
+        return f"INSERT {table}", {
+            **self.store.describe(),
+            "db.operation.name": "INSERT",
+            "db.collection.name": table,
+            "cartstream.stage": self.name,
+        }
+
+    def write(self, record: Mapping[str, Any], inbound: Inbound) -> bool:
+        if self._table(inbound) == "checkouts":
+            new = self.store.save_checkout(cast(Checkout, record))
         else:
-            span.set_attributes(record_attributes(decoded))
-            is_checkout = msg.topic == self.settings.topics.checkouts
-            new = await self._write(decoded, is_checkout)
-            self.written += int(new)
-            if new:
-                self._count(decoded, is_checkout)
-        record_processed("persist", msg.topic, started, isinstance(decoded, Outbound))
+            new = self.store.save_anomaly(cast(Anomaly, record))
+        if new:
+            self.written += 1
+            self._count(record, inbound)
+        return new
 
-    async def _write(self, record: Mapping[str, Any], is_checkout: bool) -> bool:
-        table = "checkouts" if is_checkout else "anomalies"
-        url = self.repository.engine.url
-        with tracer().start_as_current_span(
-            f"INSERT {table}",
-            kind=SpanKind.CLIENT,
-            attributes={
-                "db.system.name": url.get_backend_name(),
-                "db.namespace": url.database or "",
-                "db.operation.name": "INSERT",
-                "db.collection.name": table,
-                "cartstream.stage": "persist",
-            },
-        ) as span:
-            save: Callable[[Any], bool] = (
-                self.repository.save_checkout if is_checkout else self.repository.save_anomaly
-            )
-            new = await asyncio.get_running_loop().run_in_executor(None, save, record)
-            span.set_attribute("cartstream.inserted", bool(new))
-            return bool(new)
-
-    @staticmethod
-    def _count(record: Mapping[str, Any], is_checkout: bool) -> None:
+    def _count(self, record: Mapping[str, Any], inbound: Inbound) -> None:
         """Rows written for the first time (re-deliveries are not counted twice)."""
         meter = instruments()
-        if is_checkout:
+        if self._table(inbound) == "checkouts":
             status = str(record["status"])
             meter.checkouts.add(1, {"status": status})
             latency_s = max(0.0, (now_ms() - int(record["requested_ms"])) / 1000)

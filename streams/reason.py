@@ -40,7 +40,7 @@ from cartstream.schemas.records import (
     WeightPacket,
 )
 from cartstream.schemas.validation import validate_session_event, validate_weight_packet
-from cartstream.services.settings import Settings
+from cartstream.core.settings import Settings
 from cartstream.streams.basket_change import new_change
 from cartstream.streams.evidence import FrameLedger, Window, sighting
 from cartstream.streams.stage import Inbound, Outbound, Result, State
@@ -85,6 +85,12 @@ class ReasonStage:
         self.wait_ms = int(r.checkout_wait_s * 1000)
         self.vision_wait_ms = int(r.vision_wait_s * 1000)
         self.topics = settings.topics
+
+    def start(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
     @property
     def uses_vision(self) -> bool:

@@ -27,8 +27,9 @@ from cartstream.schemas.records import (
     CheckoutItem,
     SessionReview,
 )
-from cartstream.services.settings import Settings
-from cartstream.streams.stage import Inbound, Outbound, Result, State, accept_in_order, derived_id
+from cartstream.core.settings import Settings
+from cartstream.core.ids import derived_id
+from cartstream.streams.stage import Inbound, Outbound, Result, State, accept_in_order
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,12 @@ class ReconcileStage:
         self.topics = settings.topics
         self.catalog = catalog
         self.review_wait_ms = int(settings.review_wait_s * 1000)
+
+    def start(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
     def inputs(self) -> Mapping[str, str]:
         return {self.topics.basket_changes: BASKET_CHANGE, self.topics.reviews: SESSION_REVIEW}

@@ -1,27 +1,19 @@
 """What every stage is: a deterministic function of (state, input record) -> (state, outputs).
 
-Stages know nothing of Faust or Kafka clients. `cartstream.streams.runtime` runs them as Faust
+Stages know nothing of Faust or Kafka clients. `cartstream.streams.runner` runs them as Faust
 agents on a broker; `cartstream.streams.testing` runs them in memory. Both give a stage the same
 `Inbound` (where a record came from) and take the same `Outbound`s (what to publish).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-TRACEPARENT = "traceparent"
-EVENT_ID_HEADER = "event-id"
-_NAMESPACE = uuid.UUID("5b0c7f0e-4c1e-4d53-9a57-2f8f2b6a9c10")
+from cartstream.core.ids import TRACEPARENT
 
 State = dict[str, Any]
-
-
-def derived_id(*parts: object) -> str:
-    """A deterministic UUID (v5) from its parts: re-processing yields the same id."""
-    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(str(p) for p in parts)))
 
 
 @dataclass(frozen=True)
@@ -63,10 +55,18 @@ class Result:
 
 
 class Stage(Protocol):
-    """A stream stage. Implementations must be deterministic in (state, record)."""
+    """A stream stage. Implementations must be deterministic in (state, record).
+
+    Life cycle: `start()` once before the first input (load models, warm up), `close()` once
+    after the last (release executors and sessions). Both may be no-ops.
+    """
 
     name: str
     stateful: bool  # False: no table, state is always None
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
 
     def inputs(self) -> Mapping[str, str]:
         """Input topic -> the schema name it carries."""
@@ -87,6 +87,33 @@ class Stage(Protocol):
         ...
 
     def tick(self, state: State, now_ms: int) -> Result: ...
+
+
+class Sink(Protocol):
+    """The end of a stream: writes every input to a store outside Kafka. No state, no outputs.
+
+    `write` must be idempotent (a re-delivered record finds its row and writes nothing) and may
+    block; it raises cartstream.StoreUnavailable when the store cannot be reached, and the
+    runner retries the same record (its offset is not committed meanwhile).
+    """
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def inputs(self) -> Mapping[str, str]: ...
+
+    def validate(self, record: Mapping[str, Any], inbound: Inbound, now_ms: int) -> None: ...
+
+    def operation(self, inbound: Inbound) -> tuple[str, dict[str, str]]:
+        """The write's span name and attributes for a record from this input."""
+        ...
+
+    def write(self, record: Mapping[str, Any], inbound: Inbound) -> bool:
+        """Store the record; True when it was new."""
+        ...
 
 
 def accept_in_order(state: State, seq: int) -> bool:

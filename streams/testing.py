@@ -1,7 +1,9 @@
 """Run stages in memory, without a broker: the same decode/validate/dead-letter path and the same
 stage code as the Faust runtime, messages delivered in publish order (so per-key order holds).
+Sinks (persist) write synchronously; stages are started on construction and closed by `close`.
 
-    pipeline = MemoryPipeline(settings, [ReasonStage(...), AnomalyStage(...), ReconcileStage(...)])
+    pipeline = MemoryPipeline(settings, [ReasonStage(...), AnomalyStage(...), ReconcileStage(...)],
+                              sinks=[PersistSink(settings, store)])
     pipeline.publish(settings.topics.weights, cart_id, WEIGHT_PACKET, packet)
     pipeline.run()
     pipeline.records(settings.topics.checkouts)
@@ -11,14 +13,15 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cartstream.core.ids import TRACEPARENT, now_ms
 from cartstream.schemas.codec import AvroCodec
-from cartstream.services.settings import Settings
+from cartstream.core.settings import Settings
 from cartstream.streams.deadletter import decode_for_stage
-from cartstream.streams.stage import Inbound, Outbound, Stage, State
+from cartstream.streams.stage import Inbound, Outbound, Sink, Stage, State
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,15 @@ class MemoryPipeline:
         stages: list[Stage],
         clock: Callable[[], int] | None = None,
         codec: AvroCodec | None = None,
+        sinks: Sequence[Sink] = (),
     ) -> None:
         self.settings = settings
         self.stages = stages
+        self.sinks = list(sinks)
+        for node in (*self.stages, *self.sinks):
+            node.start()
         self.codec = codec or AvroCodec()
-        self.clock = clock or (lambda: int(time.time() * 1000))
+        self.clock = clock or now_ms
         self.log: dict[str, list[Message]] = defaultdict(list)
         self.states: dict[str, dict[str, State]] = {s.name: {} for s in stages}
         self._queue: deque[Message] = deque()
@@ -71,13 +78,13 @@ class MemoryPipeline:
         """Like `runtime.Publisher`: the output's header names a new span (its `send`) in the
         trace it continues, and the links are kept on the message."""
         headers = {}
-        trace = out.traceparent or (parent.headers.get("traceparent") if parent else None)
+        trace = out.traceparent or (parent.headers.get(TRACEPARENT) if parent else None)
         if trace:
             parts = trace.decode(errors="replace").split("-")
             if len(parts) == 4:  # a W3C traceparent: the same trace, a new span id
                 self._spans += 1
                 parts[2] = f"{self._spans:016x}"
-            headers["traceparent"] = "-".join(parts).encode()
+            headers[TRACEPARENT] = "-".join(parts).encode()
         self.publish_raw(
             out.topic,
             out.key.encode(),
@@ -95,10 +102,30 @@ class MemoryPipeline:
             for stage in self.stages:
                 if msg.topic in stage.inputs():
                     self._deliver(stage, msg)
+            for sink in self.sinks:
+                if msg.topic in sink.inputs():
+                    self._write(sink, msg)
         return handled
 
+    def close(self) -> None:
+        for node in (*self.stages, *self.sinks):
+            node.close()
+
+    def _inbound(self, msg: Message) -> Inbound:
+        return Inbound(msg.topic, 0, msg.offset, msg.key, msg.timestamp_ms, msg.headers)
+
+    def _write(self, sink: Sink, msg: Message) -> None:
+        inbound = self._inbound(msg)
+        decoded = decode_for_stage(
+            sink, self.codec, inbound, msg.value, self.clock(), self.settings.topics.dead_letters
+        )
+        if isinstance(decoded, Outbound):
+            self._emit(decoded, msg)
+        else:
+            sink.write(decoded, inbound)
+
     def _deliver(self, stage: Stage, msg: Message) -> None:
-        inbound = Inbound(msg.topic, 0, msg.offset, msg.key, msg.timestamp_ms, msg.headers)
+        inbound = self._inbound(msg)
         now = self.clock()
         decoded = decode_for_stage(
             stage, self.codec, inbound, msg.value, now, self.settings.topics.dead_letters

@@ -1,62 +1,94 @@
-"""`cartstream worker`: build the Faust app for a set of roles and run it until stopped."""
+"""The worker's Faust app: one agent per role, their stages started, traced and metered.
+
+`services/cli/worker.py` runs it (topics, the database store, the Faust worker)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import faust
 
+from cartstream.core.metrics import add_lag_source, prometheus_text, setup_metrics
+from cartstream.core.settings import Settings
+from cartstream.core.telemetry import setup_tracing
+from cartstream.core.topics import tick_topic_name
+from cartstream.exceptions import ConfigurationError
 from cartstream.models.catalog import Catalog
 from cartstream.schemas.codec import AvroCodec
-from cartstream.services.metrics import add_lag_source, prometheus_text, setup_metrics
-from cartstream.services.persistence import Repository, make_engine
-from cartstream.services.settings import Settings
-from cartstream.services.telemetry import setup_tracing
-from cartstream.services.topics import ensure_tick_topics, tick_topic_name
 from cartstream.streams.anomalies import AnomalyStage
-from cartstream.streams.app import STATEFUL_ROLES, create_app
+from cartstream.streams.app import create_app
 from cartstream.streams.detect import DetectStage
-from cartstream.streams.persist import PersistRunner
+from cartstream.streams.persist import CheckoutStore, PersistSink
 from cartstream.streams.reason import ReasonStage
 from cartstream.streams.reconcile import ReconcileStage
-from cartstream.streams.runtime import BatchRunner, Publisher, StageRunner
+from cartstream.streams.runner import BatchRunner, Publisher, SinkRunner, StageRunner
 from cartstream.streams.stage import Stage
 from cartstream.streams.tracing import consumer_lag, install_process_spans
 
 log = logging.getLogger(__name__)
 
+# the role of each stage (persist, the sink, is the fifth role)
+STAGES: dict[str, type[DetectStage | ReasonStage | AnomalyStage | ReconcileStage]] = {
+    "detect": DetectStage,
+    "reason": ReasonStage,
+    "anomalies": AnomalyStage,
+    "reconcile": ReconcileStage,
+}
 
-def build_app(settings: Settings, roles: Sequence[str], web: bool = False) -> faust.App:
-    """The Faust app with one agent per role, traced and metered."""
+
+def stateful_roles(roles: Sequence[str]) -> list[str]:
+    """The roles whose stage keeps a table (and so a changelog and a tick topic)."""
+    return [r for r in roles if r in STAGES and STAGES[r].stateful]
+
+
+def build_app(
+    settings: Settings,
+    roles: Sequence[str],
+    store: CheckoutStore | None = None,
+    web: bool = False,
+) -> faust.App:
+    """The Faust app with one agent per role, traced and metered. `store`: where persist
+    writes (required with the persist role). Stages are started here, so a configuration
+    mistake (a detector for another catalog, CUDA asked for and absent) stops the worker
+    before it joins its group; they are closed when the app shuts down."""
+    if "persist" in roles and store is None:
+        raise ConfigurationError("the persist role needs a checkout store (database_url)")
     setup_tracing(settings, component="worker")
     setup_metrics(settings, component="worker", prometheus=web)
     catalog = Catalog.load(settings.catalog_path)
-    app = create_app(settings, roles, web=web)
+    stateful = stateful_roles(roles)
+    app = create_app(settings, roles, has_tables=bool(stateful), web=web)
     publisher = Publisher(app, AvroCodec(), settings.topics.dead_letters)
-    ticks = [tick_topic_name(settings.app_id, r) for r in roles if r in STATEFUL_ROLES]
+    ticks = [tick_topic_name(settings.app_id, r) for r in stateful]
     install_process_spans(app, skip_topics=[settings.topics.frames, *ticks])
     add_lag_source(lambda: consumer_lag(app))
-    stages: dict[str, Stage] = {}
-    if "detect" in roles:
-        detect = DetectStage(settings, catalog)
-        BatchRunner(
-            app, detect, settings, publisher, settings.detect.max_batch, settings.detect.max_wait_ms
-        )
-    if "reason" in roles:
-        stages["reason"] = ReasonStage(settings, catalog)
-    if "anomalies" in roles:
-        stages["anomalies"] = AnomalyStage(settings, catalog)
-    if "reconcile" in roles:
-        stages["reconcile"] = ReconcileStage(settings, catalog)
-    for stage in stages.values():
-        StageRunner(app, stage, settings, publisher)
+    closers: list[Callable[[], None]] = []
+    for role in roles:
+        if role not in STAGES:
+            continue
+        stage: Stage = STAGES[role](settings, catalog)
+        stage.start()
+        closers.append(stage.close)
+        if isinstance(stage, DetectStage):
+            d = settings.detect
+            batches = BatchRunner(app, stage, settings, publisher, d.max_batch, d.max_wait_ms)
+            closers.insert(0, batches.close)
+        else:
+            StageRunner(app, stage, settings, publisher)
+    if store is not None and "persist" in roles:
+        sink = PersistSink(settings, store)
+        sink.start()
+        closers.insert(0, SinkRunner(app, sink, settings, publisher).close)
+        closers.append(sink.close)
     _health_routes(app, settings, roles)
 
-    if "persist" in roles:
-        url = settings.database_url.get_secret_value()
-        PersistRunner(app, settings, publisher, Repository(make_engine(url)))
+    async def _close(sender: object, **_: object) -> None:
+        for close in closers:
+            close()
+
+    app.on_before_shutdown.connect(_close)
     return app
 
 
@@ -90,12 +122,3 @@ def _health_routes(app: faust.App, settings: Settings, roles: Sequence[str]) -> 
     app.page("/healthz")(healthz)
     app.page("/readyz")(readyz)
     app.page("/metrics")(metrics)
-
-
-def run_worker(
-    settings: Settings, roles: Sequence[str], loglevel: str = "info", web: bool = False
-) -> None:
-    ensure_tick_topics(settings, [r for r in roles if r in STATEFUL_ROLES])
-    app = build_app(settings, roles, web=web)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()

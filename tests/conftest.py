@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from cartstream.models.catalog import Catalog
-from cartstream.services.broker import EmbeddedBroker
-from cartstream.services.settings import KafkaSettings, Settings
+from cartstream.services.kafka.broker import EmbeddedBroker
+from cartstream.core.settings import KafkaSettings, Settings
 
 PG_ADMIN_URL = os.environ.get("CARTSTREAM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -62,7 +62,7 @@ def broker_settings(broker: EmbeddedBroker) -> Callable[..., Settings]:
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A throwaway database on the real Postgres server, migrated to head."""
-    from cartstream.services.migrate import upgrade
+    from cartstream.services.storage.migrate import upgrade
 
     name = f"cartstream_it_{uuid.uuid4().hex[:10]}"
     try:

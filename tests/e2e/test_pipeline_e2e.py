@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from cartstream.models.catalog import Catalog
-from cartstream.services.cart_client import CartClient
-from cartstream.services.demo import WorkerProcess, worker_env
-from cartstream.services.persistence import Repository, make_engine
-from cartstream.services.settings import Settings
-from cartstream.services.simulate import SimConfig, read_truth, simulate
-from cartstream.services.tail import read_topic
-from cartstream.services.topics import ensure_topics
+from cartstream.services.carts.cart_client import CartClient
+from cartstream.services.tools.harness import WorkerProcess, worker_env
+from cartstream.services.storage.repository import Repository, make_engine
+from cartstream.core.settings import Settings
+from cartstream.services.carts.simulate import SimConfig, read_truth, simulate
+from cartstream.services.kafka.tail import read_topic
+from cartstream.services.kafka.topics import ensure_topics
 
 pytestmark = pytest.mark.e2e
 

@@ -7,11 +7,11 @@ import uuid
 from pathlib import Path
 
 from cartstream.schemas.records import WEIGHT_PACKET
-from cartstream.services.broker import EmbeddedBroker
-from cartstream.services.cart_client import CartClient
-from cartstream.services.settings import KafkaSettings, Settings
-from cartstream.services.tail import read_topic
-from cartstream.services.topics import ensure_topics
+from cartstream.services.kafka.broker import EmbeddedBroker
+from cartstream.services.carts.cart_client import CartClient
+from cartstream.core.settings import KafkaSettings, Settings
+from cartstream.services.kafka.tail import read_topic
+from cartstream.services.kafka.topics import ensure_topics
 
 CARTS = ("cart-a", "cart-b", "cart-c")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cartstream.models.catalog import Catalog
-from cartstream.models.runtime import BUNDLED_MODEL, DetectorRuntime, model_card
+from cartstream.models.inference import BUNDLED_MODEL, DetectorRuntime, model_card
 from cartstream.models.train import render_dataset
 
 GOLDEN = Path(__file__).parent.parent / "data" / "detector_golden.json"

@@ -14,13 +14,13 @@ from sqlalchemy import text
 from cartstream.models.catalog import Catalog
 from cartstream.models.dataset import load_labelled
 from cartstream.models.shopper import ANOMALY_KINDS, ShopperProfile
-from cartstream.services.cart_client import CartClient
-from cartstream.services.demo import WorkerProcess, worker_env
-from cartstream.services.persistence import Repository, make_engine
-from cartstream.services.review import export_review
-from cartstream.services.settings import Settings
-from cartstream.services.simulate import SimConfig, plan_carts, read_truth, simulate
-from cartstream.services.topics import ensure_topics
+from cartstream.services.carts.cart_client import CartClient
+from cartstream.services.tools.harness import WorkerProcess, worker_env
+from cartstream.services.storage.repository import Repository, make_engine
+from cartstream.services.tools.review import export_review
+from cartstream.core.settings import Settings
+from cartstream.services.carts.simulate import SimConfig, plan_carts, read_truth, simulate
+from cartstream.services.kafka.topics import ensure_topics
 
 ALWAYS = ShopperProfile(anomaly_rate=1.0 / len(ANOMALY_KINDS))  # every session gets one case
 

@@ -16,14 +16,14 @@ from typing import Any
 from click.testing import CliRunner
 
 from cartstream.models.catalog import Catalog
-from cartstream.services.cli import cli
-from cartstream.services.demo import WorkerProcess, worker_env
-from cartstream.services.settings import Settings
-from cartstream.services.spanfile import SpanRecord
-from cartstream.services.tail import read_topic
-from cartstream.services.telemetry import flush_tracing, setup_tracing
-from cartstream.services.topics import ensure_topics
-from cartstream.services.tracetree import SpanIndex
+from cartstream.services.cli.main import cli
+from cartstream.services.tools.harness import WorkerProcess, worker_env
+from cartstream.core.settings import Settings
+from cartstream.core.spanfile import SpanRecord
+from cartstream.services.kafka.tail import read_topic
+from cartstream.core.telemetry import flush_tracing, setup_tracing
+from cartstream.services.kafka.topics import ensure_topics
+from cartstream.services.observability.tracetree import SpanIndex
 from tests.integration.test_worker import run_sessions, wait_for
 from tests.otlp import Collector, OtlpSink
 

@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from cartstream.services.migrate import current
-from cartstream.services.persistence import Repository, make_engine
+from cartstream.services.storage.migrate import current
+from cartstream.services.storage.repository import Repository, make_engine
 from cartstream.streams.reconcile import checkout_id_for
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cartstream.services.spool import Spool, SpoolRecord
+from cartstream.services.carts.spool import Spool, SpoolRecord
 
 
 def rec(i: int) -> SpoolRecord:
@@ -37,7 +37,7 @@ def test_torn_tail_is_cut(tmp_path: Path) -> None:
 
 
 def test_acknowledged_segments_are_deleted(tmp_path: Path, monkeypatch: object) -> None:
-    import cartstream.services.spool as spool_module
+    import cartstream.services.carts.spool as spool_module
 
     spool_module.SEGMENT_BYTES = 2048  # type: ignore[misc]
     try:

@@ -5,8 +5,8 @@ from collections.abc import Callable
 import pytest
 
 from cartstream.exceptions import BrokerError
-from cartstream.services.settings import Settings
-from cartstream.services.topics import ensure_tick_topics, ensure_topics, tick_topic_name
+from cartstream.core.settings import Settings
+from cartstream.services.kafka.topics import ensure_tick_topics, ensure_topics, tick_topic_name
 
 
 def test_topics_get_their_partition_counts(broker_settings: Callable[..., Settings]) -> None:

@@ -17,17 +17,17 @@ from kafka import KafkaProducer
 
 from cartstream.models.catalog import Catalog
 from cartstream.models.render import encode_jpeg
-from cartstream.models.runtime import DetectorRuntime
+from cartstream.models.inference import DetectorRuntime
 from cartstream.schemas.codec import AvroCodec
 from cartstream.schemas.records import CART_FRAME, SESSION_EVENT, WEIGHT_PACKET
-from cartstream.services.cart_client import CartClient
-from cartstream.services.cli import cli
-from cartstream.services.demo import WorkerProcess, worker_env
-from cartstream.services.persistence import Repository, make_engine
-from cartstream.services.settings import Settings
-from cartstream.services.simulate import SimConfig, SimulationReport, read_truth, simulate
-from cartstream.services.tail import read_topic
-from cartstream.services.topics import ensure_topics
+from cartstream.services.carts.cart_client import CartClient
+from cartstream.services.cli.main import cli
+from cartstream.services.tools.harness import WorkerProcess, worker_env
+from cartstream.services.storage.repository import Repository, make_engine
+from cartstream.core.settings import Settings
+from cartstream.services.carts.simulate import SimConfig, SimulationReport, read_truth, simulate
+from cartstream.services.kafka.tail import read_topic
+from cartstream.services.kafka.topics import ensure_topics
 
 
 def bad_inputs(settings: Settings) -> list[tuple[str, bytes, str]]:

@@ -8,7 +8,7 @@ import pytest
 
 from cartstream.models.catalog import Catalog
 from cartstream.schemas.records import BASKET_CHANGE
-from cartstream.services.settings import Settings
+from cartstream.core.settings import Settings
 from cartstream.streams.anomalies import AnomalyStage
 from cartstream.streams.testing import MemoryPipeline
 

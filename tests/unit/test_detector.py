@@ -6,7 +6,7 @@ import torch
 from cartstream.models.catalog import Catalog
 from cartstream.models.detector import CartDetector, make_targets
 from cartstream.models.evaluate import average_precision, score_detections
-from cartstream.models.runtime import FrameDetections, decode_peaks
+from cartstream.models.inference import FrameDetections, decode_peaks
 from cartstream.models.train import TrainConfig, render_dataset, train_detector
 
 

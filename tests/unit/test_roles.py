@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from cartstream.exceptions import ConfigurationError
-from cartstream.services.settings import Settings
+from cartstream.core.settings import Settings
 from cartstream.streams.app import ROLES, group_id, parse_roles
 
 

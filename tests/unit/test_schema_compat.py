@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from cartstream.schemas.compat import check_backward
 from cartstream.schemas.registry import SchemaRegistry, bundled_schema_dir
-from cartstream.services.cli import cli
+from cartstream.services.cli.main import cli
 
 
 def test_bundled_schemas_are_backward_compatible() -> None:

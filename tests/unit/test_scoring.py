@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cartstream.services.scoring import score_run
+from cartstream.services.tools.scoring import score_run
 
 
 def truth(sid: str, basket: dict[str, int], actions: list[Any], outcome: str = "checkout") -> Any:

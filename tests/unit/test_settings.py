@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from cartstream.exceptions import ConfigurationError
-from cartstream.services.settings import BrokerTuning, Settings, load_settings
+from cartstream.core.settings import BrokerTuning, Settings, load_settings
 
 
 def test_environment_sets_nested_values(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,8 +6,8 @@ import numpy as np
 
 from cartstream.models.catalog import Catalog
 from cartstream.models.shopper import ALL_CAMERAS, ANOMALY_KINDS, ShopperProfile, plan_session
-from cartstream.services.settings import TopicSettings
-from cartstream.services.simulate import SimConfig, cart_events, plan_carts
+from cartstream.core.settings import TopicSettings
+from cartstream.services.carts.simulate import SimConfig, cart_events, plan_carts
 
 
 def test_same_seed_same_sessions(catalog: Catalog) -> None:

@@ -10,8 +10,8 @@ import pytest
 
 from cartstream.models.catalog import Catalog
 from cartstream.schemas.records import SESSION_EVENT, WEIGHT_PACKET
-from cartstream.services.settings import Settings
-from cartstream.services.simulate import SimConfig, cart_events, plan_carts
+from cartstream.core.settings import Settings
+from cartstream.services.carts.simulate import SimConfig, cart_events, plan_carts
 from cartstream.streams.anomalies import AnomalyStage
 from cartstream.streams.detect import DetectStage
 from cartstream.streams.reason import ReasonStage

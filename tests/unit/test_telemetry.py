@@ -10,16 +10,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from cartstream.services.metrics import reason_label
-from cartstream.services.settings import Settings
-from cartstream.services.spanfile import (
+from cartstream.core.metrics import reason_label
+from cartstream.core.settings import Settings
+from cartstream.core.spanfile import (
     JsonLinesSpanExporter,
     SpanRecord,
     read_spans,
     span_files,
 )
-from cartstream.services.telemetry import exporter_kind, link_to, record_attributes
-from cartstream.services.tracetree import SpanIndex, render_checkout
+from cartstream.core.telemetry import exporter_kind, link_to, record_attributes
+from cartstream.services.observability.tracetree import SpanIndex, render_checkout
 
 
 def finished_spans() -> tuple[TracerProvider, InMemorySpanExporter]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from cartstream.models.catalog import Catalog
-from cartstream.services.settings import Settings
+from cartstream.core.settings import Settings
 from cartstream.streams.testing import MemoryPipeline
 from tests.unit.test_stages import pipeline, simulated
 

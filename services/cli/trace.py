@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from cartstream.exceptions import CartstreamError
-from cartstream.services.settings import Settings
-from cartstream.services.spanfile import read_spans, span_files
-from cartstream.services.tracetree import MAX_LINKED, SpanIndex, render_checkout
+from cartstream.core.settings import Settings
+from cartstream.core.spanfile import read_spans, span_files
+from cartstream.services.observability.tracetree import MAX_LINKED, SpanIndex, render_checkout
 
 
 @click.command("trace")

@@ -36,7 +36,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
-from cartstream.services.settings import Settings
+from cartstream.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,12 @@ from importlib import resources
 from alembic import command
 from alembic.config import Config
 
-from cartstream.services.persistence import make_engine
+from cartstream.services.storage.repository import make_engine
 
 
 def alembic_config() -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(resources.files("cartstream.services.migrations")))
+    cfg.set_main_option("script_location", str(resources.files("cartstream.services.storage.migrations")))
     return cfg
 
 

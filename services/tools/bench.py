@@ -21,13 +21,13 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from cartstream.models.catalog import Catalog
 from cartstream.models.render import encode_jpeg
-from cartstream.models.runtime import DetectorRuntime, model_card
+from cartstream.models.inference import DetectorRuntime, model_card
 from cartstream.models.train import render_dataset
 from cartstream.schemas.codec import AvroCodec
 from cartstream.schemas.records import CART_FRAME
-from cartstream.services.broker import EmbeddedBroker
-from cartstream.services.settings import KafkaSettings, Settings
-from cartstream.services.topics import ensure_topics
+from cartstream.services.kafka.broker import EmbeddedBroker
+from cartstream.core.settings import KafkaSettings, Settings
+from cartstream.services.kafka.topics import ensure_topics
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def stage_rate(frames: np.ndarray, batch: int, count: int = 512) -> float:
 
 
 def agent_rate(frames: np.ndarray, batch: int, count: int, log_dir: Path) -> Rate:
-    from cartstream.services.demo import WorkerProcess, worker_env
+    from cartstream.services.tools.harness import WorkerProcess, worker_env
 
     codec = AvroCodec()
     with EmbeddedBroker() as broker:

@@ -34,8 +34,8 @@ from cartstream.schemas.records import (
     WEIGHT_PACKET,
     SessionEventKind,
 )
-from cartstream.services.settings import TopicSettings
-from cartstream.streams.stage import derived_id
+from cartstream.core.settings import TopicSettings
+from cartstream.core.ids import derived_id
 
 CAMERAS = 2
 PACKET_SAMPLES = 10  # 200 ms at 50 Hz

@@ -25,27 +25,28 @@ import faust
 from opentelemetry.trace import SpanKind
 
 from cartstream.schemas.codec import AvroCodec
-from cartstream.services.metrics import instruments, reason_label
-from cartstream.services.settings import Settings
-from cartstream.services.telemetry import (
+from cartstream.core.metrics import instruments, reason_label
+from cartstream.core.settings import Settings
+from cartstream.core.telemetry import (
     current_traceparent,
     mark_error,
     message_span,
     record_attributes,
+    tracer,
 )
-from cartstream.services.topics import tick_topic_name
+from cartstream.exceptions import StoreUnavailable
+from cartstream.core.topics import changelog_topic_name, tick_topic_name
 from cartstream.streams.deadletter import decode_for_stage
-from cartstream.streams.stage import EVENT_ID_HEADER, TRACEPARENT, Inbound, Outbound, Stage
+from cartstream.core.ids import EVENT_ID_HEADER, TRACEPARENT, now_ms
+from cartstream.streams.stage import Inbound, Outbound, Sink, Stage
 from cartstream.streams.tracing import process_span
 
 log = logging.getLogger(__name__)
 
 PARTITION_FIELD = "_partition"
 TICK_RESEND_MS = 5_000
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+RETRY_FIRST_S = 0.5  # a sink's first retry while its store is unavailable ...
+RETRY_MAX_S = 10.0  # ... doubling up to this
 
 
 def inbound_from(msg: Any) -> Inbound:
@@ -138,17 +139,44 @@ class Publisher:
         )
 
 
-class StageRunner:
-    def __init__(
-        self, app: faust.App, stage: Stage, settings: Settings, publisher: Publisher
-    ) -> None:
-        self.app = app
-        self.stage = stage
+class _InputRunner:
+    """What every consuming runner does per input: decode and validate, dead-letter what fails
+    (marking the `process <topic>` span Faust's sensor opened), else `_apply`; then count it."""
+
+    def __init__(self, node: Stage | Sink, settings: Settings, publisher: Publisher) -> None:
+        self.node = node
         self.settings = settings
         self.publisher = publisher
         self.codec = publisher.codec
+
+    async def handle(self, msg: Any) -> None:
+        started = time.perf_counter()
+        inbound = inbound_from(msg)
+        now = now_ms()
+        span = process_span()
+        span.set_attribute("cartstream.stage", self.node.name)
+        decoded = decode_for_stage(
+            self.node, self.codec, inbound, msg.value, now, self.settings.topics.dead_letters
+        )
+        if isinstance(decoded, Outbound):
+            mark_error(span, str(decoded.record["reason"]), str(decoded.record["error_type"]))
+            await self.publisher.publish([decoded], self.node.name)
+        else:
+            await self._apply(decoded, inbound, now)
+        record_processed(self.node.name, msg.topic, started, isinstance(decoded, Outbound))
+
+    async def _apply(self, record: Mapping[str, Any], inbound: Inbound, now: int) -> None:
+        raise NotImplementedError
+
+
+class StageRunner(_InputRunner):
+    def __init__(
+        self, app: faust.App, stage: Stage, settings: Settings, publisher: Publisher
+    ) -> None:
+        super().__init__(stage, settings, publisher)
+        self.app = app
+        self.stage = stage
         partitions = settings.topics.stream_partitions
-        prefix = f"{settings.app_id}.{stage.name}"
         self.tick_topic_name = tick_topic_name(settings.app_id, stage.name)
         names = [*stage.inputs().keys()]
         self.table: Any = None
@@ -162,7 +190,7 @@ class StageRunner:
                 key_serializer="raw",
             )
             changelog = app.topic(
-                f"{prefix}.state-changelog",
+                changelog_topic_name(settings.app_id, stage.name),
                 partitions=partitions,
                 key_serializer="json",
                 value_serializer="json",
@@ -191,24 +219,15 @@ class StageRunner:
         if msg.topic == self.tick_topic_name:
             await self._on_tick((msg.key or b"").decode(), now_ms())
             return
-        started = time.perf_counter()
-        inbound = inbound_from(msg)
-        now = now_ms()
-        span = process_span()
-        span.set_attribute("cartstream.stage", self.stage.name)
-        decoded = decode_for_stage(
-            self.stage, self.codec, inbound, msg.value, now, self.settings.topics.dead_letters
-        )
-        if isinstance(decoded, Outbound):
-            mark_error(span, str(decoded.record["reason"]), str(decoded.record["error_type"]))
-            await self.publisher.publish([decoded], self.stage.name)
-        else:  # the record's ids are on its `send` span, the parent of this one
-            key = self.stage.state_key(decoded)
-            state = self.table.get(key) if self.table is not None else None
-            result = self.stage.handle(state, decoded, inbound, now)
-            await self.publisher.publish(result.outputs, self.stage.name)
-            self._store(key, result.state, msg.partition)
-        record_processed(self.stage.name, msg.topic, started, isinstance(decoded, Outbound))
+        await super().handle(msg)
+
+    async def _apply(self, record: Mapping[str, Any], inbound: Inbound, now: int) -> None:
+        # the record's ids are on its `send` span, the parent of this one
+        key = self.stage.state_key(record)
+        state = self.table.get(key) if self.table is not None else None
+        result = self.stage.handle(state, record, inbound, now)
+        await self.publisher.publish(result.outputs, self.stage.name)
+        self._store(key, result.state, inbound.partition)
 
     async def _on_tick(self, key: str, now: int) -> None:
         self._ticked.pop(key, None)
@@ -242,6 +261,57 @@ class StageRunner:
             )
 
 
+class SinkRunner(_InputRunner):
+    """Runs a `Sink`: each record written in a worker thread inside a CLIENT span (its
+    `operation`), one at a time and in order. While the store is unavailable the same record is
+    retried with backoff, so its offset (and every later one) stays uncommitted: nothing is
+    skipped, and the worker's other agents keep running."""
+
+    def __init__(
+        self, app: faust.App, sink: Sink, settings: Settings, publisher: Publisher
+    ) -> None:
+        super().__init__(sink, settings, publisher)
+        self.sink = sink
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=sink.name)
+        topic = app.topic(*sink.inputs(), value_serializer="raw", key_serializer="raw")
+        app.agent(topic, name=sink.name, concurrency=1)(self._run)
+
+    async def _run(self, stream: faust.StreamT) -> None:
+        log.info("%s: writing %s", self.sink.name, ", ".join(self.sink.inputs()))
+        async for event in stream.events():
+            await self.handle(event.message)
+
+    async def _apply(self, record: Mapping[str, Any], inbound: Inbound, now: int) -> None:
+        name, attributes = self.sink.operation(inbound)
+        loop = asyncio.get_running_loop()
+        delay = RETRY_FIRST_S
+        while True:
+            with tracer().start_as_current_span(
+                name, kind=SpanKind.CLIENT, attributes=attributes
+            ) as span:
+                try:
+                    new = await loop.run_in_executor(self.executor, self.sink.write, record, inbound)
+                except StoreUnavailable as exc:
+                    mark_error(span, str(exc), "UNAVAILABLE")
+                    log.warning(
+                        "%s: %s; retrying %s[%d]@%d in %.1f s",
+                        self.sink.name,
+                        exc,
+                        inbound.topic,
+                        inbound.partition,
+                        inbound.offset,
+                        delay,
+                    )
+                else:
+                    span.set_attribute("cartstream.inserted", bool(new))
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
 def record_processed(stage: str, topic: str, started: float, dead_letter: bool) -> None:
     """Count one processed input and its processing time (the stage.* metrics)."""
     meter = instruments()
@@ -252,6 +322,8 @@ def record_processed(stage: str, topic: str, started: float, dead_letter: bool) 
 
 class BatchStage(Stage, Protocol):
     """A stateless stage that works on batches (the detector)."""
+
+    in_flight: int  # batches it infers at once (threads it splits its cores between)
 
     def describe(self) -> dict[str, str]:
         """Span attributes for its batches (model version, execution provider)."""
@@ -285,15 +357,15 @@ class BatchRunner:
         self.publisher = publisher
         self.max_batch = max_batch
         self.within_s = max(max_wait_ms, 0.1) / 1000.0  # 0 would mean "wait for a full batch"
-        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix=stage.name)
+        self.executor = ThreadPoolExecutor(stage.in_flight, thread_name_prefix=stage.name)
         self.batches = 0
         self.frames = 0
         self.described = stage.describe()  # model and provider: fixed once the stage is built
         self.provider = {"provider": str(self.described.get("cartstream.provider", "none"))}
         topic = app.topic(*stage.inputs(), value_serializer="raw", key_serializer="raw")
-        # two consumers of batches and two inference threads: one batch decodes and infers
-        # while the other is gathered or published; in-flight work stays at two batches
-        app.agent(topic, name=stage.name, concurrency=2)(self._run)
+        # as many consumers of batches as inference threads: one batch decodes and infers
+        # while another is gathered or published; in-flight work stays at `in_flight` batches
+        app.agent(topic, name=stage.name, concurrency=stage.in_flight)(self._run)
 
     async def _run(self, stream: faust.StreamT) -> None:
         log.info(
@@ -366,3 +438,6 @@ class BatchRunner:
     @property
     def codec(self) -> AvroCodec:
         return self.publisher.codec
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)

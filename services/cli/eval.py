@@ -16,6 +16,9 @@ from typing import Any
 import click
 from rich.console import Console
 
+from cartstream.core.settings import Settings
+from cartstream.services.cli.context import cli_settings
+
 MODES = ("fused", "vision", "weight")
 # Carts publish as fast as the broker takes them, so the detect stage runs minutes behind the
 # weights; in real time it is milliseconds behind. Nothing is lost in a simulated run, so the
@@ -35,6 +38,7 @@ def split_sessions(total: int, max_carts: int = 10) -> tuple[int, int]:
 
 
 def evaluate_mode(
+    settings: Settings,
     mode: str,
     sessions: int,
     seed: int,
@@ -43,7 +47,7 @@ def evaluate_mode(
     quiet: bool,
     anomalies: bool = False,
 ) -> dict[str, Any]:
-    from cartstream.services.demo import DemoConfig, run_demo
+    from cartstream.services.tools.demo import DemoConfig, run_demo
 
     carts, per_cart = split_sessions(sessions)
     config = DemoConfig(
@@ -58,18 +62,17 @@ def evaluate_mode(
         worker_settings=EVAL_WORKER_SETTINGS,
         anomalies=anomalies,
     )
-    summary = run_demo(config, Console(stderr=True, quiet=quiet))
-    acc = summary["accuracy"]
-    extra = summary["anomaly_scores"] if anomalies else {}
+    summary = run_demo(config, settings, Console(stderr=True, quiet=quiet))
+    extra = summary.anomaly_scores if anomalies else {}
     return {
         "mode": mode,
         "seed": seed,
-        **acc,
+        **summary.accuracy,
         **{k: v for k, v in extra.items() if k != "sessions"},
-        "checkouts_persisted": summary["checkouts_persisted"],
-        "seconds": summary["seconds"],
-        "events": summary["events"],
-        "frames_detected": summary["frames_detected"],
+        "checkouts_persisted": summary.checkouts_persisted,
+        "seconds": summary.seconds,
+        "events": summary.events,
+        "frames_detected": summary.frames_detected,
     }
 
 
@@ -161,7 +164,9 @@ def evaluate(
     bootstrap = ctx.find_root().params.get("bootstrap")
     modes = MODES if mode == "all" else (mode,)
     results = [
-        evaluate_mode(m, sessions, seed, bootstrap, run_dir, as_json, anomalies) for m in modes
+        evaluate_mode(
+            cli_settings(ctx), m, sessions, seed, bootstrap, run_dir, as_json, anomalies
+        ) for m in modes
     ]
     command = f"cartstream eval --sessions {sessions} --seed {seed} --mode {mode}"
     command += " --anomalies" if anomalies else ""

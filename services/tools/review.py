@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cartstream.services.settings import Settings
-from cartstream.services.tail import read_topic
+from cartstream.core.settings import Settings
+from cartstream.services.kafka.tail import read_topic
 
 
 @dataclass

@@ -14,15 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from cartstream.exceptions import CartstreamError
-from cartstream.services.settings import Settings, load_settings
+from cartstream.core.settings import load_settings
+from cartstream.services.cli.context import cli_settings, console
 
-console = Console(stderr=True)
-
-
-def _settings(ctx: click.Context, **overrides: Any) -> Settings:
-    base: Settings = ctx.obj["settings"]
-    clean = {k: v for k, v in overrides.items() if v is not None}
-    return base.with_overrides(**clean) if clean else base
 
 
 @click.group()
@@ -55,7 +49,7 @@ def broker(port: int) -> None:
     """Run the embedded Kafka-protocol broker (Tansu, in-memory) in the foreground."""
     import subprocess
 
-    from cartstream.services.broker import EmbeddedBroker
+    from cartstream.services.kafka.broker import EmbeddedBroker
 
     b = EmbeddedBroker(port)
     console.print(f"[bold]Tansu broker on {b.bootstrap}[/] (in-memory; Ctrl-C stops it)")
@@ -72,9 +66,9 @@ def topics() -> None:
 @click.pass_context
 def topics_create(ctx: click.Context) -> None:
     """Create every cartstream topic with its configured partition count."""
-    from cartstream.services.topics import ensure_topics
+    from cartstream.services.kafka.topics import ensure_topics
 
-    counts = ensure_topics(_settings(ctx))
+    counts = ensure_topics(cli_settings(ctx))
     for name, n in counts.items():
         click.echo(f"{name}\t{n} partitions")
 
@@ -96,10 +90,10 @@ def topics_create(ctx: click.Context) -> None:
 def worker(ctx: click.Context, roles: str, web: bool) -> None:
     """Run stream stages as a Faust worker until stopped."""
     from cartstream.streams.app import parse_roles
-    from cartstream.streams.worker import run_worker
+    from cartstream.services.cli.worker import run_worker
 
     level = ctx.obj["log_level"]
-    run_worker(_settings(ctx), parse_roles(roles), loglevel=level, web=web)
+    run_worker(cli_settings(ctx), parse_roles(roles), loglevel=level, web=web)
 
 
 @cli.group()
@@ -137,10 +131,10 @@ def carts_simulate(
 ) -> None:
     """Publish simulated shopper sessions through the cart client."""
     from cartstream.models.catalog import Catalog
-    from cartstream.services.cart_client import CartClient
-    from cartstream.services.simulate import SimConfig, simulate
+    from cartstream.services.carts.cart_client import CartClient
+    from cartstream.services.carts.simulate import SimConfig, simulate
 
-    settings = _settings(ctx)
+    settings = cli_settings(ctx)
     config = SimConfig(
         carts=n_carts, sessions=sessions, seed=seed, run_id=run_id or uuid.uuid4().hex[:8]
     )
@@ -167,9 +161,9 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context, database_url: str | None) -> None:
     """Apply Alembic migrations up to head."""
-    from cartstream.services.migrate import current, upgrade
+    from cartstream.services.storage.migrate import current, upgrade
 
-    url = database_url or _settings(ctx).database_url.get_secret_value()
+    url = database_url or cli_settings(ctx).database_url.get_secret_value()
     upgrade(url)
     click.echo(f"database at revision {current(url)}")
 
@@ -221,9 +215,9 @@ def checkouts_tail(
     idle_timeout: float | None,
 ) -> None:
     """Print decoded checkouts as a retailer's consumer sees them."""
-    from cartstream.services.tail import format_checkout, read_topic, to_json
+    from cartstream.services.kafka.tail import format_checkout, read_topic, to_json
 
-    settings = _settings(ctx)
+    settings = cli_settings(ctx)
     for record, _msg in read_topic(
         settings, settings.topics.checkouts, not from_end, idle_timeout, max_records
     ):
@@ -273,7 +267,7 @@ def demo(
     report_dir: Path | None,
 ) -> None:
     """Broker, worker and simulated carts in one command; prints how well it went."""
-    from cartstream.services.demo import DemoConfig, run_demo
+    from cartstream.services.tools.demo import DemoConfig, run_demo
 
     bootstrap = ctx.find_root().params.get("bootstrap")
     config = DemoConfig(
@@ -288,16 +282,16 @@ def demo(
         speed=speed,
         report_dir=report_dir,
     )
-    summary = run_demo(config, console)
-    if summary["checkouts_persisted"] != summary["checkouts_requested"]:
+    summary = run_demo(config, cli_settings(ctx), console)
+    if not summary.complete:
         sys.exit(1)
 
 
 def _register_model_commands() -> None:
-    from cartstream.services.cli_eval import evaluate
-    from cartstream.services.cli_models import bench, models
-    from cartstream.services.cli_review import review
-    from cartstream.services.cli_trace import trace
+    from cartstream.services.cli.eval import evaluate
+    from cartstream.services.cli.models import bench, models
+    from cartstream.services.cli.review import review
+    from cartstream.services.cli.trace import trace
 
     cli.add_command(review)
     cli.add_command(trace)

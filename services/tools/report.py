@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from cartstream.services.spanfile import SpanRecord, read_spans, span_files
-from cartstream.services.tracetree import SpanIndex, render_checkout
+from cartstream.core.spanfile import SpanRecord, read_spans, span_files
+from cartstream.services.tools.summary import RunSummary
+from cartstream.services.observability.tracetree import SpanIndex, render_checkout
 
 STAGE_ORDER = ("cart", "detect", "reason", "anomalies", "reconcile", "persist")
 
@@ -92,7 +93,7 @@ def _plots(
     spans: list[SpanRecord],
     durations: dict[str, list[float]],
     e2e: list[float],
-    summary: dict[str, Any],
+    summary: RunSummary,
 ) -> None:
     import matplotlib
 
@@ -138,7 +139,7 @@ def _plots(
     fig.savefig(out / "throughput.png", dpi=110)
     plt.close(fig)
 
-    kinds = summary.get("anomaly_scores", {}).get("per_kind", {})
+    kinds = summary.anomaly_scores.get("per_kind", {})
     names = sorted(kinds)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if names:
@@ -155,25 +156,28 @@ def _plots(
     plt.close(fig)
 
 
-def _accuracy_rows(summary: dict[str, Any]) -> list[str]:
-    acc = summary["accuracy"]
+def _accuracy_rows(summary: RunSummary) -> list[str]:
+    acc = summary.accuracy
     rows = [
         "| measure | value |",
         "|---|---:|",
-        f"| sessions | {summary['sessions']} |",
-        f"| checkouts requested / persisted | {summary['checkouts_requested']} / "
-        f"{summary['checkouts_persisted']} |",
-        f"| checkout accuracy (cAcc) | {summary['checkout_accuracy']} |",
+        f"| sessions | {summary.sessions} |",
+        f"| checkouts requested / persisted | {summary.checkouts_requested} / "
+        f"{summary.checkouts_persisted} |",
+        f"| honest checkouts: accuracy (cAcc) | {summary.honest['cacc']} |",
+        f"| injected cases caught | {summary.anomaly_scores.get('caught', 0)} of "
+        f"{summary.anomaly_scores.get('injected', 0)} |",
+        f"| cAcc over all checkouts | {acc['cacc']} |",
         f"| count error per checkout (ACD) | {acc['acd']} |",
         f"| basket-change precision / recall | {acc['precision']} / {acc['recall']} |",
-        f"| decisions | {', '.join(f'{k} {v}' for k, v in sorted(summary['status'].items()))} |",
-        f"| events / events per second | {summary['events']} / {summary['events_per_s']} |",
+        f"| decisions | {', '.join(f'{k} {v}' for k, v in sorted(summary.status.items()))} |",
+        f"| events / events per second | {summary.events} / {summary.events_per_s} |",
     ]
     return rows
 
 
-def _anomaly_rows(summary: dict[str, Any]) -> list[str]:
-    scores = summary.get("anomaly_scores", {})
+def _anomaly_rows(summary: RunSummary) -> list[str]:
+    scores = summary.anomaly_scores
     rows = [
         "| kind | injected | flagged | precision | recall |",
         "|---|---:|---:|---:|---:|",
@@ -190,16 +194,16 @@ def _anomaly_rows(summary: dict[str, Any]) -> list[str]:
     return rows
 
 
-def write_report(out: Path, summary: dict[str, Any], spans_path: Path) -> Path:
+def write_report(out: Path, summary: RunSummary, spans_path: Path) -> Path:
     """Write `report.md` and its PNGs into `out`; returns the markdown's path."""
     out.mkdir(parents=True, exist_ok=True)
     spans = list(read_spans(span_files(spans_path)))
     index = SpanIndex.build(spans)
     lines = [
-        f"# cartstream demo report — {summary['sessions']} sessions, seed {summary['seed']}",
+        f"# cartstream demo report — {summary.sessions} sessions, seed {summary.seed}",
         "",
-        f"Reasoning: {summary['mode']}. Run folder: `{summary['run_dir']}`. "
-        f"Wall time {summary['seconds']} s.",
+        f"Reasoning: {summary.mode}. Run folder: `{summary.run_dir}`. "
+        f"Wall time {summary.seconds} s.",
         "",
         "## Accuracy",
         "",

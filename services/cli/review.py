@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from cartstream.services.cli.context import cli_settings
+
 
 @click.group()
 def review() -> None:
@@ -25,10 +27,9 @@ def review() -> None:
 @click.pass_context
 def export(ctx: click.Context, out: Path, min_confidence: float, idle_timeout: float) -> None:
     """Write DIR/images/*.jpg and DIR/labels.jsonl (pre-labelled, unverified)."""
-    from cartstream.services.cli import _settings
-    from cartstream.services.review import export_review
+    from cartstream.services.tools.review import export_review
 
-    report = export_review(_settings(ctx), out, min_confidence, idle_timeout)
+    report = export_review(cli_settings(ctx), out, min_confidence, idle_timeout)
     click.echo(
         f"{report.images} frames from {report.items} review items written to {report.out}"
         + (

@@ -8,15 +8,19 @@ checkout can never make a second row, nor half of one.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
+from cartstream.exceptions import StoreUnavailable
 from cartstream.schemas.records import Anomaly, Checkout
-from cartstream.services.db import AnomalyRow, CheckoutAnomalyRow, CheckoutItemRow, CheckoutRow
+from cartstream.services.storage.db import AnomalyRow, CheckoutAnomalyRow, CheckoutItemRow, CheckoutRow
 
 
 def _when(ms: int) -> datetime:
@@ -38,9 +42,36 @@ def make_engine(url: str) -> Engine:
 
 
 class Repository:
+    """The SQL `CheckoutStore` of `streams.persist`, and the reads of the CLI and tests."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    @classmethod
+    def from_url(cls, url: str) -> Repository:
+        return cls(make_engine(url))
+
+    def describe(self) -> dict[str, str]:
+        url = self.engine.url
+        return {"db.system.name": url.get_backend_name(), "db.namespace": url.database or ""}
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """One transaction; a lost or refused connection becomes StoreUnavailable (retryable),
+        anything else (a constraint, a bug) propagates as it is."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise StoreUnavailable(f"database unavailable: {_first_line(exc)}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StoreUnavailable(f"database connection lost: {_first_line(exc)}") from exc
+            raise
 
     def save_checkout(self, checkout: Checkout) -> bool:
         """Store a checkout with its lines and anomaly links; False if it was already there."""
@@ -61,7 +92,7 @@ class Repository:
             "review_reasons": list(checkout["review_reasons"]),
             "reasoning": checkout["reasoning"],
         }
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             stmt = self._insert(CheckoutRow).values(**row).on_conflict_do_nothing()
             inserted = conn.execute(stmt.returning(CheckoutRow.checkout_id)).first() is not None
             if not inserted:
@@ -102,7 +133,7 @@ class Repository:
                 "grams_expected": anomaly["grams_expected"],
             },
         }
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             stmt = self._insert(AnomalyRow).values(**row).on_conflict_do_nothing()
             return conn.execute(stmt.returning(AnomalyRow.anomaly_id)).first() is not None
 
@@ -140,3 +171,7 @@ class Repository:
                 CheckoutAnomalyRow.checkout_id == checkout_id
             )
             return list(s.scalars(q))
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]

@@ -27,15 +27,15 @@ from kafka.errors import KafkaError
 from opentelemetry.trace import SpanKind
 
 from cartstream.schemas.codec import AvroCodec
-from cartstream.services.settings import Settings
-from cartstream.services.spool import Spool, SpoolRecord
-from cartstream.services.telemetry import (
+from cartstream.core.settings import Settings
+from cartstream.services.carts.spool import Spool, SpoolRecord
+from cartstream.core.telemetry import (
     current_traceparent,
     message_span,
     record_attributes,
     setup_tracing,
 )
-from cartstream.streams.stage import EVENT_ID_HEADER, TRACEPARENT
+from cartstream.core.ids import EVENT_ID_HEADER, TRACEPARENT
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from cartstream.services.spanfile import SpanRecord
+from cartstream.core.spanfile import SpanRecord
 
 WIDTH = 80
 NAME_WIDTH = 48

@@ -12,7 +12,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from cartstream.exceptions import DecodeError
 from cartstream.schemas.codec import AvroCodec
-from cartstream.services.settings import Settings
+from cartstream.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from cartstream.models.runtime import BUNDLED_MODEL
+from cartstream.models.inference import BUNDLED_MODEL
 
 console = Console(stderr=True)
 
@@ -47,7 +47,7 @@ def train_detector(
     from cartstream.models.evaluate import evaluate_detector
     from cartstream.models.export import export_onnx, write_card
     from cartstream.models.model_card import write_markdown
-    from cartstream.models.runtime import DetectorRuntime
+    from cartstream.models.inference import DetectorRuntime
     from cartstream.models.train import TrainConfig
     from cartstream.models.train import train_detector as train
 
@@ -97,7 +97,7 @@ def eval_detector(images: int, seed: int, model: Path | None, as_json: bool) -> 
     """mAP@0.5, exact-count accuracy and look-alike confusions on held-out scenes."""
     from cartstream.models.catalog import Catalog
     from cartstream.models.evaluate import evaluate_detector
-    from cartstream.models.runtime import DetectorRuntime
+    from cartstream.models.inference import DetectorRuntime
 
     runtime = DetectorRuntime(model)
     report = evaluate_detector(runtime, Catalog.load(), images=images, seed=seed)
@@ -134,7 +134,7 @@ def bench_detector(batches: str, agent_frames: int, seconds: float, out: Path) -
     """Frames/s at each batch size: bare onnxruntime loop vs the detect agent via the broker."""
     import tempfile
 
-    from cartstream.services.bench import run_bench, table
+    from cartstream.services.tools.bench import run_bench, table
 
     sizes = [int(b) for b in batches.split(",") if b.strip()]
     with tempfile.TemporaryDirectory() as tmp:
@@ -160,7 +160,7 @@ def bench_tracing(carts: int, sessions: int, repeats: int, seed: int, out: Path)
     """Events/s and p99 latency with tracing off vs on (whole demo runs, alternating)."""
     import tempfile
 
-    from cartstream.services import bench_tracing as bt
+    from cartstream.services.tools import bench_tracing as bt
 
     with tempfile.TemporaryDirectory() as tmp:
         trials = bt.run(carts, sessions, repeats, seed, Path(tmp))

@@ -11,7 +11,7 @@ parent, so a trace is either whole or absent. With ratio 0 nothing is recorded a
 headers carry unsampled contexts.
 
 Header discipline: exactly one `traceparent` per Kafka record, written by whoever sends it (the
-cart client, `streams.runtime.Publisher`) from its own `send <topic>` span. Faust's OTel sensor
+cart client, `streams.runner.Publisher`) from its own `send <topic>` span. Faust's OTel sensor
 only reads headers, never writes them.
 """
 
@@ -31,11 +31,12 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from cartstream.services.settings import Settings
-from cartstream.services.spanfile import JsonLinesSpanExporter
+from cartstream.core.ids import TRACEPARENT
+from cartstream.core.settings import Settings
+from cartstream.core.spanfile import JsonLinesSpanExporter
 
 log = logging.getLogger(__name__)
-TRACEPARENT = "traceparent"
+
 MAX_LINKS = 1024  # a checkout links every basket change of its session
 _propagator = TraceContextTextMapPropagator()
 

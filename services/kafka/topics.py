@@ -10,7 +10,8 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from cartstream.exceptions import BrokerError
-from cartstream.services.settings import Settings
+from cartstream.core.settings import Settings
+from cartstream.core.topics import tick_topic_name
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,6 @@ def admin_client(settings: Settings, timeout_s: float = 15.0) -> KafkaAdminClien
                     f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}"
                 ) from exc
             time.sleep(0.3)
-
-
-def tick_topic_name(app_id: str, stage: str) -> str:
-    """A stateful stage's deadline topic (see streams/runtime.py)."""
-    return f"{app_id}.{stage}.ticks"
 
 
 def ensure_tick_topics(settings: Settings, stages: list[str]) -> dict[str, int]:

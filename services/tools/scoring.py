@@ -107,6 +107,14 @@ def score_run(
     }
 
 
+def score_honest(
+    truth: Mapping[str, Mapping[str, Any]], baskets: Mapping[str, Basket]
+) -> dict[str, Any]:
+    """cAcc and ACD over the sessions with nothing injected: what a shopper is billed for. (An
+    injected case, a hidden item say, cannot be seen by design; it is scored as an alert.)"""
+    return _checkout_scores([sid for sid, t in truth.items() if not t.get("anomaly")], truth, baskets)
+
+
 def score_anomalies(
     truth: Mapping[str, Mapping[str, Any]], anomalies: Iterable[Mapping[str, Any]]
 ) -> dict[str, Any]:
@@ -129,6 +137,7 @@ def score_anomalies(
     for sid, t in truth.items():
         if t.get("anomaly"):
             labelled[t["anomaly"]].add(sid)
+    caught = sum(len(raised[kind] & sids) for kind, sids in labelled.items())
     per_kind = {}
     for kind in sorted(set(labelled) | set(raised)):
         hits = len(raised[kind] & labelled[kind])
@@ -141,6 +150,8 @@ def score_anomalies(
     return {
         "sessions": len(truth),
         "honest_sessions": len(honest),
+        "injected": len(truth) - len(honest),  # sessions with a case injected
+        "caught": caught,  # ... that raised an alert of the injected kind
         "per_kind": per_kind,
         "false_alarms": alerts_on_honest,
         "false_alarms_per_1000": round(1000 * alerts_on_honest / len(honest), 2)

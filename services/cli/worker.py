@@ -1,0 +1,25 @@
+"""`cartstream worker`: topics, the database store and the Faust worker for a set of roles."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import faust
+
+from cartstream.core.settings import Settings
+from cartstream.services.kafka.topics import ensure_tick_topics
+from cartstream.services.storage.repository import Repository
+from cartstream.streams.worker import build_app, stateful_roles
+
+
+def run_worker(
+    settings: Settings, roles: Sequence[str], loglevel: str = "info", web: bool = False
+) -> None:
+    """Run until stopped (SIGTERM/SIGINT stop it cleanly; SIGKILL is survived by design)."""
+    ensure_tick_topics(settings, stateful_roles(roles))
+    store = None
+    if "persist" in roles:
+        store = Repository.from_url(settings.database_url.get_secret_value())
+    app = build_app(settings, roles, store=store, web=web)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

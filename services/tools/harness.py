@@ -1,0 +1,96 @@
+"""Running a worker as a child process: what the demo, the benches and the tests share.
+
+`worker_env` gives the child the parent's settings as `CARTSTREAM_*` variables (the run's broker,
+database, app id, a free web port, a ready file); `WorkerProcess` starts `cartstream worker`,
+waits for its ready file and stops it (SIGTERM, or SIGKILL for crash tests), always reaping it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cartstream.core.settings import Settings
+from cartstream.exceptions import CartstreamError
+from cartstream.services.kafka.broker import free_port
+
+
+class WorkerProcess:
+    """`cartstream worker` as a child process with its own settings environment."""
+
+    def __init__(
+        self, env: dict[str, str], log_path: Path, roles: str = "all", web: bool = False
+    ) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cartstream",
+                "--log-level",
+                "warning",
+                "worker",
+                "--roles",
+                roles,
+                "--web" if web else "--no-web",
+            ],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_ready(self, ready_file: Path, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not ready_file.exists():
+            if not self.alive():
+                raise CartstreamError(f"worker exited during start-up; see {self.log_path}")
+            if time.monotonic() > deadline:
+                raise CartstreamError(
+                    f"worker not ready after {timeout_s:.0f} s; see {self.log_path}"
+                )
+            time.sleep(0.1)
+
+    def stop(self, kill: bool = False, timeout_s: float = 20.0) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+
+
+def worker_env(
+    settings: Settings, app_id: str, database_url: str, ready_file: Path
+) -> dict[str, str]:
+    """The child's environment: the parent's, with these settings as CARTSTREAM_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARTSTREAM_")}
+    env.update(
+        {
+            "CARTSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "CARTSTREAM_BROKER_PROFILE": settings.broker_profile,
+            "CARTSTREAM_DATABASE_URL": database_url,
+            "CARTSTREAM_APP_ID": app_id,
+            "CARTSTREAM_WEB_PORT": str(free_port()),
+            "CARTSTREAM_READY_FILE": str(ready_file),
+            "CARTSTREAM_OTEL_JSONL_PATH": str(settings.otel_jsonl_path.absolute()),
+        }
+    )
+    # every stage shares the demo machine: one inference thread leaves a core for the rest
+    env["CARTSTREAM_DETECT__THREADS"] = os.environ.get("CARTSTREAM_DETECT__THREADS", "1")
+    for key, value in os.environ.items():  # keep the user's other settings (topics, SASL, ...)
+        if key.startswith("CARTSTREAM_") and key not in env:
+            env[key] = value
+    return env
