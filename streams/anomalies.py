@@ -27,6 +27,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, cast
 
+from cartstream.core.ids import derived_id
+from cartstream.core.settings import Settings
 from cartstream.models.basket import Basket
 from cartstream.models.catalog import Catalog
 from cartstream.schemas.records import (
@@ -39,8 +41,6 @@ from cartstream.schemas.records import (
     SessionReview,
     Severity,
 )
-from cartstream.core.settings import Settings
-from cartstream.core.ids import derived_id
 from cartstream.streams.stage import Inbound, Outbound, Result, State, accept_in_order
 
 STATE_RETENTION_MS = 6 * 3600 * 1000

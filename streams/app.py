@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import faust
 
-from cartstream.exceptions import ConfigurationError
 from cartstream.core.settings import Settings
+from cartstream.exceptions import ConfigurationError
 
 log = logging.getLogger(__name__)
 

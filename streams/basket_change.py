@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cartstream.schemas.records import BasketAction, BasketChange
 from cartstream.core.ids import derived_id
+from cartstream.schemas.records import BasketAction, BasketChange
 from cartstream.streams.stage import State
 
 

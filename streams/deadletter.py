@@ -6,10 +6,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from cartstream.core.ids import derived_id
 from cartstream.exceptions import DecodeError, ValidationError
 from cartstream.schemas.codec import AvroCodec
 from cartstream.schemas.records import DEAD_LETTER, DeadLetter
-from cartstream.core.ids import derived_id
 from cartstream.streams.stage import Inbound, Outbound, Sink, Stage
 
 log = logging.getLogger(__name__)

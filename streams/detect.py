@@ -20,6 +20,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+from cartstream.core.ids import derived_id
+from cartstream.core.settings import Settings
 from cartstream.exceptions import ConfigurationError
 from cartstream.models.catalog import Catalog
 from cartstream.models.inference import DetectorRuntime, FrameDetections, decode_jpegs, frame_stats
@@ -34,9 +36,7 @@ from cartstream.schemas.records import (
     ReviewFrame,
 )
 from cartstream.schemas.validation import validate_frame
-from cartstream.core.settings import Settings
 from cartstream.streams.deadletter import dead_letter
-from cartstream.core.ids import derived_id
 from cartstream.streams.stage import Inbound, Outbound, Result, State
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from cartstream.core.settings import Settings
 from cartstream.models.basket import Basket
 from cartstream.models.catalog import Catalog
 from cartstream.models.fusion import Fusion, FusionParams, StepEvidence
@@ -40,7 +41,6 @@ from cartstream.schemas.records import (
     WeightPacket,
 )
 from cartstream.schemas.validation import validate_session_event, validate_weight_packet
-from cartstream.core.settings import Settings
 from cartstream.streams.basket_change import new_change
 from cartstream.streams.evidence import FrameLedger, Window, sighting
 from cartstream.streams.stage import Inbound, Outbound, Result, State

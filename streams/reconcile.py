@@ -16,6 +16,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
+from cartstream.core.ids import derived_id
+from cartstream.core.settings import Settings
 from cartstream.models.basket import Basket
 from cartstream.models.catalog import Catalog
 from cartstream.schemas.records import (
@@ -27,8 +29,6 @@ from cartstream.schemas.records import (
     CheckoutItem,
     SessionReview,
 )
-from cartstream.core.settings import Settings
-from cartstream.core.ids import derived_id
 from cartstream.streams.stage import Inbound, Outbound, Result, State, accept_in_order
 
 log = logging.getLogger(__name__)

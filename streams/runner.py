@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import faust
 from opentelemetry.trace import SpanKind
 
-from cartstream.schemas.codec import AvroCodec
+from cartstream.core.ids import EVENT_ID_HEADER, TRACEPARENT, now_ms
 from cartstream.core.metrics import instruments, reason_label
 from cartstream.core.settings import Settings
 from cartstream.core.telemetry import (
@@ -34,10 +34,10 @@ from cartstream.core.telemetry import (
     record_attributes,
     tracer,
 )
-from cartstream.exceptions import StoreUnavailable
 from cartstream.core.topics import changelog_topic_name, tick_topic_name
+from cartstream.exceptions import StoreUnavailable
+from cartstream.schemas.codec import AvroCodec
 from cartstream.streams.deadletter import decode_for_stage
-from cartstream.core.ids import EVENT_ID_HEADER, TRACEPARENT, now_ms
 from cartstream.streams.stage import Inbound, Outbound, Sink, Stage
 from cartstream.streams.tracing import process_span
 
@@ -290,7 +290,9 @@ class SinkRunner(_InputRunner):
                 name, kind=SpanKind.CLIENT, attributes=attributes
             ) as span:
                 try:
-                    new = await loop.run_in_executor(self.executor, self.sink.write, record, inbound)
+                    new = await loop.run_in_executor(
+                        self.executor, self.sink.write, record, inbound
+                    )
                 except StoreUnavailable as exc:
                     mark_error(span, str(exc), "UNAVAILABLE")
                     log.warning(

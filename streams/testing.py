@@ -11,15 +11,14 @@ Sinks (persist) write synchronously; stages are started on construction and clos
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cartstream.core.ids import TRACEPARENT, now_ms
-from cartstream.schemas.codec import AvroCodec
 from cartstream.core.settings import Settings
+from cartstream.schemas.codec import AvroCodec
 from cartstream.streams.deadletter import decode_for_stage
 from cartstream.streams.stage import Inbound, Outbound, Sink, Stage, State
 
@@ -47,8 +46,10 @@ class MemoryPipeline:
         self.settings = settings
         self.stages = stages
         self.sinks = list(sinks)
-        for node in (*self.stages, *self.sinks):
-            node.start()
+        for stage in self.stages:
+            stage.start()
+        for sink in self.sinks:
+            sink.start()
         self.codec = codec or AvroCodec()
         self.clock = clock or now_ms
         self.log: dict[str, list[Message]] = defaultdict(list)
@@ -108,8 +109,10 @@ class MemoryPipeline:
         return handled
 
     def close(self) -> None:
-        for node in (*self.stages, *self.sinks):
-            node.close()
+        for stage in self.stages:
+            stage.close()
+        for sink in self.sinks:
+            sink.close()
 
     def _inbound(self, msg: Message) -> Inbound:
         return Inbound(msg.topic, 0, msg.offset, msg.key, msg.timestamp_ms, msg.headers)

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
+from cartstream.core.settings import KafkaSettings, Settings
 from cartstream.models.catalog import Catalog
 from cartstream.services.kafka.broker import EmbeddedBroker
-from cartstream.core.settings import KafkaSettings, Settings
 
 PG_ADMIN_URL = os.environ.get("CARTSTREAM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -165,7 +165,9 @@ class ReasonSettings(_Frozen):
     """Weight signal processing and the fusion of weight steps with what the cameras saw."""
 
     mode: Literal["fused", "vision", "weight"] = "fused"  # which evidence decides a step
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # fusion tensors (auto: CUDA when torch sees one)
+    device: Literal["auto", "cpu", "cuda"] = (
+        "auto"  # fusion tensors (auto: CUDA when torch sees one)
+    )
     settle_window_s: float = Field(default=0.3, gt=0)
     settle_max_std_g: float = Field(default=4.0, gt=0)
     min_step_g: float = Field(default=12.0, gt=0)

@@ -26,16 +26,16 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from opentelemetry.trace import SpanKind
 
-from cartstream.schemas.codec import AvroCodec
+from cartstream.core.ids import EVENT_ID_HEADER, TRACEPARENT
 from cartstream.core.settings import Settings
-from cartstream.services.carts.spool import Spool, SpoolRecord
 from cartstream.core.telemetry import (
     current_traceparent,
     message_span,
     record_attributes,
     setup_tracing,
 )
-from cartstream.core.ids import EVENT_ID_HEADER, TRACEPARENT
+from cartstream.schemas.codec import AvroCodec
+from cartstream.services.carts.spool import Spool, SpoolRecord
 
 log = logging.getLogger(__name__)
 

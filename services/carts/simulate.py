@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from cartstream.core.ids import derived_id
+from cartstream.core.settings import TopicSettings
 from cartstream.models.catalog import Catalog
 from cartstream.models.render import SceneRenderer, covered_lens, encode_jpeg
 from cartstream.models.scale import DEFAULT_RATE_HZ, synthesize_weights
@@ -34,8 +36,6 @@ from cartstream.schemas.records import (
     WEIGHT_PACKET,
     SessionEventKind,
 )
-from cartstream.core.settings import TopicSettings
-from cartstream.core.ids import derived_id
 
 CAMERAS = 2
 PACKET_SAMPLES = 10  # 200 ms at 50 Hz

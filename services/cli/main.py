@@ -7,16 +7,14 @@ import logging
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from cartstream.exceptions import CartstreamError
 from cartstream.core.settings import load_settings
+from cartstream.exceptions import CartstreamError
 from cartstream.services.cli.context import cli_settings, console
-
 
 
 @click.group()
@@ -89,8 +87,8 @@ def topics_create(ctx: click.Context) -> None:
 @click.pass_context
 def worker(ctx: click.Context, roles: str, web: bool) -> None:
     """Run stream stages as a Faust worker until stopped."""
-    from cartstream.streams.app import parse_roles
     from cartstream.services.cli.worker import run_worker
+    from cartstream.streams.app import parse_roles
 
     level = ctx.obj["log_level"]
     run_worker(cli_settings(ctx), parse_roles(roles), loglevel=level, web=web)

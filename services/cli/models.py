@@ -46,8 +46,8 @@ def train_detector(
     from cartstream.models.catalog import Catalog
     from cartstream.models.evaluate import evaluate_detector
     from cartstream.models.export import export_onnx, write_card
-    from cartstream.models.model_card import write_markdown
     from cartstream.models.inference import DetectorRuntime
+    from cartstream.models.model_card import write_markdown
     from cartstream.models.train import TrainConfig
     from cartstream.models.train import train_detector as train
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from cartstream.exceptions import CartstreamError
 from cartstream.core.settings import Settings
 from cartstream.core.spanfile import read_spans, span_files
+from cartstream.exceptions import CartstreamError
 from cartstream.services.observability.tracetree import MAX_LINKED, SpanIndex, render_checkout
 
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from cartstream.core.settings import Settings
 from cartstream.exceptions import DecodeError
 from cartstream.schemas.codec import AvroCodec
-from cartstream.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import time
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from cartstream.exceptions import BrokerError
 from cartstream.core.settings import Settings
 from cartstream.core.topics import tick_topic_name
+from cartstream.exceptions import BrokerError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,9 @@ from cartstream.services.storage.repository import make_engine
 
 def alembic_config() -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(resources.files("cartstream.services.storage.migrations")))
+    cfg.set_main_option(
+        "script_location", str(resources.files("cartstream.services.storage.migrations"))
+    )
     return cfg
 
 

@@ -14,13 +14,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, selectinload
 
 from cartstream.exceptions import StoreUnavailable
 from cartstream.schemas.records import Anomaly, Checkout
-from cartstream.services.storage.db import AnomalyRow, CheckoutAnomalyRow, CheckoutItemRow, CheckoutRow
+from cartstream.services.storage.db import (
+    AnomalyRow,
+    CheckoutAnomalyRow,
+    CheckoutItemRow,
+    CheckoutRow,
+)
 
 
 def _when(ms: int) -> datetime:

@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from cartstream.core.settings import KafkaSettings, Settings
 from cartstream.models.catalog import Catalog
-from cartstream.models.render import encode_jpeg
 from cartstream.models.inference import DetectorRuntime, model_card
+from cartstream.models.render import encode_jpeg
 from cartstream.models.train import render_dataset
 from cartstream.schemas.codec import AvroCodec
 from cartstream.schemas.records import CART_FRAME
 from cartstream.services.kafka.broker import EmbeddedBroker
-from cartstream.core.settings import KafkaSettings, Settings
 from cartstream.services.kafka.topics import ensure_topics
 
 

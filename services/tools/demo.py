@@ -28,7 +28,13 @@ from cartstream.exceptions import CartstreamError
 from cartstream.models.catalog import Catalog
 from cartstream.models.shopper import ShopperProfile
 from cartstream.services.carts.cart_client import CartClient
-from cartstream.services.carts.simulate import SimConfig, SimReport, plan_carts, read_truth, simulate
+from cartstream.services.carts.simulate import (
+    SimConfig,
+    SimulationReport,
+    plan_carts,
+    read_truth,
+    simulate,
+)
 from cartstream.services.kafka.broker import EmbeddedBroker
 from cartstream.services.kafka.tail import read_topic
 from cartstream.services.kafka.topics import ensure_topics
@@ -162,7 +168,7 @@ def _sim_config(config: DemoConfig, run: Run) -> SimConfig:
 
 def _publish_and_wait(
     config: DemoConfig, run: Run, client: CartClient, worker: WorkerProcess, console: Console
-) -> tuple[SimReport, float]:
+) -> tuple[SimulationReport, float]:
     """Publish the simulated carts, then wait for every requested checkout's row."""
     settings = run.settings
     catalog = Catalog.load(settings.catalog_path)
@@ -199,7 +205,7 @@ def _publish_and_wait(
     return report, time.monotonic() - started
 
 
-def _score(config: DemoConfig, run: Run, report: SimReport, elapsed: float) -> RunSummary:
+def _score(config: DemoConfig, run: Run, report: SimulationReport, elapsed: float) -> RunSummary:
     """What the pipeline published and persisted, scored against the ground truth."""
     settings, topics = run.settings, run.settings.topics
     detected = sum(1 for _ in read_topic(settings, topics.detections, idle_timeout_s=1.0))

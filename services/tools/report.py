@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from cartstream.core.spanfile import SpanRecord, read_spans, span_files
-from cartstream.services.tools.summary import RunSummary
 from cartstream.services.observability.tracetree import SpanIndex, render_checkout
+from cartstream.services.tools.summary import RunSummary
 
 STAGE_ORDER = ("cart", "detect", "reason", "anomalies", "reconcile", "persist")
 

@@ -112,7 +112,9 @@ def score_honest(
 ) -> dict[str, Any]:
     """cAcc and ACD over the sessions with nothing injected: what a shopper is billed for. (An
     injected case, a hidden item say, cannot be seen by design; it is scored as an alert.)"""
-    return _checkout_scores([sid for sid, t in truth.items() if not t.get("anomaly")], truth, baskets)
+    return _checkout_scores(
+        [sid for sid, t in truth.items() if not t.get("anomaly")], truth, baskets
+    )
 
 
 def score_anomalies(

@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
+from cartstream.core.settings import Settings
 from cartstream.models.catalog import Catalog
 from cartstream.services.carts.cart_client import CartClient
-from cartstream.services.tools.harness import WorkerProcess, worker_env
-from cartstream.services.storage.repository import Repository, make_engine
-from cartstream.core.settings import Settings
 from cartstream.services.carts.simulate import SimConfig, read_truth, simulate
 from cartstream.services.kafka.tail import read_topic
 from cartstream.services.kafka.topics import ensure_topics
+from cartstream.services.storage.repository import Repository, make_engine
+from cartstream.services.tools.harness import WorkerProcess, worker_env
 
 pytestmark = pytest.mark.e2e
 

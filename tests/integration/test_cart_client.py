@@ -6,10 +6,10 @@ import time
 import uuid
 from pathlib import Path
 
-from cartstream.schemas.records import WEIGHT_PACKET
-from cartstream.services.kafka.broker import EmbeddedBroker
-from cartstream.services.carts.cart_client import CartClient
 from cartstream.core.settings import KafkaSettings, Settings
+from cartstream.schemas.records import WEIGHT_PACKET
+from cartstream.services.carts.cart_client import CartClient
+from cartstream.services.kafka.broker import EmbeddedBroker
 from cartstream.services.kafka.tail import read_topic
 from cartstream.services.kafka.topics import ensure_topics
 

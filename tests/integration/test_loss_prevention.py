@@ -11,16 +11,16 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from cartstream.core.settings import Settings
 from cartstream.models.catalog import Catalog
 from cartstream.models.dataset import load_labelled
 from cartstream.models.shopper import ANOMALY_KINDS, ShopperProfile
 from cartstream.services.carts.cart_client import CartClient
-from cartstream.services.tools.harness import WorkerProcess, worker_env
-from cartstream.services.storage.repository import Repository, make_engine
-from cartstream.services.tools.review import export_review
-from cartstream.core.settings import Settings
 from cartstream.services.carts.simulate import SimConfig, plan_carts, read_truth, simulate
 from cartstream.services.kafka.topics import ensure_topics
+from cartstream.services.storage.repository import Repository, make_engine
+from cartstream.services.tools.harness import WorkerProcess, worker_env
+from cartstream.services.tools.review import export_review
 
 ALWAYS = ShopperProfile(anomaly_rate=1.0 / len(ANOMALY_KINDS))  # every session gets one case
 

@@ -15,15 +15,15 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from cartstream.models.catalog import Catalog
-from cartstream.services.cli.main import cli
-from cartstream.services.tools.harness import WorkerProcess, worker_env
 from cartstream.core.settings import Settings
 from cartstream.core.spanfile import SpanRecord
-from cartstream.services.kafka.tail import read_topic
 from cartstream.core.telemetry import flush_tracing, setup_tracing
+from cartstream.models.catalog import Catalog
+from cartstream.services.cli.main import cli
+from cartstream.services.kafka.tail import read_topic
 from cartstream.services.kafka.topics import ensure_topics
 from cartstream.services.observability.tracetree import SpanIndex
+from cartstream.services.tools.harness import WorkerProcess, worker_env
 from tests.integration.test_worker import run_sessions, wait_for
 from tests.otlp import Collector, OtlpSink
 

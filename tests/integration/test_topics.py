@@ -4,8 +4,8 @@ from collections.abc import Callable
 
 import pytest
 
-from cartstream.exceptions import BrokerError
 from cartstream.core.settings import Settings
+from cartstream.exceptions import BrokerError
 from cartstream.services.kafka.topics import ensure_tick_topics, ensure_topics, tick_topic_name
 
 

@@ -15,19 +15,19 @@ import numpy as np
 from click.testing import CliRunner
 from kafka import KafkaProducer
 
+from cartstream.core.settings import Settings
 from cartstream.models.catalog import Catalog
-from cartstream.models.render import encode_jpeg
 from cartstream.models.inference import DetectorRuntime
+from cartstream.models.render import encode_jpeg
 from cartstream.schemas.codec import AvroCodec
 from cartstream.schemas.records import CART_FRAME, SESSION_EVENT, WEIGHT_PACKET
 from cartstream.services.carts.cart_client import CartClient
-from cartstream.services.cli.main import cli
-from cartstream.services.tools.harness import WorkerProcess, worker_env
-from cartstream.services.storage.repository import Repository, make_engine
-from cartstream.core.settings import Settings
 from cartstream.services.carts.simulate import SimConfig, SimulationReport, read_truth, simulate
+from cartstream.services.cli.main import cli
 from cartstream.services.kafka.tail import read_topic
 from cartstream.services.kafka.topics import ensure_topics
+from cartstream.services.storage.repository import Repository, make_engine
+from cartstream.services.tools.harness import WorkerProcess, worker_env
 
 
 def bad_inputs(settings: Settings) -> list[tuple[str, bytes, str]]:

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from cartstream.core.settings import Settings
 from cartstream.models.catalog import Catalog
 from cartstream.schemas.records import BASKET_CHANGE
-from cartstream.core.settings import Settings
 from cartstream.streams.anomalies import AnomalyStage
 from cartstream.streams.testing import MemoryPipeline
 

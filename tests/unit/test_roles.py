@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from cartstream.exceptions import ConfigurationError
 from cartstream.core.settings import Settings
+from cartstream.exceptions import ConfigurationError
 from cartstream.streams.app import ROLES, group_id, parse_roles
 
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from cartstream.exceptions import ConfigurationError
 from cartstream.core.settings import BrokerTuning, Settings, load_settings
+from cartstream.exceptions import ConfigurationError
 
 
 def test_environment_sets_nested_values(monkeypatch: pytest.MonkeyPatch) -> None:

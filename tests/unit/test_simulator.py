@@ -4,9 +4,9 @@ import time
 
 import numpy as np
 
+from cartstream.core.settings import TopicSettings
 from cartstream.models.catalog import Catalog
 from cartstream.models.shopper import ALL_CAMERAS, ANOMALY_KINDS, ShopperProfile, plan_session
-from cartstream.core.settings import TopicSettings
 from cartstream.services.carts.simulate import SimConfig, cart_events, plan_carts
 
 

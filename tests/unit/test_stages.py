@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cartstream.core.settings import Settings
 from cartstream.models.catalog import Catalog
 from cartstream.schemas.records import SESSION_EVENT, WEIGHT_PACKET
-from cartstream.core.settings import Settings
 from cartstream.services.carts.simulate import SimConfig, cart_events, plan_carts
 from cartstream.streams.anomalies import AnomalyStage
 from cartstream.streams.detect import DetectStage

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from cartstream.models.catalog import Catalog
 from cartstream.core.settings import Settings
+from cartstream.models.catalog import Catalog
 from cartstream.streams.testing import MemoryPipeline
 from tests.unit.test_stages import pipeline, simulated
 
