@@ -1,19 +1,41 @@
 """A basket's contents as the pipeline believes them, and the weight it should have.
 
 Packaged SKUs are counted in units; items sold by weight are kept bag by bag with their measured
-grams (a removal takes out the bag whose weight matches best). JSON-able for stream tables.
+grams (a removal takes out the bag whose weight matches best). A plain dataclass: the stages'
+state codec (`streams/state.py`) stores it in their tables.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from cartstream.models.catalog import Catalog
 
 SCALE_READING_SD_G = 2.0  # how well one settled reading repeats
 MIN_TOLERANCE_G = 20.0
+
+
+@dataclass(frozen=True)
+class WeightCheck:
+    """The scale's reading against what the basket should weigh, within its tolerance."""
+
+    measured: float
+    expected: float
+    tolerance: float
+
+    @property
+    def diff(self) -> float:
+        return self.measured - self.expected
+
+    @property
+    def within(self) -> bool:
+        return abs(self.diff) <= self.tolerance
+
+    @property
+    def severe(self) -> bool:
+        """Off by more than three tolerances."""
+        return abs(self.diff) > 3 * self.tolerance
 
 
 @dataclass
@@ -47,6 +69,21 @@ class Basket:
             self.units[sku] = have - quantity
         return True
 
+    def apply(
+        self, catalog: Catalog, action: str, sku: str | None, quantity: int, grams: float
+    ) -> bool:
+        """Apply one decided basket change (the one way every stage rebuilds a basket); False
+        when it changes nothing: not an ADD or REMOVE, a SKU not in the catalog, or a removal
+        of what the basket does not hold."""
+        if sku is None or sku not in catalog:
+            return False
+        if action == "ADD":
+            self.add(catalog, sku, quantity, grams)
+            return True
+        if action == "REMOVE":
+            return self.remove(catalog, sku, quantity, grams)
+        return False
+
     def counts(self) -> dict[str, int]:
         """SKU -> units (bags for items sold by weight), the unit of checkout accuracy."""
         out = dict(self.units)
@@ -66,14 +103,11 @@ class Basket:
         var += readings * SCALE_READING_SD_G**2
         return float(max(MIN_TOLERANCE_G, 4.5 * math.sqrt(var)))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"units": dict(self.units), "bags": {k: list(v) for k, v in self.bags.items()}}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> Basket:
-        if not data:
-            return cls()
-        return cls(
-            units={str(k): int(v) for k, v in data.get("units", {}).items()},
-            bags={str(k): [float(g) for g in v] for k, v in data.get("bags", {}).items()},
+    def check_weight(
+        self, catalog: Catalog, measured: float, flagged_g: float = 0.0
+    ) -> WeightCheck:
+        """The checkout weight check. `flagged_g`: grams of steps already raised as alerts
+        (unexplained items), expected on the scale so that they are not reported twice."""
+        return WeightCheck(
+            measured, self.expected_grams(catalog) + flagged_g, self.tolerance_grams(catalog)
         )

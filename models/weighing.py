@@ -12,19 +12,31 @@ Its state is a small JSON-able dict, so a stream processor can keep it in a chan
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from cartstream.core.settings import ReasonSettings
 
 
 @dataclass(frozen=True)
 class SettleParams:
-    window_s: float = 0.3
-    settle_max_std_g: float = 3.0
+    """The settle detector's tuning. The three a deployment tunes come from `ReasonSettings`
+    (their one home, with their defaults); the rest are fixed properties of the algorithm."""
+
+    window_s: float
+    settle_max_std_g: float
+    min_step_g: float
     unsettle_g: float = 8.0
-    min_step_g: float = 12.0
     drift_follow: float = 0.05  # fraction of the window mean folded into the level per sample
+
+    @classmethod
+    def of(cls, reason: ReasonSettings) -> SettleParams:
+        return cls(
+            window_s=reason.settle_window_s,
+            settle_max_std_g=reason.settle_max_std_g,
+            min_step_g=reason.min_step_g,
+        )
 
 
 @dataclass(frozen=True)
@@ -50,17 +62,10 @@ class SettleState:
     moving_since_ms: int = 0
     initialised: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SettleState:
-        return cls(**data)
-
 
 class SettleDetector:
-    def __init__(self, params: SettleParams | None = None) -> None:
-        self.params = params or SettleParams()
+    def __init__(self, params: SettleParams) -> None:
+        self.params = params
 
     def window_len(self, rate_hz: float) -> int:
         return max(3, round(self.params.window_s * rate_hz))

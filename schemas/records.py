@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal
+
+# pydantic reads these TypedDicts (a held change in anomaly state) and needs this TypedDict
+# before Python 3.12
+from typing_extensions import TypedDict
 
 SessionEventKind = Literal["STARTED", "CHECKOUT_REQUESTED", "ABANDONED"]
 BasketAction = Literal["ADD", "REMOVE", "UNKNOWN", "CHECKOUT_REQUESTED", "ABANDONED"]
+ClosingAction = Literal["CHECKOUT_REQUESTED", "ABANDONED"]
+STEP_ACTIONS = ("ADD", "REMOVE", "UNKNOWN")  # a basket change decided from a weight step
+CLOSING_ACTIONS = ("CHECKOUT_REQUESTED", "ABANDONED")  # a session's closing marker
 AnomalyKind = Literal[
     "UNEXPLAINED_WEIGHT_CHANGE",
     "CHECKOUT_WEIGHT_MISMATCH",

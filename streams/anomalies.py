@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from cartstream.core.ids import derived_id
@@ -34,16 +35,24 @@ from cartstream.models.catalog import Catalog
 from cartstream.schemas.records import (
     ANOMALY,
     BASKET_CHANGE,
+    CLOSING_ACTIONS,
     SESSION_REVIEW,
+    STEP_ACTIONS,
     Anomaly,
     AnomalyKind,
     BasketChange,
     SessionReview,
     Severity,
 )
-from cartstream.streams.stage import Inbound, Outbound, Result, State, accept_in_order
+from cartstream.streams.stage import (
+    STATE_RETENTION_MS,
+    Inbound,
+    Outbound,
+    Result,
+    accept_in_order,
+)
+from cartstream.streams.state import StateCodec
 
-STATE_RETENTION_MS = 6 * 3600 * 1000
 TAMPER_WINDOW_MS = 60_000  # an unseen change undone within this long is tampering
 TAMPER_MATCH_G = 30.0  # ... when the two changes cancel out to within this (or 5 %)
 SWAP_MIN_VISION = 0.9  # how sure the cameras alone must be to call a swap
@@ -85,6 +94,28 @@ def anomaly(
     }
 
 
+@dataclass
+class AnomalyState:
+    """What the anomaly stage keeps per session. Version 0 (before versions) may lack `held`,
+    `blind` and `unknown_g` (before the camera-evidence rules): their defaults fill them in."""
+
+    cart_id: str
+    store_id: str
+    session_id: str
+    next_seq: int = 0
+    basket: Basket = field(default_factory=Basket)
+    anomaly_ids: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    held: BasketChange | None = None  # an unseen step's change, until we know if it is undone
+    blind: list[int] = field(default_factory=list)  # cameras already reported blocked
+    unknown_g: float = 0.0  # grams of unexplained steps already raised as alerts
+    closed_ms: int | None = None
+    version: int = 1
+
+
+CODEC = StateCodec(AnomalyState, 1)
+
+
 class AnomalyStage:
     stateful = True
     name = "anomalies"
@@ -108,59 +139,56 @@ class AnomalyStage:
     def state_key(self, record: Mapping[str, Any]) -> str:
         return str(record["session_id"])
 
+    def load_state(self, data: Mapping[str, Any]) -> AnomalyState:
+        return CODEC.load(data)
+
+    def dump_state(self, state: AnomalyState) -> dict[str, Any]:
+        return CODEC.dump(state)
+
     def handle(
-        self, state: State | None, record: Mapping[str, Any], inbound: Inbound, now_ms: int
-    ) -> Result:
+        self, state: AnomalyState | None, record: Mapping[str, Any], inbound: Inbound, now_ms: int
+    ) -> Result[AnomalyState]:
         change = cast(BasketChange, record)
         if state is None:
-            state = {
-                "cart_id": change["cart_id"],
-                "store_id": change["store_id"],
-                "session_id": change["session_id"],
-                "next_seq": 0,
-                "basket": Basket().to_dict(),
-                "anomaly_ids": [],
-                "reasons": [],
-                "held": None,  # an unseen step's change, until we know whether it is undone
-                "blind": [],  # cameras already reported blocked
-                "unknown_g": 0.0,  # grams of steps raised as unexplained
-                "closed_ms": None,
-            }
-        state = self._upgrade(state)
-        if state["closed_ms"] is not None or not accept_in_order(state, change["seq"]):
+            state = AnomalyState(change["cart_id"], change["store_id"], change["session_id"])
+        if state.closed_ms is not None or not accept_in_order(state, change["seq"]):
             return Result(state)
-        basket = Basket.from_dict(state["basket"])
-        action, sku = change["action"], change["sku"]
-        if action == "ADD" and sku is not None and sku in self.catalog:
-            basket.add(self.catalog, sku, change["quantity"], change["grams_delta"])
-        elif action == "REMOVE" and sku is not None and sku in self.catalog:
-            basket.remove(self.catalog, sku, change["quantity"], change["grams_delta"])
-        if action == "UNKNOWN":  # every unexplained step raises its own alert
-            state["unknown_g"] += change["grams_delta"]
-        if action in ("ADD", "REMOVE", "UNKNOWN"):
+        basket = state.basket
+        action = change["action"]
+        basket.apply(self.catalog, action, change["sku"], change["quantity"], change["grams_delta"])
+        if action in STEP_ACTIONS:
             found = self._step_alerts(state, change, now_ms)
+            if action == "UNKNOWN" and self._flagged(state, change, found):
+                state.unknown_g += change["grams_delta"]
         else:  # the session's end: nothing more can undo a held step
             found = self._flush(state, now_ms)
         outputs = [Outbound(self.topics.anomalies, change["cart_id"], ANOMALY, a) for a in found]
-        state["anomaly_ids"] += [a["anomaly_id"] for a in found]
-        state["reasons"] += [a["description"] for a in found]
+        state.anomaly_ids += [a["anomaly_id"] for a in found]
+        state.reasons += [a["description"] for a in found]
         if action == "CHECKOUT_REQUESTED":
-            mismatch = self._weight_check(basket, change, now_ms, state["unknown_g"])
+            mismatch = self._weight_check(state, change, now_ms)
             if mismatch is not None:
                 outputs.append(
                     Outbound(self.topics.anomalies, change["cart_id"], ANOMALY, mismatch)
                 )
-                state["anomaly_ids"].append(mismatch["anomaly_id"])
-                state["reasons"].append(mismatch["description"])
+                state.anomaly_ids.append(mismatch["anomaly_id"])
+                state.reasons.append(mismatch["description"])
             outputs.append(self._review(state, change, now_ms))
-        if action in ("CHECKOUT_REQUESTED", "ABANDONED"):
-            state["closed_ms"] = now_ms
-        state["basket"] = basket.to_dict()
+        if action in CLOSING_ACTIONS:
+            state.closed_ms = now_ms
         return Result(state, outputs)
+
+    @staticmethod
+    def _flagged(state: AnomalyState, change: BasketChange, found: list[Anomaly]) -> bool:
+        """An unexplained step whose grams an alert reports (now, or once its held fate is
+        known): the checkout weight check expects those grams rather than report them twice."""
+        if state.held is not None and state.held["event_id"] == change["event_id"]:
+            return True
+        return any(change["event_id"] in a["basket_change_ids"] for a in found)
 
     # -- step rules ------------------------------------------------------------------------
 
-    def _step_alerts(self, state: State, change: BasketChange, now_ms: int) -> list[Anomaly]:
+    def _step_alerts(self, state: AnomalyState, change: BasketChange, now_ms: int) -> list[Anomaly]:
         delta = change["grams_delta"]
         if change["frames_seen"] < 0:  # decided by weight alone: no camera evidence
             if change["action"] != "UNKNOWN":
@@ -177,7 +205,7 @@ class AnomalyStage:
                 )
             ]
         found = self._blocked(state, change, now_ms)
-        held: BasketChange | None = state["held"]
+        held = state.held
         # working cameras saw no hand (with a camera down, nothing can be concluded)
         unseen = change["frames_with_hand"] == 0 and not change["blind_cameras"]
         if held is not None:
@@ -188,7 +216,7 @@ class AnomalyStage:
                 and abs(before + delta) <= max(TAMPER_MATCH_G, 0.05 * abs(delta))
                 and change["step_start_ms"] - held["step_end_ms"] <= TAMPER_WINDOW_MS
             )
-            state["held"] = None
+            state.held = None
             if undone:
                 shape = "leaning on" if before > 0 else "lifting"
                 return [
@@ -206,16 +234,16 @@ class AnomalyStage:
                 ]
             found.append(self._unseen(held, now_ms))
         if unseen:
-            state["held"] = dict(change)
+            state.held = change
             return found
         return found + self._seen(change, now_ms)
 
-    def _blocked(self, state: State, change: BasketChange, now_ms: int) -> list[Anomaly]:
+    def _blocked(self, state: AnomalyState, change: BasketChange, now_ms: int) -> list[Anomaly]:
         found = []
         for camera in change["blind_cameras"]:
-            if camera in state["blind"]:
+            if camera in state.blind:
                 continue
-            state["blind"].append(camera)
+            state.blind.append(camera)
             found.append(
                 anomaly(
                     "CAMERA_BLOCKED",
@@ -290,56 +318,43 @@ class AnomalyStage:
                     return False
         return True
 
-    def _flush(self, state: State, now_ms: int) -> list[Anomaly]:
-        held, state["held"] = state["held"], None
+    def _flush(self, state: AnomalyState, now_ms: int) -> list[Anomaly]:
+        held, state.held = state.held, None
         return [self._unseen(held, now_ms)] if held is not None else []
 
-    @staticmethod
-    def _upgrade(state: State) -> State:
-        """A state written before the camera-evidence rules (changelogs outlive releases)."""
-        state.setdefault("held", None)
-        state.setdefault("blind", [])
-        state.setdefault("unknown_g", 0.0)
-        return state
-
     def _weight_check(
-        self, basket: Basket, change: BasketChange, now_ms: int, flagged_g: float
+        self, state: AnomalyState, change: BasketChange, now_ms: int
     ) -> Anomaly | None:
-        """Measured vs expected at checkout; grams already raised as unexplained steps are
-        expected (they were reported once, with their evidence)."""
-        expected = basket.expected_grams(self.catalog) + flagged_g
-        tolerance = basket.tolerance_grams(self.catalog)
-        measured = change["scale_net_grams"]
-        diff = measured - expected
-        if abs(diff) <= tolerance:
+        """Measured vs expected at checkout (`Basket.check_weight`, the one rule); grams
+        already raised as unexplained steps are expected (reported once, with their evidence)."""
+        check = state.basket.check_weight(self.catalog, change["scale_net_grams"], state.unknown_g)
+        if check.within:
             return None
-        severity: Severity = "CRITICAL" if abs(diff) > 3 * tolerance else "WARNING"
         return anomaly(
             "CHECKOUT_WEIGHT_MISMATCH",
-            severity,
+            "CRITICAL" if check.severe else "WARNING",
             change,
             now_ms,
-            f"scale reads {measured:.0f} g, basket should weigh {expected:.0f} g "
-            f"({diff:+.0f} g, tolerance {tolerance:.0f} g)",
-            measured=measured,
-            expected=expected,
+            f"scale reads {check.measured:.0f} g, basket should weigh {check.expected:.0f} g "
+            f"({check.diff:+.0f} g, tolerance {check.tolerance:.0f} g)",
+            measured=check.measured,
+            expected=check.expected,
         )
 
-    def _review(self, state: State, change: BasketChange, now_ms: int) -> Outbound:
+    def _review(self, state: AnomalyState, change: BasketChange, now_ms: int) -> Outbound:
         review: SessionReview = {
             "event_id": derived_id("review", change["session_id"]),
             "cart_id": change["cart_id"],
             "store_id": change["store_id"],
             "session_id": change["session_id"],
-            "anomaly_ids": list(state["anomaly_ids"]),
-            "reasons": list(state["reasons"]),
+            "anomaly_ids": list(state.anomaly_ids),
+            "reasons": list(state.reasons),
             "reviewed_ms": now_ms,
         }
         return Outbound(self.topics.reviews, change["cart_id"], SESSION_REVIEW, review)
 
-    def needs_tick(self, state: State, now_ms: int) -> bool:
-        closed = state.get("closed_ms")
-        return closed is not None and now_ms - closed >= STATE_RETENTION_MS
+    def needs_tick(self, state: AnomalyState, now_ms: int) -> bool:
+        return state.closed_ms is not None and now_ms - state.closed_ms >= STATE_RETENTION_MS
 
-    def tick(self, state: State, now_ms: int) -> Result:
+    def tick(self, state: AnomalyState, now_ms: int) -> Result[AnomalyState]:
         return Result(None if self.needs_tick(state, now_ms) else state)

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from cartstream.core.ids import derived_id
 from cartstream.schemas.records import BasketAction, BasketChange
-from cartstream.streams.stage import State
+
+
+class Session(Protocol):
+    """Whose change it is (a stage's per-session state has these)."""
+
+    cart_id: str
+    store_id: str
+    session_id: str
 
 
 def new_change(
-    state: State,
+    session: Session,
+    seq: int,
     action: BasketAction,
     sku: str | None,
     quantity: int,
@@ -28,15 +36,13 @@ def new_change(
     evidence: str = "weight",
     seen: dict[str, Any] | None = None,
 ) -> BasketChange:
-    """The next basket change of a session (numbered, with a deterministic id); `seen` holds
+    """Basket change number `seq` of a session, with an id derived from the two; `seen` holds
     what each kind of evidence said alone (frames, cameras, vision and weight verdicts)."""
-    seq = state["next_change"]
-    state["next_change"] = seq + 1
     return {
-        "event_id": derived_id("basket-change", state["session_id"], seq),
-        "cart_id": state["cart_id"],
-        "store_id": state["store_id"],
-        "session_id": state["session_id"],
+        "event_id": derived_id("basket-change", session.session_id, seq),
+        "cart_id": session.cart_id,
+        "store_id": session.store_id,
+        "session_id": session.session_id,
         "seq": seq,
         "action": action,
         "sku": sku,

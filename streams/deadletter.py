@@ -79,7 +79,7 @@ def decode_input(
 
 
 def decode_for_stage(
-    stage: Stage | Sink,
+    stage: Stage[Any] | Sink,
     codec: AvroCodec,
     inbound: Inbound,
     value: bytes,

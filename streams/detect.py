@@ -37,10 +37,9 @@ from cartstream.schemas.records import (
 )
 from cartstream.schemas.validation import validate_frame
 from cartstream.streams.deadletter import dead_letter
-from cartstream.streams.stage import Inbound, Outbound, Result, State
+from cartstream.streams.stage import Inbound, Outbound, Result
 
 log = logging.getLogger(__name__)
-
 
 
 class DetectStage:
@@ -123,9 +122,15 @@ class DetectStage:
     def state_key(self, record: Mapping[str, Any]) -> str:
         return str(record["session_id"])
 
+    def load_state(self, data: Mapping[str, Any]) -> None:
+        return None  # stateless
+
+    def dump_state(self, state: None) -> dict[str, Any]:
+        return {}
+
     def handle(
-        self, state: State | None, record: Mapping[str, Any], inbound: Inbound, now_ms: int
-    ) -> Result:
+        self, state: None, record: Mapping[str, Any], inbound: Inbound, now_ms: int
+    ) -> Result[None]:
         raw = self.codec.encode(CART_FRAME, record)  # same bytes as the cart sent (same schema)
         return Result(None, self.handle_batch([record], [inbound], [raw], now_ms))
 
@@ -224,8 +229,8 @@ class DetectStage:
             )
         return out
 
-    def needs_tick(self, state: State, now_ms: int) -> bool:
+    def needs_tick(self, state: None, now_ms: int) -> bool:
         return False
 
-    def tick(self, state: State, now_ms: int) -> Result:
-        return Result(state)
+    def tick(self, state: None, now_ms: int) -> Result[None]:
+        return Result(None)

@@ -22,21 +22,30 @@ shopper was in its way, costs nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from cartstream.models.catalog import Catalog
 from cartstream.schemas.records import Detection
 
-Sighting = list[Any]  # see `sighting` (a JSON-friendly list, kept in the stage's table)
-
 # a frame darker or flatter than this shows nothing (covered lens, failed sensor)
 MIN_BRIGHTNESS = 20.0
 MIN_CONTRAST = 3.0
 MISSING_AFTER_FRAMES = 2  # a camera silent while another sent this many frames has failed
+
+
+class Sighting(NamedTuple):
+    """One frame's detection as reason keeps it (stored as a JSON list, in this order)."""
+
+    capture_ms: int
+    boxes: list[tuple[int, float]]  # (SKU index, best score) of the boxes in the hand zone
+    in_hand: int  # boxes in the hand zone: units held at once
+    camera: int
+    usable: bool  # not dark, not uniform
+    frame_event_id: str
+    traceparent: str = ""  # the detection's trace context (a basket change links to it)
 
 
 def usable(detection: Detection) -> bool:
@@ -49,9 +58,8 @@ def usable(detection: Detection) -> bool:
 def sighting(
     detection: Detection, catalog: Catalog, zone_y: float, traceparent: str = ""
 ) -> Sighting:
-    """[capture ms, [[sku index, best score], ...] of the boxes whose centre lies in the hand
-    zone, how many such boxes (units held at once), camera id, usable (not dark or uniform),
-    frame event id, the trace context of the detection (a basket change links to it)]."""
+    """What reason keeps of a detection: the best score per SKU of the boxes whose centre lies
+    in the hand zone, and how many such boxes there were."""
     best: dict[int, float] = {}
     count = 0
     for box in detection["boxes"]:
@@ -60,15 +68,15 @@ def sighting(
         k = catalog.index(box["sku"])
         best[k] = max(best.get(k, 0.0), float(box["score"]))
         count += 1
-    return [
+    return Sighting(
         detection["capture_time_ms"],
-        [[k, s] for k, s in sorted(best.items())],
+        sorted(best.items()),
         count,
         int(detection["camera_id"]),
         usable(detection),
         detection["frame_event_id"],
         traceparent,
-    ]
+    )
 
 
 @dataclass(frozen=True)
@@ -84,73 +92,69 @@ class Window:
     frame_traces: tuple[str, ...] = ()  # their detections' trace contexts (those known)
 
 
+@dataclass
 class FrameLedger:
-    """Operations on the `vision` part of a session's state (a plain dict, so it serialises):
+    """The frames of a session that reason has the detections of (part of its state).
 
-    mark      every frame sequence <= mark has its detection
-    above     sequences > mark already received (out of order: two detect batches in flight)
-    sightings one entry per frame received, by capture time
-    cameras   every camera that sent a frame in this session
+    Invariants: every frame sequence <= `mark` has its detection; `above` holds the sequences
+    > mark already received (out of order: two detect batches in flight); `sightings` has one
+    entry per frame received; `cameras` every camera that sent a frame in this session.
     """
 
-    @staticmethod
-    def new() -> dict[str, Any]:
-        return {"mark": -1, "above": [], "sightings": [], "cameras": []}
+    mark: int = -1
+    above: list[int] = field(default_factory=list)
+    sightings: list[Sighting] = field(default_factory=list)
+    cameras: list[int] = field(default_factory=list)
 
-    @staticmethod
-    def note(ledger: dict[str, Any], sequence: int, sighting: Sighting) -> bool:
+    def note(self, sequence: int, seen: Sighting) -> bool:
         """Record one frame's detection; False when it was already recorded (re-delivery)."""
-        if sequence <= ledger["mark"] or sequence in ledger["above"]:
+        if sequence <= self.mark or sequence in self.above:
             return False
-        above = sorted([*ledger["above"], sequence])
-        mark = ledger["mark"]
+        above = sorted([*self.above, sequence])
+        mark = self.mark
         while above and above[0] == mark + 1:
             mark = above.pop(0)
-        ledger["mark"], ledger["above"] = mark, above
-        ledger["sightings"].append(sighting)
-        cameras = ledger["cameras"]
-        if sighting[3] not in cameras:
-            cameras.append(sighting[3])
-            cameras.sort()
+        self.mark, self.above = mark, above
+        self.sightings.append(seen)
+        if seen.camera not in self.cameras:
+            self.cameras.append(seen.camera)
+            self.cameras.sort()
         return True
 
-    @staticmethod
-    def covers(ledger: Mapping[str, Any], barrier: int) -> bool:
-        return bool(ledger["mark"] >= barrier)
+    def covers(self, barrier: int) -> bool:
+        return self.mark >= barrier
 
-    @staticmethod
-    def window(ledger: Mapping[str, Any], start_ms: int, end_ms: int, size: int) -> Window | None:
+    def window(self, start_ms: int, end_ms: int, size: int) -> Window | None:
         """The frames captured in [start_ms, end_ms]; None when there were none. Only usable
         frames that saw an item in hand give scores (a camera that saw none, because the
         shopper was in its way, tells nothing and is left out)."""
-        inside = [s for s in ledger["sightings"] if start_ms <= s[0] <= end_ms]
+        inside = [s for s in self.sightings if start_ms <= s.capture_ms <= end_ms]
         if not inside:
             return None
         rows: list[np.ndarray] = []
         counts: list[int] = []
         cameras: set[int] = set()
-        for _, boxes, count, camera, fine, *_ in inside:
-            if not fine:
+        for s in inside:
+            if not s.usable:
                 continue
-            cameras.add(int(camera))
-            if boxes:
+            cameras.add(s.camera)
+            if s.boxes:
                 row = np.zeros(size)
-                for k, score in boxes:
+                for k, score in s.boxes:
                     row[int(k)] = float(score)
                 rows.append(row)
-                counts.append(int(count))
+                counts.append(s.in_hand)
         return Window(
             np.stack(rows) if rows else np.zeros((0, size)),
             np.asarray(counts, dtype=float),
-            sum(1 for e in inside if e[4]),
+            sum(1 for s in inside if s.usable),
             tuple(sorted(cameras)),
-            tuple(int(e[3]) for e in inside),
-            tuple(str(e[5]) for e in inside),
-            tuple(str(e[6]) for e in inside if e[6]),
+            tuple(s.camera for s in inside),
+            tuple(s.frame_event_id for s in inside),
+            tuple(s.traceparent for s in inside if s.traceparent),
         )
 
-    @staticmethod
-    def blind_cameras(ledger: Mapping[str, Any], window: Window | None) -> list[int]:
+    def blind_cameras(self, window: Window | None) -> list[int]:
         """Cameras that failed in the window: they sent only dark or uniform frames, or none
         while another camera sent a hand movement's worth. (Carts send frames when something
         moves in view, so a window with no frame, or one idle frame, is normal.)"""
@@ -162,11 +166,10 @@ class FrameLedger:
         busiest = max(sent.values(), default=0)
         return [
             c
-            for c in ledger["cameras"]
+            for c in self.cameras
             if c not in window.cameras and (c in sent or busiest >= MISSING_AFTER_FRAMES)
         ]
 
-    @staticmethod
-    def forget_before(ledger: dict[str, Any], capture_ms: int) -> None:
+    def forget_before(self, capture_ms: int) -> None:
         """Drop sightings no future step can use (steps come in time order)."""
-        ledger["sightings"] = [s for s in ledger["sightings"] if s[0] >= capture_ms]
+        self.sightings = [s for s in self.sightings if s.capture_ms >= capture_ms]

@@ -26,32 +26,33 @@ from typing import Any, cast
 import numpy as np
 
 from cartstream.core.settings import Settings
-from cartstream.models.basket import Basket
 from cartstream.models.catalog import Catalog
 from cartstream.models.fusion import Fusion, FusionParams, StepEvidence
-from cartstream.models.weighing import SettleDetector, SettleParams, SettleState
+from cartstream.models.weighing import SettleDetector, SettleParams
 from cartstream.schemas.records import (
     BASKET_CHANGE,
     DETECTION,
     SESSION_EVENT,
     WEIGHT_PACKET,
-    BasketAction,
     Detection,
     SessionEvent,
     WeightPacket,
 )
 from cartstream.schemas.validation import validate_session_event, validate_weight_packet
 from cartstream.streams.basket_change import new_change
-from cartstream.streams.evidence import FrameLedger, Window, sighting
-from cartstream.streams.stage import Inbound, Outbound, Result, State
+from cartstream.streams.evidence import Window, sighting
+from cartstream.streams.reason_state import (
+    CODEC,
+    PacketTrace,
+    PendingClose,
+    PendingStep,
+    ReasonState,
+)
+from cartstream.streams.stage import STATE_RETENTION_MS, Inbound, Outbound, Result
 
 log = logging.getLogger(__name__)
 
 RECENT_PACKETS = 32  # weight packets remembered for their trace contexts (6.4 s at 5 a second)
-SIGHTING_FIELDS = 7
-STATE_RETENTION_MS = (
-    6 * 3600 * 1000
-)  # keep a closed session's state this long to drop late duplicates
 
 
 class ReasonStage:
@@ -62,13 +63,7 @@ class ReasonStage:
         self.settings = settings
         self.catalog = catalog
         r = settings.reason
-        self.detector = SettleDetector(
-            SettleParams(
-                window_s=r.settle_window_s,
-                settle_max_std_g=r.settle_max_std_g,
-                min_step_g=r.min_step_g,
-            )
-        )
+        self.detector = SettleDetector(SettleParams.of(r))
         self.mode = r.mode
         if self.mode != "weight" and not settings.detect.enabled:
             log.warning("reason: detection is disabled, so steps are decided by weight alone")
@@ -113,45 +108,20 @@ class ReasonStage:
     def state_key(self, record: Mapping[str, Any]) -> str:
         return str(record["session_id"])
 
-    # -- state ---------------------------------------------------------------------------
+    def load_state(self, data: Mapping[str, Any]) -> ReasonState:
+        return CODEC.load(data)
 
-    @staticmethod
-    def _new_state(record: Mapping[str, Any]) -> State:
-        return {
-            "cart_id": record["cart_id"],
-            "store_id": record["store_id"],
-            "session_id": record["session_id"],
-            "settle": SettleState().to_dict(),
-            "last_seq": -1,
-            "gaps": 0,
-            "next_change": 0,
-            "basket": Basket().to_dict(),
-            "steps": [],
-            "vision": FrameLedger.new(),
-            "packets": [],  # [start ms, end ms, traceparent] of the latest weight packets
-            "pending": None,
-            "closed_ms": None,
-        }
-
-    @staticmethod
-    def _upgrade(state: State) -> State:
-        """A state written by an older release (changelogs outlive releases): before reasoning
-        used the cameras, before steps and sightings kept their trace contexts."""
-        state.setdefault("steps", [])
-        state.setdefault("vision", FrameLedger.new())
-        state.setdefault("packets", [])
-        for seen in state["vision"]["sightings"]:
-            if len(seen) < SIGHTING_FIELDS:
-                seen.append("")
-        for step in state["steps"]:
-            step.setdefault("packet_traces", [])
-        return state
+    def dump_state(self, state: ReasonState) -> dict[str, Any]:
+        return CODEC.dump(state)
 
     def handle(
-        self, state: State | None, record: Mapping[str, Any], inbound: Inbound, now_ms: int
-    ) -> Result:
-        state = self._upgrade(state) if state is not None else self._new_state(record)
-        if state["closed_ms"] is not None:
+        self, state: ReasonState | None, record: Mapping[str, Any], inbound: Inbound, now_ms: int
+    ) -> Result[ReasonState]:
+        if state is None:
+            state = ReasonState(
+                str(record["cart_id"]), str(record["store_id"]), str(record["session_id"])
+            )
+        if state.closed_ms is not None:
             return Result(state)  # late or duplicate input for a finished session
         if inbound.topic == self.topics.weights:
             return self._on_packet(state, cast(WeightPacket, record), inbound, now_ms)
@@ -160,64 +130,58 @@ class ReasonStage:
         return self._on_session(state, cast(SessionEvent, record), inbound, now_ms)
 
     def _on_packet(
-        self, state: State, packet: WeightPacket, inbound: Inbound, now_ms: int
-    ) -> Result:
+        self, state: ReasonState, packet: WeightPacket, inbound: Inbound, now_ms: int
+    ) -> Result[ReasonState]:
         seq = packet["sequence"]
-        if seq <= state["last_seq"]:
+        if seq <= state.last_seq:
             return Result(state)  # re-delivery: already applied
-        if seq > state["last_seq"] + 1:
-            state["gaps"] += seq - state["last_seq"] - 1
+        if seq > state.last_seq + 1:
+            state.gaps += seq - state.last_seq - 1
             log.warning(
                 "session %s: weight packets %d..%d missing",
                 packet["session_id"],
-                state["last_seq"] + 1,
+                state.last_seq + 1,
                 seq - 1,
             )
-        settle = SettleState.from_dict(state["settle"])
         steps = self.detector.feed(
-            settle,
+            state.settle,
             np.asarray(packet["samples_g"], dtype=np.float64),
             packet["start_time_ms"],
             packet["sample_rate_hz"],
         )
-        state["settle"] = settle.to_dict()
-        state["last_seq"] = seq
+        state.last_seq = seq
         packet_end = packet["start_time_ms"] + round(
             1000 * len(packet["samples_g"]) / packet["sample_rate_hz"]
         )
         trace = (inbound.traceparent or b"").decode()
-        state["packets"] = [*state["packets"], [packet["start_time_ms"], packet_end, trace]][
-            -RECENT_PACKETS:
-        ]
+        recent = PacketTrace(packet["start_time_ms"], packet_end, trace)
+        state.packets = [*state.packets, recent][-RECENT_PACKETS:]
         barrier = packet["last_frame_sequence"]  # -1 from a v1 cart (decoded with the default)
-        state["steps"] += [
-            {
-                "start_ms": step.start_ms,
-                "end_ms": step.end_ms,
-                "delta_g": step.delta_g,
-                "sigma_g": step.sigma_g,
-                "level_after_g": step.level_after_g,
-                "barrier": barrier,
-                "source_event_id": packet["event_id"],
-                "produced_ms": inbound.timestamp_ms,
-                "received_ms": now_ms,
-                # the change carries the trace of the packet that completed its step, whichever
-                # input (a detection, a tick) lets it be decided
-                "traceparent": trace,
-                # the other packets the step's samples came in (the change links to them)
-                "packet_traces": self._packet_traces(state, step.start_ms, step.end_ms, trace),
-            }
+        state.steps += [
+            PendingStep(
+                start_ms=step.start_ms,
+                end_ms=step.end_ms,
+                delta_g=step.delta_g,
+                sigma_g=step.sigma_g,
+                level_after_g=step.level_after_g,
+                barrier=barrier,
+                source_event_id=packet["event_id"],
+                produced_ms=inbound.timestamp_ms,
+                received_ms=now_ms,
+                traceparent=trace,
+                packet_traces=self._packet_traces(state, step.start_ms, step.end_ms, trace),
+            )
             for step in steps
         ]
         return Result(state, self._settle(state, now_ms))
 
-    def _packet_traces(self, state: State, start_ms: int, end_ms: int, own: str) -> list[str]:
+    def _packet_traces(self, state: ReasonState, start_ms: int, end_ms: int, own: str) -> list[str]:
         since = start_ms - round(self.settings.reason.settle_window_s * 1000)
-        return [t for s, e, t in state["packets"] if t and t != own and e >= since and s <= end_ms]
+        return [t for s, e, t in state.packets if t and t != own and e >= since and s <= end_ms]
 
     def _on_detection(
-        self, state: State, detection: Detection, inbound: Inbound, now_ms: int
-    ) -> Result:
+        self, state: ReasonState, detection: Detection, inbound: Inbound, now_ms: int
+    ) -> Result[ReasonState]:
         if not self.uses_vision:
             return Result(state)
         seen = sighting(
@@ -226,88 +190,88 @@ class ReasonStage:
             self.settings.reason.hand_zone_y,
             (inbound.traceparent or b"").decode(),
         )
-        if not FrameLedger.note(state["vision"], detection["frame_sequence"], seen):
+        if not state.vision.note(detection["frame_sequence"], seen):
             return Result(state)  # re-delivery
         return Result(state, self._settle(state, now_ms))
 
-    def _settle(self, state: State, now_ms: int, force: bool = False) -> list[Outbound]:
+    def _settle(self, state: ReasonState, now_ms: int, force: bool = False) -> list[Outbound]:
         """Decide the steps whose evidence is complete, then close the session if it may."""
         outputs = self._decide_ready(state, now_ms, force)
-        pending = state["pending"]
+        pending = state.pending
         if (
             pending is not None
-            and not state["steps"]
-            and state["last_seq"] >= pending["last_weight_sequence"]
+            and not state.steps
+            and state.last_seq >= pending.last_weight_sequence
         ):
             outputs.append(self._close(state, pending, now_ms, incomplete=False))
         return outputs
 
     def _on_session(
-        self, state: State, event: SessionEvent, inbound: Inbound, now_ms: int
-    ) -> Result:
-        if event["kind"] == "STARTED":
+        self, state: ReasonState, event: SessionEvent, inbound: Inbound, now_ms: int
+    ) -> Result[ReasonState]:
+        kind = event["kind"]
+        if kind == "STARTED":
             return Result(state)
-        pending = {
-            "kind": event["kind"],
-            "event_id": event["event_id"],
-            "time_ms": event["time_ms"],
-            "last_weight_sequence": event["last_weight_sequence"],
-            "produced_ms": inbound.timestamp_ms,
-            "received_ms": now_ms,
-            "traceparent": (inbound.traceparent or b"").decode(),
-        }
-        state["pending"] = pending
+        state.pending = PendingClose(
+            kind=kind,
+            event_id=event["event_id"],
+            time_ms=event["time_ms"],
+            last_weight_sequence=event["last_weight_sequence"],
+            produced_ms=inbound.timestamp_ms,
+            received_ms=now_ms,
+            traceparent=(inbound.traceparent or b"").decode(),
+        )
         return Result(state, self._settle(state, now_ms))
 
     # -- decisions -----------------------------------------------------------------------
 
-    def _ready(self, state: State, step: dict[str, Any], now_ms: int) -> bool:
+    def _ready(self, state: ReasonState, step: PendingStep, now_ms: int) -> bool:
         return (
             not self.uses_vision
-            or FrameLedger.covers(state["vision"], step["barrier"])
-            or now_ms - step["received_ms"] >= self.vision_wait_ms
+            or state.vision.covers(step.barrier)
+            or now_ms - step.received_ms >= self.vision_wait_ms
         )
 
-    def _decide_ready(self, state: State, now_ms: int, force: bool) -> list[Outbound]:
+    def _decide_ready(self, state: ReasonState, now_ms: int, force: bool) -> list[Outbound]:
         """Steps in order; each decision updates the basket the next one is judged against."""
         outputs: list[Outbound] = []
         r = self.settings.reason
-        while state["steps"] and (force or self._ready(state, state["steps"][0], now_ms)):
-            step = state["steps"].pop(0)
+        vision = state.vision
+        while state.steps and (force or self._ready(state, state.steps[0], now_ms)):
+            step = state.steps.pop(0)
             window = None
             blind: list[int] = []
             if self.uses_vision:
-                if not FrameLedger.covers(state["vision"], step["barrier"]):
+                if not vision.covers(step.barrier):
                     log.warning(
                         "session %s: deciding a step without the detections of frames up to %d",
-                        state["session_id"],
-                        step["barrier"],
+                        state.session_id,
+                        step.barrier,
                     )
-                window = FrameLedger.window(
-                    state["vision"],
-                    step["start_ms"] - r.window_before_ms,
-                    step["end_ms"] + r.window_after_ms,
+                window = vision.window(
+                    step.start_ms - r.window_before_ms,
+                    step.end_ms + r.window_after_ms,
                     len(self.catalog),
                 )
-                blind = FrameLedger.blind_cameras(state["vision"], window)
-                FrameLedger.forget_before(state["vision"], step["end_ms"] - r.window_before_ms)
+                blind = vision.blind_cameras(window)
+                vision.forget_before(step.end_ms - r.window_before_ms)
             outputs.append(self._decide(state, step, window, blind, now_ms))
         return outputs
 
     def _decide(
         self,
-        state: State,
-        step: dict[str, Any],
+        state: ReasonState,
+        step: PendingStep,
         window: Window | None,
         blind: list[int],
         now_ms: int,
     ) -> Outbound:
-        basket = Basket.from_dict(state["basket"])
-        grams = abs(step["delta_g"])
+        basket = state.basket
+        grams = abs(step.delta_g)
         bags = [(sku, g) for sku, weights in basket.bags.items() for g in weights]
         vision, counts = (window.scores, window.counts) if window is not None else (None, None)
         evidence = StepEvidence(
-            step["delta_g"], step["sigma_g"], vision, dict(basket.units), bags, counts
+            step.delta_g, step.sigma_g, vision, dict(basket.units), bags, counts
         )
         (match,) = self.fusion.decide([evidence])
         seen: dict[str, Any] = {}
@@ -325,88 +289,89 @@ class ReasonStage:
                 "weight_sku": by_weight.sku,
                 "frame_event_ids": list(window.frame_ids) if window is not None else [],
             }
-        if match.action == "ADD" and match.sku:
-            basket.add(self.catalog, match.sku, match.quantity, grams)
-        elif match.action == "REMOVE" and match.sku:
-            basket.remove(self.catalog, match.sku, match.quantity, grams)
-        state["basket"] = basket.to_dict()
+        basket.apply(self.catalog, match.action, match.sku, match.quantity, grams)
         change = new_change(
             state,
+            self._next_change(state),
             match.action,
             match.sku,
             match.quantity,
-            step_start_ms=step["start_ms"],
-            step_end_ms=step["end_ms"],
-            source_event_id=step["source_event_id"],
-            source_produced_ms=step["produced_ms"],
+            step_start_ms=step.start_ms,
+            step_end_ms=step.end_ms,
+            source_event_id=step.source_event_id,
+            source_produced_ms=step.produced_ms,
             now_ms=now_ms,
-            grams_delta=step["delta_g"],
-            grams_sigma=step["sigma_g"],
+            grams_delta=step.delta_g,
+            grams_sigma=step.sigma_g,
             confidence=match.confidence,
-            scale_net_grams=step["level_after_g"],
+            scale_net_grams=step.level_after_g,
             evidence=match.evidence,
             seen=seen,
         )
-        trace = step["traceparent"].encode() or None
-        links = [*step["packet_traces"], *(window.frame_traces if window is not None else ())]
+        trace = step.traceparent.encode() or None
+        links = [*step.packet_traces, *(window.frame_traces if window is not None else ())]
         return Outbound(
             self.topics.basket_changes,
-            state["cart_id"],
+            state.cart_id,
             BASKET_CHANGE,
             change,
             trace,
             tuple(t.encode() for t in links),
         )
 
+    @staticmethod
+    def _next_change(state: ReasonState) -> int:
+        seq = state.next_change
+        state.next_change = seq + 1
+        return seq
+
     def _close(
-        self, state: State, pending: dict[str, Any], now_ms: int, incomplete: bool
+        self, state: ReasonState, pending: PendingClose, now_ms: int, incomplete: bool
     ) -> Outbound:
-        settle = SettleState.from_dict(state["settle"])
         change = new_change(
             state,
-            cast(BasketAction, pending["kind"]),
+            self._next_change(state),
+            pending.kind,
             None,
             0,
-            step_start_ms=pending["time_ms"],
-            step_end_ms=pending["time_ms"],
-            source_event_id=pending["event_id"],
-            source_produced_ms=pending["produced_ms"],
+            step_start_ms=pending.time_ms,
+            step_end_ms=pending.time_ms,
+            source_event_id=pending.event_id,
+            source_produced_ms=pending.produced_ms,
             now_ms=now_ms,
-            scale_net_grams=self.detector.current_level(settle),
-            incomplete=incomplete or state["gaps"] > 0,
+            scale_net_grams=self.detector.current_level(state.settle),
+            incomplete=incomplete or state.gaps > 0,
         )
-        state["pending"] = None
-        state["closed_ms"] = now_ms
-        trace = pending["traceparent"].encode() or None
-        return Outbound(self.topics.basket_changes, state["cart_id"], BASKET_CHANGE, change, trace)
+        state.pending = None
+        state.closed_ms = now_ms
+        trace = pending.traceparent.encode() or None
+        return Outbound(self.topics.basket_changes, state.cart_id, BASKET_CHANGE, change, trace)
 
     # -- timers --------------------------------------------------------------------------
 
-    def needs_tick(self, state: State, now_ms: int) -> bool:
-        steps = state.get("steps") or []
-        if steps and now_ms - steps[0]["received_ms"] >= self.vision_wait_ms:
+    def needs_tick(self, state: ReasonState, now_ms: int) -> bool:
+        steps = state.steps
+        if steps and now_ms - steps[0].received_ms >= self.vision_wait_ms:
             return True
-        pending = state.get("pending")
-        if pending is not None:
-            return bool(now_ms - pending["received_ms"] >= self.wait_ms)
-        closed = state.get("closed_ms")
-        return closed is not None and now_ms - closed >= STATE_RETENTION_MS
+        if state.pending is not None:
+            return now_ms - state.pending.received_ms >= self.wait_ms
+        return state.closed_ms is not None and now_ms - state.closed_ms >= STATE_RETENTION_MS
 
-    def tick(self, state: State, now_ms: int) -> Result:
-        pending = state.get("pending")
-        if pending is not None and now_ms - pending["received_ms"] >= self.wait_ms:
-            if state["last_seq"] < pending["last_weight_sequence"]:
+    def tick(self, state: ReasonState, now_ms: int) -> Result[ReasonState]:
+        pending = state.pending
+        if pending is not None and now_ms - pending.received_ms >= self.wait_ms:
+            if state.last_seq < pending.last_weight_sequence:
                 log.warning(
                     "session %s: closing after %.0f s without weight packet %d",
-                    state["session_id"],
+                    state.session_id,
                     self.wait_ms / 1000,
-                    pending["last_weight_sequence"],
+                    pending.last_weight_sequence,
                 )
             outputs = self._decide_ready(state, now_ms, force=True)
             outputs.append(self._close(state, pending, now_ms, incomplete=True))
             return Result(state, outputs)
-        if state.get("steps"):
+        if state.steps:
             return Result(state, self._settle(state, now_ms))
-        if state.get("closed_ms") is not None and now_ms - state["closed_ms"] >= STATE_RETENTION_MS:
+        if state.closed_ms is not None and now_ms - state.closed_ms >= STATE_RETENTION_MS:
             return Result(None)
         return Result(state)

@@ -6,14 +6,15 @@ anomaly stage's review have arrived (or `review_wait_s` after the marker, flagge
 derives from the session, so a re-delivery or a restart can only re-publish the same checkout,
 which every consumer (and Postgres) dedupes on `checkout_id`.
 
-Decision: NEEDS_REVIEW when measured and expected grams differ by more than the tolerance, when
-the review names anomalies, or when the weight stream was incomplete; APPROVED otherwise.
+Decision: NEEDS_REVIEW when the review names anomalies (the checkout weight check among them),
+when the weight stream was incomplete, or when the review never came; APPROVED otherwise.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from cartstream.core.ids import derived_id
@@ -27,13 +28,62 @@ from cartstream.schemas.records import (
     BasketChange,
     Checkout,
     CheckoutItem,
+    ClosingAction,
     SessionReview,
 )
-from cartstream.streams.stage import Inbound, Outbound, Result, State, accept_in_order
+from cartstream.streams.stage import (
+    STATE_RETENTION_MS,
+    Inbound,
+    Outbound,
+    Result,
+    accept_in_order,
+)
+from cartstream.streams.state import StateCodec
 
 log = logging.getLogger(__name__)
 
-STATE_RETENTION_MS = 6 * 3600 * 1000
+
+@dataclass
+class Marker:
+    """A session's closing marker (checkout request or abandonment), as reconcile keeps it."""
+
+    cart_id: str
+    store_id: str
+    session_id: str
+    action: ClosingAction
+    step_end_ms: int  # when the shopper asked
+    scale_net_grams: float
+    incomplete: bool  # some weight packets never came
+    evidence: str  # the reasoning mode
+    received_ms: int
+    traceparent: str
+
+
+@dataclass
+class Review:
+    """The anomaly stage's verdict on a session."""
+
+    anomaly_ids: list[str]
+    reasons: list[str]
+
+
+@dataclass
+class ReconcileState:
+    """Version 0 (before versions) may lack `traces` (before tracing): the default fills it."""
+
+    cart_id: str
+    store_id: str
+    session_id: str
+    next_seq: int = 0
+    basket: Basket = field(default_factory=Basket)
+    marker: Marker | None = None
+    review: Review | None = None
+    closed_ms: int | None = None
+    traces: list[str] = field(default_factory=list)  # every change's and the review's contexts
+    version: int = 1
+
+
+CODEC = StateCodec(ReconcileState, 1)
 
 
 def checkout_id_for(session_id: str) -> str:
@@ -43,11 +93,15 @@ def checkout_id_for(session_id: str) -> str:
 def build_checkout(
     catalog: Catalog,
     basket: Basket,
-    marker: Mapping[str, Any],
-    review: Mapping[str, Any] | None,
+    marker: Marker,
+    review: Review | None,
     now_ms: int,
 ) -> Checkout:
-    """The checkout for a closed session (pure: same inputs, same record but for decided_ms)."""
+    """The checkout for a closed session (pure: same inputs, same record but for decided_ms).
+
+    NEEDS_REVIEW when the review names anomalies (the checkout weight check is one of them:
+    `Basket.check_weight`, run by the anomaly stage), when the weight stream was incomplete, or
+    when the review never came (then the weight check is run here, so it is never skipped)."""
     items: list[CheckoutItem] = []
     for sku, quantity in sorted(basket.units.items()):
         item = catalog[sku]
@@ -75,28 +129,27 @@ def build_checkout(
                 "line_total_cents": item.price_for(len(bags), grams),
             }
         )
-    expected = basket.expected_grams(catalog)
-    tolerance = basket.tolerance_grams(catalog)
-    measured = float(marker["scale_net_grams"])
+    check = basket.check_weight(catalog, marker.scale_net_grams)
     reasons: list[str] = []
-    if abs(measured - expected) > tolerance:
-        reasons.append(
-            f"weight mismatch: scale {measured:.0f} g, expected {expected:.0f} g "
-            f"(tolerance {tolerance:.0f} g)"
-        )
-    if marker.get("incomplete"):
+    if marker.incomplete:
         reasons.append("weight stream incomplete: some packets never arrived")
     if review is None:
         reasons.append("anomaly review not received in time")
+        if not check.within:
+            reasons.append(
+                f"weight mismatch: scale {check.measured:.0f} g, expected {check.expected:.0f} g "
+                f"(tolerance {check.tolerance:.0f} g)"
+            )
     else:
-        reasons += [f"anomaly: {r}" for r in review["reasons"] if not r.startswith("scale reads")]
-    anomaly_ids = list(review["anomaly_ids"]) if review else []
+        reasons += [f"anomaly: {r}" for r in review.reasons]
+    anomaly_ids = list(review.anomaly_ids) if review else []
+    measured, expected, tolerance = check.measured, check.expected, check.tolerance
     return {
-        "checkout_id": checkout_id_for(str(marker["session_id"])),
-        "cart_id": str(marker["cart_id"]),
-        "store_id": str(marker["store_id"]),
-        "session_id": str(marker["session_id"]),
-        "requested_ms": int(marker["step_end_ms"]),
+        "checkout_id": checkout_id_for(marker.session_id),
+        "cart_id": marker.cart_id,
+        "store_id": marker.store_id,
+        "session_id": marker.session_id,
+        "requested_ms": marker.step_end_ms,
         "decided_ms": now_ms,
         "currency": catalog.currency,
         "items": items,
@@ -108,7 +161,7 @@ def build_checkout(
         "status": "NEEDS_REVIEW" if reasons or anomaly_ids else "APPROVED",
         "review_reasons": reasons,
         "anomaly_ids": anomaly_ids,
-        "reasoning": str(marker.get("evidence", "weight")),
+        "reasoning": marker.evidence,
     }
 
 
@@ -136,100 +189,93 @@ class ReconcileStage:
     def state_key(self, record: Mapping[str, Any]) -> str:
         return str(record["session_id"])
 
+    def load_state(self, data: Mapping[str, Any]) -> ReconcileState:
+        return CODEC.load(data)
+
+    def dump_state(self, state: ReconcileState) -> dict[str, Any]:
+        return CODEC.dump(state)
+
     def handle(
-        self, state: State | None, record: Mapping[str, Any], inbound: Inbound, now_ms: int
-    ) -> Result:
+        self,
+        state: ReconcileState | None,
+        record: Mapping[str, Any],
+        inbound: Inbound,
+        now_ms: int,
+    ) -> Result[ReconcileState]:
         if state is None:
-            state = {
-                "cart_id": record["cart_id"],
-                "store_id": record["store_id"],
-                "session_id": record["session_id"],
-                "next_seq": 0,
-                "basket": Basket().to_dict(),
-                "marker": None,
-                "review": None,
-                "closed_ms": None,
-                "traces": [],  # trace contexts of every change and the review (checkout links)
-            }
-        if state["closed_ms"] is not None:
+            state = ReconcileState(
+                str(record["cart_id"]), str(record["store_id"]), str(record["session_id"])
+            )
+        if state.closed_ms is not None:
             return Result(state)
-        traces = state.setdefault("traces", [])  # a state from before traces were kept
         if inbound.topic == self.topics.reviews:
-            if state["review"] is None:
+            if state.review is None:
                 if inbound.traceparent:
-                    traces.append(inbound.traceparent.decode())
+                    state.traces.append(inbound.traceparent.decode())
                 review = cast(SessionReview, record)
-                state["review"] = {
-                    "anomaly_ids": review["anomaly_ids"],
-                    "reasons": review["reasons"],
-                }
+                state.review = Review(list(review["anomaly_ids"]), list(review["reasons"]))
         else:
             change = cast(BasketChange, record)
             if not accept_in_order(state, change["seq"]):
                 return Result(state)
             if inbound.traceparent:
-                traces.append(inbound.traceparent.decode())
+                state.traces.append(inbound.traceparent.decode())
             self._apply(state, change, inbound, now_ms)
         return Result(state, self._maybe_checkout(state, now_ms, timed_out=False))
 
-    def _apply(self, state: State, change: BasketChange, inbound: Inbound, now_ms: int) -> None:
+    def _apply(
+        self, state: ReconcileState, change: BasketChange, inbound: Inbound, now_ms: int
+    ) -> None:
         action, sku = change["action"], change["sku"]
-        if action in ("ADD", "REMOVE") and sku is not None and sku in self.catalog:
-            basket = Basket.from_dict(state["basket"])
-            if action == "ADD":
-                basket.add(self.catalog, sku, change["quantity"], change["grams_delta"])
-            elif not basket.remove(self.catalog, sku, change["quantity"], change["grams_delta"]):
-                log.warning("session %s: removal of %s not in basket", change["session_id"], sku)
-            state["basket"] = basket.to_dict()
-        elif action in ("CHECKOUT_REQUESTED", "ABANDONED"):
-            state["marker"] = {
-                **{
-                    k: change[k]
-                    for k in (
-                        "cart_id",
-                        "store_id",
-                        "session_id",
-                        "step_end_ms",
-                        "scale_net_grams",
-                        "incomplete",
-                        "evidence",
-                    )
-                },
-                "action": action,
-                "received_ms": now_ms,
-                "traceparent": (inbound.traceparent or b"").decode(),
-            }
+        applied = state.basket.apply(
+            self.catalog, action, sku, change["quantity"], change["grams_delta"]
+        )
+        if action == "REMOVE" and sku in self.catalog and not applied:
+            log.warning("session %s: removal of %s not in basket", change["session_id"], sku)
+        if action == "CHECKOUT_REQUESTED" or action == "ABANDONED":
+            state.marker = Marker(
+                cart_id=change["cart_id"],
+                store_id=change["store_id"],
+                session_id=change["session_id"],
+                action=action,
+                step_end_ms=change["step_end_ms"],
+                scale_net_grams=change["scale_net_grams"],
+                incomplete=change["incomplete"],
+                evidence=change["evidence"],
+                received_ms=now_ms,
+                traceparent=(inbound.traceparent or b"").decode(),
+            )
 
-    def _maybe_checkout(self, state: State, now_ms: int, timed_out: bool) -> list[Outbound]:
-        marker = state["marker"]
+    def _maybe_checkout(
+        self, state: ReconcileState, now_ms: int, timed_out: bool
+    ) -> list[Outbound]:
+        marker = state.marker
         if marker is None:
             return []
-        if marker["action"] == "ABANDONED":
-            state["closed_ms"] = now_ms
+        if marker.action == "ABANDONED":
+            state.closed_ms = now_ms
             return []
-        if state["review"] is None and not timed_out:
+        if state.review is None and not timed_out:
             return []
-        checkout = build_checkout(
-            self.catalog, Basket.from_dict(state["basket"]), marker, state["review"], now_ms
-        )
-        state["closed_ms"] = now_ms
-        trace = marker["traceparent"].encode() or None
-        links = tuple(t.encode() for t in state.get("traces", []) if t != marker["traceparent"])
-        return [Outbound(self.topics.checkouts, state["cart_id"], CHECKOUT, checkout, trace, links)]
+        checkout = build_checkout(self.catalog, state.basket, marker, state.review, now_ms)
+        state.closed_ms = now_ms
+        trace = marker.traceparent.encode() or None
+        links = tuple(t.encode() for t in state.traces if t != marker.traceparent)
+        return [Outbound(self.topics.checkouts, state.cart_id, CHECKOUT, checkout, trace, links)]
 
-    def needs_tick(self, state: State, now_ms: int) -> bool:
-        if state.get("closed_ms") is not None:
-            return bool(now_ms - state["closed_ms"] >= STATE_RETENTION_MS)
-        marker = state.get("marker")
-        return marker is not None and now_ms - marker["received_ms"] >= self.review_wait_ms
+    def needs_tick(self, state: ReconcileState, now_ms: int) -> bool:
+        if state.closed_ms is not None:
+            return now_ms - state.closed_ms >= STATE_RETENTION_MS
+        marker = state.marker
+        return marker is not None and now_ms - marker.received_ms >= self.review_wait_ms
 
-    def tick(self, state: State, now_ms: int) -> Result:
-        if state.get("closed_ms") is not None:
+    def tick(self, state: ReconcileState, now_ms: int) -> Result[ReconcileState]:
+        if state.closed_ms is not None:
             return Result(None if self.needs_tick(state, now_ms) else state)
         if self.needs_tick(state, now_ms):
             log.warning(
                 "session %s: no anomaly review after %.0f s; checkout needs review",
-                state["session_id"],
+                state.session_id,
                 self.review_wait_ms / 1000,
             )
             return Result(state, self._maybe_checkout(state, now_ms, timed_out=True))

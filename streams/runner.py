@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import faust
@@ -139,11 +140,25 @@ class Publisher:
         )
 
 
+@dataclass
+class _Stored:
+    """A table value: the stage's typed state and the partition its key's inputs come on (a
+    tick goes there). Faust's JSON serialiser writes `__json__()` to the changelog; a recovered
+    value comes back as that dict and is loaded by `StageRunner._load`."""
+
+    state: Any
+    partition: int
+    dump: Callable[[Any], dict[str, Any]]
+
+    def __json__(self) -> dict[str, Any]:
+        return {**self.dump(self.state), PARTITION_FIELD: self.partition}
+
+
 class _InputRunner:
     """What every consuming runner does per input: decode and validate, dead-letter what fails
     (marking the `process <topic>` span Faust's sensor opened), else `_apply`; then count it."""
 
-    def __init__(self, node: Stage | Sink, settings: Settings, publisher: Publisher) -> None:
+    def __init__(self, node: Stage[Any] | Sink, settings: Settings, publisher: Publisher) -> None:
         self.node = node
         self.settings = settings
         self.publisher = publisher
@@ -171,7 +186,7 @@ class _InputRunner:
 
 class StageRunner(_InputRunner):
     def __init__(
-        self, app: faust.App, stage: Stage, settings: Settings, publisher: Publisher
+        self, app: faust.App, stage: Stage[Any], settings: Settings, publisher: Publisher
     ) -> None:
         super().__init__(stage, settings, publisher)
         self.app = app
@@ -224,40 +239,54 @@ class StageRunner(_InputRunner):
     async def _apply(self, record: Mapping[str, Any], inbound: Inbound, now: int) -> None:
         # the record's ids are on its `send` span, the parent of this one
         key = self.stage.state_key(record)
-        state = self.table.get(key) if self.table is not None else None
-        result = self.stage.handle(state, record, inbound, now)
+        stored = self._load(key)
+        result = self.stage.handle(stored.state if stored else None, record, inbound, now)
         await self.publisher.publish(result.outputs, self.stage.name)
         self._store(key, result.state, inbound.partition)
 
     async def _on_tick(self, key: str, now: int) -> None:
         self._ticked.pop(key, None)
-        state = self.table.get(key)
-        if state is None or not self.stage.needs_tick(state, now):
+        stored = self._load(key)
+        if stored is None or not self.stage.needs_tick(stored.state, now):
             return
-        result = self.stage.tick(state, now)
+        result = self.stage.tick(stored.state, now)
         await self.publisher.publish(result.outputs, self.stage.name)
-        self._store(key, result.state, state.get(PARTITION_FIELD, 0))
+        self._store(key, result.state, stored.partition)
 
-    def _store(self, key: str, state: dict[str, Any] | None, partition: int) -> None:
+    def _load(self, key: str) -> _Stored | None:
+        """The key's typed state: as this process left it, or read back from the changelog
+        (a dict) after a recovery, and then kept typed."""
+        if self.table is None:
+            return None
+        value = self.table.get(key)
+        if value is None or isinstance(value, _Stored):
+            return value
+        stored = _Stored(
+            self.stage.load_state(value), int(value.get(PARTITION_FIELD, 0)), self.stage.dump_state
+        )
+        self.table.data[key] = stored  # the same value, typed: no changelog write
+        return stored
+
+    def _store(self, key: str, state: Any, partition: int) -> None:
         if self.table is None:
             return
         if state is None:
             if key in self.table:
                 del self.table[key]
             return
-        state[PARTITION_FIELD] = partition
-        self.table[key] = state
+        self.table[key] = _Stored(state, partition, self.stage.dump_state)
 
     async def _send_ticks(self) -> None:
         now = now_ms()
-        for key, state in list(self.table.items()):
-            if not state or not self.stage.needs_tick(state, now):
+        for key in list(self.table.keys()):
+            stored = self._load(key)
+            if stored is None or not self.stage.needs_tick(stored.state, now):
                 continue
             if now - self._ticked.get(key, 0) < TICK_RESEND_MS:
                 continue
             self._ticked[key] = now
             await self.tick_topic.send(
-                key=str(key).encode(), value=b"tick", partition=state.get(PARTITION_FIELD, 0)
+                key=str(key).encode(), value=b"tick", partition=stored.partition
             )
 
 
@@ -322,7 +351,7 @@ def record_processed(stage: str, topic: str, started: float, dead_letter: bool) 
     meter.events.add(1, {**labels, "outcome": "dead_letter" if dead_letter else "ok"})
 
 
-class BatchStage(Stage, Protocol):
+class BatchStage(Stage[None], Protocol):
     """A stateless stage that works on batches (the detector)."""
 
     in_flight: int  # batches it infers at once (threads it splits its cores between)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from cartstream.core.ids import TRACEPARENT
 
-State = dict[str, Any]
+S = TypeVar("S")  # a stage's per-key state (a dataclass; None for a stateless stage)
+
+# how long a stateful stage keeps a closed session's state, to drop late duplicates
+STATE_RETENTION_MS = 6 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -47,18 +50,21 @@ class Outbound:
 
 
 @dataclass
-class Result:
+class Result(Generic[S]):
     """A stage's answer: the key's new state (None: forget the key) and what to publish."""
 
-    state: State | None
+    state: S | None
     outputs: list[Outbound] = field(default_factory=list)
 
 
-class Stage(Protocol):
+class Stage(Protocol[S]):
     """A stream stage. Implementations must be deterministic in (state, record).
 
     Life cycle: `start()` once before the first input (load models, warm up), `close()` once
     after the last (release executors and sessions). Both may be no-ops.
+
+    State: a typed value per key; `dump_state` turns it into the JSON-able dict a table's
+    changelog stores, `load_state` reads one back (upgrading a state an older release wrote).
     """
 
     name: str
@@ -78,15 +84,19 @@ class Stage(Protocol):
 
     def state_key(self, record: Mapping[str, Any]) -> str: ...
 
-    def handle(
-        self, state: State | None, record: Mapping[str, Any], inbound: Inbound, now_ms: int
-    ) -> Result: ...
+    def load_state(self, data: Mapping[str, Any]) -> S: ...
 
-    def needs_tick(self, state: State, now_ms: int) -> bool:
+    def dump_state(self, state: S) -> dict[str, Any]: ...
+
+    def handle(
+        self, state: S | None, record: Mapping[str, Any], inbound: Inbound, now_ms: int
+    ) -> Result[S]: ...
+
+    def needs_tick(self, state: S, now_ms: int) -> bool:
         """True when `tick` has work for this key (a deadline passed, retention is over)."""
         ...
 
-    def tick(self, state: State, now_ms: int) -> Result: ...
+    def tick(self, state: S, now_ms: int) -> Result[S]: ...
 
 
 class Sink(Protocol):
@@ -116,9 +126,13 @@ class Sink(Protocol):
         ...
 
 
-def accept_in_order(state: State, seq: int) -> bool:
+class Sequenced(Protocol):
+    next_seq: int  # the next per-session change number to apply
+
+
+def accept_in_order(state: Sequenced, seq: int) -> bool:
     """Per-session change numbers: apply `seq` once, in order; False for a re-delivery."""
-    if seq < state["next_seq"]:
+    if seq < state.next_seq:
         return False
-    state["next_seq"] = seq + 1
+    state.next_seq = seq + 1
     return True

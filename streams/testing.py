@@ -20,7 +20,7 @@ from cartstream.core.ids import TRACEPARENT, now_ms
 from cartstream.core.settings import Settings
 from cartstream.schemas.codec import AvroCodec
 from cartstream.streams.deadletter import decode_for_stage
-from cartstream.streams.stage import Inbound, Outbound, Sink, Stage, State
+from cartstream.streams.stage import Inbound, Outbound, Sink, Stage
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,13 @@ class MemoryPipeline:
     def __init__(
         self,
         settings: Settings,
-        stages: list[Stage],
+        stages: Sequence[Stage[Any]],
         clock: Callable[[], int] | None = None,
         codec: AvroCodec | None = None,
         sinks: Sequence[Sink] = (),
     ) -> None:
         self.settings = settings
-        self.stages = stages
+        self.stages = list(stages)
         self.sinks = list(sinks)
         for stage in self.stages:
             stage.start()
@@ -53,7 +53,8 @@ class MemoryPipeline:
         self.codec = codec or AvroCodec()
         self.clock = clock or now_ms
         self.log: dict[str, list[Message]] = defaultdict(list)
-        self.states: dict[str, dict[str, State]] = {s.name: {} for s in stages}
+        # every state as its changelog stores it: a stage's state must survive the round trip
+        self.states: dict[str, dict[str, dict[str, Any]]] = {s.name: {} for s in stages}
         self._queue: deque[Message] = deque()
         self._spans = 0
 
@@ -127,7 +128,7 @@ class MemoryPipeline:
         else:
             sink.write(decoded, inbound)
 
-    def _deliver(self, stage: Stage, msg: Message) -> None:
+    def _deliver(self, stage: Stage[Any], msg: Message) -> None:
         inbound = self._inbound(msg)
         now = self.clock()
         decoded = decode_for_stage(
@@ -137,25 +138,30 @@ class MemoryPipeline:
             self._emit(decoded, msg)
             return
         key = stage.state_key(decoded)
-        table = self.states[stage.name]
-        result = stage.handle(table.get(key) if stage.stateful else None, decoded, inbound, now)
+        result = stage.handle(self.state(stage, key), decoded, inbound, now)
         self._store(stage, key, result.state)
         for out in result.outputs:
             self._emit(out, msg)
 
-    def _store(self, stage: Stage, key: str, state: State | None) -> None:
+    def state(self, stage: Stage[Any], key: str) -> Any:
+        """The key's typed state, read back from its stored form (None: no state)."""
+        stored = self.states[stage.name].get(key) if stage.stateful else None
+        return None if stored is None else stage.load_state(stored)
+
+    def _store(self, stage: Stage[Any], key: str, state: Any) -> None:
         if not stage.stateful:
             return
         if state is None:
             self.states[stage.name].pop(key, None)
         else:
-            self.states[stage.name][key] = state
+            self.states[stage.name][key] = stage.dump_state(state)
 
     def tick(self) -> None:
         """Run every stage's timers once (deadlines, retention), then deliver what they caused."""
         now = self.clock()
         for stage in self.stages:
-            for key, state in list(self.states[stage.name].items()):
+            for key in list(self.states[stage.name]):
+                state = self.state(stage, key)
                 if stage.needs_tick(state, now):
                     result = stage.tick(state, now)
                     self._store(stage, key, result.state)

@@ -68,7 +68,7 @@ def build_app(
     for role in roles:
         if role not in STAGES:
             continue
-        stage: Stage = STAGES[role](settings, catalog)
+        stage: Stage[Any] = STAGES[role](settings, catalog)
         stage.start()
         closers.append(stage.close)
         if isinstance(stage, DetectStage):

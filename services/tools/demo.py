@@ -27,6 +27,7 @@ from cartstream.core.telemetry import flush_tracing
 from cartstream.exceptions import CartstreamError
 from cartstream.models.catalog import Catalog
 from cartstream.models.shopper import ShopperProfile
+from cartstream.schemas.records import STEP_ACTIONS
 from cartstream.services.carts.cart_client import CartClient
 from cartstream.services.carts.simulate import (
     SimConfig,
@@ -223,7 +224,7 @@ def _score(config: DemoConfig, run: Run, report: SimulationReport, elapsed: floa
     latencies = [
         float(c["published_ms"] - c["source_produced_ms"])
         for c in changes
-        if c["action"] in ("ADD", "REMOVE", "UNKNOWN")
+        if c["action"] in STEP_ACTIONS
     ]
     return RunSummary(
         run_dir=str(run.folder),

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cartstream.core.settings import Settings
+from cartstream.schemas.records import STEP_ACTIONS
 from cartstream.services.kafka.tail import read_topic
 
 
@@ -51,7 +52,7 @@ def collect(settings: Settings, min_confidence: float, idle_s: float) -> dict[st
         for frame_id in alert.get("frame_event_ids") or []:
             item(frame_id).reasons.append(f"{alert['kind']}: {alert['description']}")
     for change, _ in read_topic(settings, settings.topics.basket_changes, idle_timeout_s=idle_s):
-        if change["action"] not in ("ADD", "REMOVE", "UNKNOWN"):
+        if change["action"] not in STEP_ACTIONS:
             continue
         if change["confidence"] >= min_confidence:
             continue

@@ -17,6 +17,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from cartstream.schemas.records import STEP_ACTIONS
+
 SCENARIOS = ("lookalike", "equal_weight", "multi_item", "removal", "produce", "occlusion")
 MATCH_WINDOW_MS = 1500
 Basket = Mapping[str, int]
@@ -55,7 +57,7 @@ def _match_changes(
     true_total = sum(len(v) for v in open_actions.values())
     predicted = hits = 0
     for c in changes:
-        if c["action"] not in ("ADD", "REMOVE", "UNKNOWN") or c["session_id"] not in truth:
+        if c["action"] not in STEP_ACTIONS or c["session_id"] not in truth:
             continue
         predicted += 1
         pending = open_actions[c["session_id"]]

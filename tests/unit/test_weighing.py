@@ -3,10 +3,15 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter
 
-from cartstream.models.weighing import SettleDetector, SettleState, Step
+from cartstream.core.settings import ReasonSettings
+from cartstream.models.weighing import SettleDetector, SettleParams, SettleState, Step
 
 RATE = 50.0
+
+
+STORED = TypeAdapter(SettleState)  # how a stage's state codec stores it
 
 
 def signal(levels: list[tuple[float, float]], noise: float = 1.5, seed: int = 0) -> np.ndarray:
@@ -18,10 +23,10 @@ def signal(levels: list[tuple[float, float]], noise: float = 1.5, seed: int = 0)
 
 
 def run(x: np.ndarray, packet: int = 10) -> list[Step]:
-    det, state, steps = SettleDetector(), SettleState(), []
+    det, state, steps = SettleDetector(SettleParams.of(ReasonSettings())), SettleState(), []
     for i in range(0, x.size, packet):
         steps += det.feed(state, x[i : i + packet], int(i * 20), RATE)
-        state = SettleState.from_dict(state.to_dict())  # as if stored in a table between packets
+        state = STORED.validate_python(STORED.dump_python(state, mode="json"))  # as in a table
     return steps
 
 
