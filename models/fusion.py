@@ -196,6 +196,8 @@ class Fusion:
 
     # -- decisions -------------------------------------------------------------------------------
 
+    # Long on purpose: one batched tensor pass over every hypothesis of every step; split up,
+    # its dozen intermediate tensors would have to travel between functions.
     def decide(self, steps: list[StepEvidence]) -> list[Decision]:
         if not steps:
             return []

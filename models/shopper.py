@@ -156,6 +156,8 @@ def plan_session(
     return inject_anomaly(rng, catalog, plan, p)
 
 
+# Long on purpose: one short branch per injected kind, kept side by side so the kinds read as
+# one table of what each case does to the session.
 def inject_anomaly(
     rng: np.random.Generator, catalog: Catalog, plan: SessionPlan, p: ShopperProfile
 ) -> SessionPlan:

@@ -88,6 +88,8 @@ def render_dataset(
     return images, labels
 
 
+# Long on purpose: the training loop reads top to bottom (data, model, optimiser, epochs with
+# the time budget, summary); its pieces share a dozen locals.
 def train_detector(
     catalog: Catalog,
     config: TrainConfig,

@@ -53,4 +53,5 @@ with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit
         conn.execute("CREATE DATABASE test")
 print("setup: database `test` ready")
 PY
-echo "setup: done. Next: .venv/bin/cartstream demo"
+touch .venv/.cartstream-setup
+echo "setup: done. Next: ./scripts/cartstream demo"

@@ -90,18 +90,8 @@ def checkout_id_for(session_id: str) -> str:
     return str(derived_id("checkout", session_id))
 
 
-def build_checkout(
-    catalog: Catalog,
-    basket: Basket,
-    marker: Marker,
-    review: Review | None,
-    now_ms: int,
-) -> Checkout:
-    """The checkout for a closed session (pure: same inputs, same record but for decided_ms).
-
-    NEEDS_REVIEW when the review names anomalies (the checkout weight check is one of them:
-    `Basket.check_weight`, run by the anomaly stage), when the weight stream was incomplete, or
-    when the review never came (then the weight check is run here, so it is never skipped)."""
+def checkout_lines(catalog: Catalog, basket: Basket) -> list[CheckoutItem]:
+    """The checkout's lines: packaged SKUs by units, then items sold by weight by their bags."""
     items: list[CheckoutItem] = []
     for sku, quantity in sorted(basket.units.items()):
         item = catalog[sku]
@@ -129,6 +119,22 @@ def build_checkout(
                 "line_total_cents": item.price_for(len(bags), grams),
             }
         )
+    return items
+
+
+def build_checkout(
+    catalog: Catalog,
+    basket: Basket,
+    marker: Marker,
+    review: Review | None,
+    now_ms: int,
+) -> Checkout:
+    """The checkout for a closed session (pure: same inputs, same record but for decided_ms).
+
+    NEEDS_REVIEW when the review names anomalies (the checkout weight check is one of them:
+    `Basket.check_weight`, run by the anomaly stage), when the weight stream was incomplete, or
+    when the review never came (then the weight check is run here, so it is never skipped)."""
+    items = checkout_lines(catalog, basket)
     check = basket.check_weight(catalog, marker.scale_net_grams)
     reasons: list[str] = []
     if marker.incomplete:

@@ -77,7 +77,7 @@ class MemoryPipeline:
         return self.publish_raw(topic, key.encode(), self.codec.encode(schema, record))
 
     def _emit(self, out: Outbound, parent: Message | None) -> None:
-        """Like `runtime.Publisher`: the output's header names a new span (its `send`) in the
+        """Like `publish.Publisher`: the output's header names a new span (its `send`) in the
         trace it continues, and the links are kept on the message."""
         headers = {}
         trace = out.traceparent or (parent.headers.get(TRACEPARENT) if parent else None)

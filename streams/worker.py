@@ -19,11 +19,13 @@ from cartstream.models.catalog import Catalog
 from cartstream.schemas.codec import AvroCodec
 from cartstream.streams.anomalies import AnomalyStage
 from cartstream.streams.app import create_app
+from cartstream.streams.batch_runner import BatchRunner
 from cartstream.streams.detect import DetectStage
 from cartstream.streams.persist import CheckoutStore, PersistSink
+from cartstream.streams.publish import Publisher
 from cartstream.streams.reason import ReasonStage
 from cartstream.streams.reconcile import ReconcileStage
-from cartstream.streams.runner import BatchRunner, Publisher, SinkRunner, StageRunner
+from cartstream.streams.runner import SinkRunner, StageRunner
 from cartstream.streams.stage import Stage
 from cartstream.streams.tracing import consumer_lag, install_process_spans
 

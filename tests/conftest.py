@@ -21,6 +21,12 @@ from cartstream.services.kafka.broker import EmbeddedBroker
 
 PG_ADMIN_URL = os.environ.get("CARTSTREAM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
+# Hermetic: the developer's own CARTSTREAM_* settings (a bootstrap, a database, a reasoning
+# mode) never reach the tests, nor the workers and commands they start (those inherit this
+# environment). A test that wants a setting passes it explicitly.
+for _name in [k for k in os.environ if k.startswith("CARTSTREAM_") and k != "CARTSTREAM_TEST_PG"]:
+    del os.environ[_name]
+
 # spans of the test run (carts in this process, workers it starts) go to a scratch file, not
 # into the checkout; a test that reads spans points its own settings at its own file
 os.environ.setdefault(
@@ -36,6 +42,7 @@ def catalog() -> Catalog:
 
 @pytest.fixture
 def settings() -> Settings:
+    """The defaults, whatever the environment says (see the scrub above)."""
     return Settings()
 
 

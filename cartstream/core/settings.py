@@ -181,7 +181,8 @@ class ReasonSettings(_Frozen):
 
 
 class Settings(BaseSettings):
-    """The whole configuration. Frozen: build a new one with `model_copy(update=...)`."""
+    """The whole configuration. Frozen: build a changed copy with `with_overrides(...)`, which
+    validates it (pydantic's `model_copy(update=...)` would skip validation)."""
 
     model_config = SettingsConfigDict(
         env_prefix="CARTSTREAM_",

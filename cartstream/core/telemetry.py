@@ -11,7 +11,7 @@ parent, so a trace is either whole or absent. With ratio 0 nothing is recorded a
 headers carry unsampled contexts.
 
 Header discipline: exactly one `traceparent` per Kafka record, written by whoever sends it (the
-cart client, `streams.runner.Publisher`) from its own `send <topic>` span. Faust's OTel sensor
+cart client, `streams.publish.Publisher`) from its own `send <topic>` span. Faust's OTel sensor
 only reads headers, never writes them.
 """
 

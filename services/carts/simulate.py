@@ -116,6 +116,8 @@ def plan_carts(
     return planned
 
 
+# Long on purpose: a session's events in time order (start, each hand movement's frames and
+# weight packets, the close), read like the script of what the cart sends.
 def _session_events(
     ps: PlannedSession,
     catalog: Catalog,

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -13,6 +14,7 @@ from rich.console import Console
 from cartstream.models.inference import BUNDLED_MODEL
 
 console = Console(stderr=True)
+TRAINED_MODEL = Path("cartstream-models/detector.onnx")  # not the shipped artifact
 
 
 @click.group()
@@ -25,7 +27,18 @@ def models() -> None:
 @click.option("--images", type=int, default=10_000, show_default=True, help="Rendered scenes.")
 @click.option("--epochs", type=int, default=9, show_default=True)
 @click.option("--minutes", type=float, default=27.0, show_default=True, help="Time budget.")
-@click.option("--out", type=click.Path(path_type=Path), default=BUNDLED_MODEL, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=TRAINED_MODEL,
+    show_default=True,
+    help="Where the ONNX model goes (its card and MODEL_CARD.md beside it).",
+)
+@click.option(
+    "--replace-bundled",
+    is_flag=True,
+    help="Write over the artifact shipped with the package (models/artifacts) instead of --out.",
+)
 @click.option("--eval-images", type=int, default=1000, show_default=True)
 @click.option(
     "--extra",
@@ -39,10 +52,14 @@ def train_detector(
     epochs: int,
     minutes: float,
     out: Path,
+    replace_bundled: bool,
     eval_images: int,
     extra: tuple[Path, ...],
 ) -> None:
-    """Render scenes, train, export ONNX, evaluate on held-out scenes, write the model card."""
+    """Render scenes, train, export ONNX, evaluate on held-out scenes, write the model card.
+
+    The shipped artifact is never overwritten unless --replace-bundled says so; workers use a
+    trained model through CARTSTREAM_DETECT__MODEL_PATH."""
     from cartstream.models.catalog import Catalog
     from cartstream.models.evaluate import evaluate_detector
     from cartstream.models.export import export_onnx, write_card
@@ -51,22 +68,18 @@ def train_detector(
     from cartstream.models.train import TrainConfig
     from cartstream.models.train import train_detector as train
 
+    if replace_bundled:
+        out = BUNDLED_MODEL
+    elif out.resolve() == BUNDLED_MODEL.resolve():
+        raise click.BadParameter(
+            "that is the shipped artifact; pass --replace-bundled to overwrite it",
+            param_hint="--out",
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
     logging.getLogger("cartstream").setLevel(logging.INFO)
     catalog = Catalog.load()
     config = TrainConfig(seed=seed, images=images, epochs=epochs, max_minutes=minutes)
-    data = None
-    if extra:
-        import numpy as np
-
-        from cartstream.models.dataset import load_labelled
-        from cartstream.models.train import render_dataset
-
-        scenes, labels = render_dataset(catalog, images, seed, config.jpeg_quality)
-        for folder in extra:
-            more, more_labels = load_labelled(folder, catalog)
-            console.print(f"{folder}: {len(more_labels)} verified images")
-            scenes, labels = np.concatenate([scenes, more]), labels + more_labels
-        data = (scenes, labels)
+    data = _with_extra(catalog, images, seed, config.jpeg_quality, extra) if extra else None
     result = train(
         catalog,
         config,
@@ -86,6 +99,25 @@ def train_detector(
         f"trained in {result.seconds / 60:.1f} min, mAP@0.5 {report.map50:.3f}, "
         f"count accuracy {report.count_accuracy:.3f}"
     )
+    if out != BUNDLED_MODEL:
+        console.print(f"workers use it with CARTSTREAM_DETECT__MODEL_PATH={out.resolve()}")
+
+
+def _with_extra(
+    catalog: Any, images: int, seed: int, quality: int, extra: tuple[Path, ...]
+) -> tuple[Any, list[Any]]:
+    """The rendered training set plus the verified images of exported review queues."""
+    import numpy as np
+
+    from cartstream.models.dataset import load_labelled
+    from cartstream.models.train import render_dataset
+
+    scenes, labels = render_dataset(catalog, images, seed, quality)
+    for folder in extra:
+        more, more_labels = load_labelled(folder, catalog)
+        console.print(f"{folder}: {len(more_labels)} verified images")
+        scenes, labels = np.concatenate([scenes, more]), labels + more_labels
+    return scenes, labels
 
 
 @models.command("eval-detector")

@@ -28,6 +28,7 @@ from cartstream.services.tools.harness import WorkerProcess, worker_env
 pytestmark = pytest.mark.e2e
 
 
+# Long on purpose: one scripted run (start, kill, restart, verify) whose steps share state.
 def test_four_carts_twenty_sessions_with_a_worker_killed_midway(
     broker_settings: Callable[..., Settings],
     pg_url: str,

@@ -28,6 +28,7 @@ from tests.integration.test_worker import run_sessions, wait_for
 from tests.otlp import Collector, OtlpSink
 
 
+# Long on purpose: one run through a real collector, then every link of every checkout's trace.
 def test_a_checkout_trace_reaches_every_frame_and_packet_through_a_collector(
     broker_settings: Callable[..., Settings], pg_url: str, tmp_path: Path, catalog: Catalog
 ) -> None:

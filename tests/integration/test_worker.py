@@ -8,10 +8,12 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from kafka import KafkaProducer
 
@@ -106,12 +108,29 @@ def run_sessions(
     return report, requested, repo
 
 
-def test_worker_turns_sessions_into_checkouts_and_bad_input_into_dead_letters(
+@dataclass
+class WorkerRun:
+    """One worker (every role, web on) fed bad input and 2 carts x 2 sessions, then stopped."""
+
+    settings: Settings
+    bad: list[tuple[str, bytes, str]]
+    health: dict[str, Any]  # path -> the JSON it answered while the worker ran
+    report: SimulationReport
+    requested: list[str]
+    repo: Repository
+    letters: list[dict[str, Any]]
+    detections: list[dict[str, Any]]
+    alive_at_end: bool
+
+
+@pytest.fixture(scope="module")
+def run(
     broker_settings: Callable[..., Settings],
     pg_url: str,
-    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
     catalog: Catalog,
-) -> None:
+) -> WorkerRun:
+    tmp_path = tmp_path_factory.mktemp("worker")
     settings = broker_settings(database_url=pg_url)
     ensure_topics(settings)
     ready = tmp_path / "ready"
@@ -119,11 +138,12 @@ def test_worker_turns_sessions_into_checkouts_and_bad_input_into_dead_letters(
     worker = WorkerProcess(env, tmp_path / "worker.log", web=True)
     try:
         worker.wait_ready(ready, timeout_s=60)
-        base = f"http://127.0.0.1:{env['CARTSTREAM_WEB_PORT']}"
-        for path, expected in (("/healthz", "status"), ("/readyz", "ready")):
-            with urllib.request.urlopen(base + path, timeout=10) as response:
+        health = {}
+        for path in ("/healthz", "/readyz"):
+            url = f"http://127.0.0.1:{env['CARTSTREAM_WEB_PORT']}{path}"
+            with urllib.request.urlopen(url, timeout=10) as response:
                 assert response.status == 200
-                assert json.loads(response.read())[expected] in ("ok", True)
+                health[path] = json.loads(response.read())
         producer = KafkaProducer(**settings.kafka.kafka_python_config())
         bad = bad_inputs(settings)
         for topic, value, _ in bad:
@@ -142,47 +162,61 @@ def test_worker_turns_sessions_into_checkouts_and_bad_input_into_dead_letters(
             return len(detections) >= report.events[settings.topics.frames]
 
         wait_for(all_detected, 60, "detections")
-        assert worker.alive()
+        alive = worker.alive()
     finally:
         worker.stop()
-    assert report.checkouts_requested == len(requested) > 0
-    assert len(letters) == len(bad)
-    reasons = sorted(letter["reason"] for letter in letters)
-    for _, value, reason in bad:
-        match = [letter for letter in letters if reason in letter["reason"]]
+    return WorkerRun(settings, bad, health, report, requested, repo, letters, detections, alive)
+
+
+def trace_id(msg: Any) -> str | None:
+    value = dict(msg.headers or []).get("traceparent")  # bad inputs have none
+    return bytes(value).decode().split("-")[1] if value else None
+
+
+def test_the_worker_answers_health_and_readiness(run: WorkerRun) -> None:
+    assert run.health["/healthz"]["status"] == "ok"
+    assert run.health["/readyz"]["ready"] is True
+
+
+def test_every_requested_session_becomes_one_checkout_row(run: WorkerRun) -> None:
+    assert run.report.checkouts_requested == len(run.requested) > 0
+    rows = run.repo.checkouts(run.requested)
+    assert len({r.checkout_id for r in rows}) == len(rows) == len(run.requested)
+    assert run.alive_at_end  # bad input never stopped it
+
+
+def test_each_bad_input_is_a_dead_letter_with_its_reason(run: WorkerRun) -> None:
+    assert len(run.letters) == len(run.bad)
+    reasons = sorted(letter["reason"] for letter in run.letters)
+    for _, value, reason in run.bad:
+        match = [letter for letter in run.letters if reason in letter["reason"]]
         assert match, f"no dead letter says {reason!r}: {reasons}"
         assert match[0]["payload"] == value and match[0]["source_key"] == b"cart-bad"
         assert match[0]["source_offset"] >= 0
-    rows = repo.checkouts(requested)
-    assert len({r.checkout_id for r in rows}) == len(requested)  # no duplicates
 
-    # the detect stage: one detection per valid simulator frame, stamped with the model version
-    frames_sent = report.events[settings.topics.frames]
-    assert len({d["frame_event_id"] for d in detections}) == frames_sent
-    assert {d["model_version"] for d in detections} == {DetectorRuntime().version}
-    assert sum(1 for d in detections if d["boxes"]) > frames_sent / 2
 
-    # a retailer's view: the checkouts topic decoded with nothing but the .avsc files
-    result = CliRunner().invoke(
-        cli,
-        [
-            "--bootstrap",
-            settings.kafka.bootstrap_servers,
-            "checkouts",
-            "tail",
-            "--max",
-            str(len(requested)),
-            "--json",
-        ],
-        obj={},
-    )
+def test_one_detection_per_frame_stamped_with_the_model_version(run: WorkerRun) -> None:
+    frames_sent = run.report.events[run.settings.topics.frames]
+    assert len({d["frame_event_id"] for d in run.detections}) == frames_sent
+    assert {d["model_version"] for d in run.detections} == {DetectorRuntime().version}
+    assert sum(1 for d in run.detections if d["boxes"]) > frames_sent / 2
+
+
+def test_a_retailer_tails_checkouts_with_nothing_but_the_avsc_files(run: WorkerRun) -> None:
+    args = ["--bootstrap", run.settings.kafka.bootstrap_servers, "checkouts", "tail"]
+    result = CliRunner().invoke(cli, [*args, "--max", str(len(run.requested)), "--json"], obj={})
     assert result.exit_code == 0, result.output
+    tailed: list[dict[str, Any]] = [json.loads(line) for line in result.output.splitlines()]
+    assert {c["session_id"] for c in tailed} == set(run.requested)
+    rows = {r.session_id: r.checkout_id for r in run.repo.checkouts(run.requested)}
+    for c in tailed:
+        persisted = run.repo.basket_of(c["session_id"])
+        assert persisted == {i["sku"]: i["quantity"] for i in c["items"]}
+        assert c["checkout_id"] == rows[c["session_id"]]
 
-    # trace context: each checkout continues the trace of its cart's checkout request
-    def trace_id(msg: Any) -> str | None:
-        value = dict(msg.headers or []).get("traceparent")  # bad inputs above have none
-        return bytes(value).decode().split("-")[1] if value else None
 
+def test_checkouts_and_changes_continue_their_carts_traces(run: WorkerRun) -> None:
+    settings = run.settings
     requests = {
         r["session_id"]: trace_id(m)
         for r, m in read_topic(settings, settings.topics.sessions, idle_timeout_s=2)
@@ -205,11 +239,3 @@ def test_worker_turns_sessions_into_checkouts_and_bad_input_into_dead_letters(
     ]
     assert changes and all(trace_id(m) in packets for _, m in changes)
     assert all([k for k, _ in m.headers or []].count("traceparent") == 1 for _, m in changes)
-    tailed: list[dict[str, Any]] = [json.loads(line) for line in result.output.splitlines()]
-    assert {c["session_id"] for c in tailed} == set(requested)
-    for c in tailed:
-        persisted = repo.basket_of(c["session_id"])
-        assert persisted == {i["sku"]: i["quantity"] for i in c["items"]}
-        assert c["checkout_id"] == next(
-            r.checkout_id for r in rows if r.session_id == c["session_id"]
-        )

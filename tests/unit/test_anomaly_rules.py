@@ -247,3 +247,15 @@ def test_an_alert_names_the_changes_and_frames_it_is_about(
     assert by_kind["CAMERA_BLOCKED"]["basket_change_ids"] == ["c3"]
     assert by_kind["REMOVAL_UNSEEN"]["basket_change_ids"] == ["c4"]  # not the change after it
     assert by_kind["REMOVAL_UNSEEN"]["frame_event_ids"] == [f"f4-{i}" for i in range(6)]
+
+
+def test_grams_of_an_unexplained_step_count_once_at_checkout(
+    settings: Settings, catalog: Catalog
+) -> None:
+    # raised as an alert with its evidence: the checkout check expects those grams
+    raised = honest().step("UNKNOWN", None, 2222.0, vision="HH-SPONGES-3", weight_sku=None)
+    assert kinds(settings, catalog, raised.checkout()) == ["UNRECOGNIZED_ITEM"]
+    # 400 g taken out in view that nothing explains raises no step alert, so the scale's
+    # disagreement with the basket is not excused: the checkout check reports it
+    quiet = honest().step("UNKNOWN", None, -400.0, vision=None, weight_sku=None)
+    assert kinds(settings, catalog, quiet.checkout()) == ["CHECKOUT_WEIGHT_MISMATCH"]

@@ -49,3 +49,22 @@ def test_broker_workarounds_only_in_the_tansu_profile() -> None:
 def test_overrides_are_validated() -> None:
     with pytest.raises(ConfigurationError):
         Settings().with_overrides(otel_exporter="otlp")  # needs an endpoint
+
+
+def test_the_suite_never_sees_the_developers_own_settings(settings: Settings) -> None:
+    import os
+
+    own = {"CARTSTREAM_TEST_PG", "CARTSTREAM_OTEL_JSONL_PATH"}  # the suite's own (conftest)
+    leaked = [k for k in os.environ if k.startswith("CARTSTREAM_") and k not in own]
+    assert leaked == []
+    assert settings.kafka.bootstrap_servers == "127.0.0.1:9092" and settings.app_id == "cartstream"
+
+
+def test_configuration_mistakes_raise_configuration_error(catalog: object) -> None:
+    from cartstream.models.fusion import pick_device
+
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(ConfigurationError, match=r"reason\.device=cuda"):
+            pick_device("cuda")
+    with pytest.raises(ConfigurationError, match="reason"):
+        Settings().with_overrides(reason={"device": "tpu"})
