@@ -20,6 +20,8 @@ MAX_NET_GRAMS = 150_000.0  # a loaded cart's scale tops out well below 150 kg
 MIN_NET_GRAMS = -500.0  # tare noise and a hand lifting the basket edge go slightly negative
 MAX_SAMPLES_PER_PACKET = 2_000
 MAX_FRAME_SIDE = 4096
+MAX_SEQUENCE = 2**40  # a cart numbering 50 packets a second reaches this after 700 years
+MAX_AGE_S = 7 * 86_400  # an event older than a week (a cart offline that long) is stale
 
 
 def _require_ids(record: Mapping[str, Any], fields: Iterable[str]) -> None:
@@ -32,11 +34,20 @@ def _require_ids(record: Mapping[str, Any], fields: Iterable[str]) -> None:
 
 
 def _require_not_future(time_ms: int, now_ms: int, max_skew_s: float, field: str) -> None:
+    """A time within [now - MAX_AGE_S, now + max_skew_s]."""
     if time_ms > now_ms + max_skew_s * 1000:
         ahead = (time_ms - now_ms) / 1000
         raise ValidationError(f"{field} is {ahead:.0f} s in the future (limit {max_skew_s:.0f} s)")
     if time_ms <= 0:
         raise ValidationError(f"{field} is not a time after 1970")
+    if time_ms < now_ms - MAX_AGE_S * 1000:
+        days = (now_ms - time_ms) / 86_400_000
+        raise ValidationError(f"{field} is {days:.0f} days old (limit {MAX_AGE_S // 86_400} days)")
+
+
+def _require_sequence(value: int, field: str) -> None:
+    if value > MAX_SEQUENCE:
+        raise ValidationError(f"{field} {value} beyond {MAX_SEQUENCE} (2^40)")
 
 
 _IDS = ("event_id", "cart_id", "store_id", "session_id")
@@ -46,6 +57,8 @@ def validate_weight_packet(packet: WeightPacket, now_ms: int, max_skew_s: float)
     _require_ids(packet, _IDS)
     if packet["sequence"] < 0:
         raise ValidationError("negative sequence")
+    _require_sequence(packet["sequence"], "sequence")
+    _require_sequence(packet["last_frame_sequence"], "last_frame_sequence")
     rate = packet["sample_rate_hz"]
     if not math.isfinite(rate) or not 1.0 <= rate <= 2_000.0:
         raise ValidationError(f"sample_rate_hz {rate} outside 1..2000")
@@ -73,6 +86,8 @@ def validate_session_event(event: SessionEvent, now_ms: int, max_skew_s: float) 
     _require_not_future(event["time_ms"], now_ms, max_skew_s, "time_ms")
     if event["last_weight_sequence"] < -1 or event["last_frame_sequence"] < -1:
         raise ValidationError("last_*_sequence below -1")
+    _require_sequence(event["last_weight_sequence"], "last_weight_sequence")
+    _require_sequence(event["last_frame_sequence"], "last_frame_sequence")
 
 
 def validate_frame(
@@ -82,6 +97,7 @@ def validate_frame(
     _require_ids(frame, _IDS)
     if frame["camera_id"] < 0 or frame["sequence"] < 0:
         raise ValidationError("negative camera_id or sequence")
+    _require_sequence(frame["sequence"], "sequence")
     _require_not_future(frame["capture_time_ms"], now_ms, max_skew_s, "capture_time_ms")
     size = len(frame["jpeg"])
     if size == 0:

@@ -22,7 +22,9 @@ def dead_letter(
 ) -> DeadLetter:
     raw = bytes(value or b"")
     return {
-        "event_id": derived_id("dead-letter", inbound.topic, inbound.partition, inbound.offset),
+        "event_id": derived_id(
+            "dead-letter", stage, inbound.topic, inbound.partition, inbound.offset
+        ),
         "stage": stage,
         "source_topic": inbound.topic,
         "source_partition": inbound.partition,

@@ -70,9 +70,11 @@ class _InputRunner:
         self.settings = settings
         self.publisher = publisher
         self.codec = publisher.codec
+        self._last_offsets: dict[tuple[str, int], int] = {}
 
     async def handle(self, msg: Any) -> None:
         started = time.perf_counter()
+        self._check_contiguous(msg)
         inbound = inbound_from(msg)
         now = now_ms()
         span = process_span()
@@ -89,6 +91,23 @@ class _InputRunner:
 
     async def _apply(self, record: Mapping[str, Any], inbound: Inbound, now: int) -> None:
         raise NotImplementedError
+
+    def _check_contiguous(self, msg: Any) -> None:
+        """Warn when a partition's offsets jump forward: input this process never saw (a fault
+        in the consumer's position). Offsets going back are re-deliveries, which are normal."""
+        tp = (msg.topic, msg.partition)
+        last = self._last_offsets.get(tp)
+        if last is not None and msg.offset > last + 1:
+            log.warning(
+                "%s: %s[%d] jumped from offset %d to %d: %d records never processed here",
+                self.node.name,
+                msg.topic,
+                msg.partition,
+                last,
+                msg.offset,
+                msg.offset - last - 1,
+            )
+        self._last_offsets[tp] = msg.offset
 
 
 class StageRunner(_InputRunner):

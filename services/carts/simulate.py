@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from cartstream.core.ids import derived_id
+from cartstream.core.ids import now_ms as wall_clock_ms
 from cartstream.core.settings import TopicSettings
 from cartstream.models.catalog import Catalog
 from cartstream.models.render import SceneRenderer, covered_lens, encode_jpeg
@@ -96,7 +97,7 @@ def plan_carts(
     config: SimConfig, catalog: Catalog, now_ms: int | None = None
 ) -> list[PlannedSession]:
     """Every session of every cart, with its cart-clock start time (back-dated to end now)."""
-    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    now_ms = now_ms if now_ms is not None else wall_clock_ms()
     planned: list[PlannedSession] = []
     for c in range(config.carts):
         store = f"store-{c % config.stores + 1:03d}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 import uuid
@@ -44,15 +43,14 @@ def cli(ctx: click.Context, log_level: str, bootstrap: str | None) -> None:
 @cli.command()
 @click.option("--port", type=int, default=9092, show_default=True)
 def broker(port: int) -> None:
-    """Run the embedded Kafka-protocol broker (Tansu, in-memory) in the foreground."""
-    import subprocess
+    """Run the embedded Kafka-protocol broker (Tansu, in-memory) in the foreground.
 
+    SIGTERM, SIGINT (Ctrl-C) and SIGHUP stop it and the Tansu process with it."""
     from cartstream.services.kafka.broker import EmbeddedBroker
 
     b = EmbeddedBroker(port)
     console.print(f"[bold]Tansu broker on {b.bootstrap}[/] (in-memory; Ctrl-C stops it)")
-    with contextlib.suppress(KeyboardInterrupt):
-        subprocess.run(b.command(), check=False)
+    sys.exit(b.serve())
 
 
 @cli.group()
@@ -286,6 +284,7 @@ def demo(
 
 
 def _register_model_commands() -> None:
+    from cartstream.services.cli.chaos import chaos
     from cartstream.services.cli.eval import evaluate
     from cartstream.services.cli.models import bench, models
     from cartstream.services.cli.review import review
@@ -296,6 +295,7 @@ def _register_model_commands() -> None:
     cli.add_command(models)
     cli.add_command(bench)
     cli.add_command(evaluate)
+    cli.add_command(chaos)
 
 
 _register_model_commands()

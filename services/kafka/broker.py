@@ -50,12 +50,29 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
     return False
 
 
-class EmbeddedBroker:
-    """A Tansu broker process on 127.0.0.1:port; a context manager that always cleans up."""
+MEMORY_STORAGE = "memory://tansu/"
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+
+class EmbeddedBroker:
+    """A Tansu broker process on 127.0.0.1:port; a context manager that always cleans up.
+
+    `storage`: Tansu's storage engine URL, in memory by default; `s3://bucket/` with `env`
+    naming an S3 endpoint (`AWS_ENDPOINT`, ...) keeps records and offsets across a restart."""
+
+    def __init__(
+        self,
+        port: int | None = None,
+        log_path: Path | None = None,
+        storage: str = MEMORY_STORAGE,
+        env: dict[str, str] | None = None,
+        advertised_port: int | None = None,
+    ) -> None:
+        """`advertised_port`: the port clients are told to use (a proxy in front of this one)."""
         self.port = port or free_port()
+        self.advertised_port = advertised_port or self.port
         self.log_path = log_path
+        self.storage = storage
+        self.env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,22 +86,25 @@ class EmbeddedBroker:
         return self.process.pid
 
     def command(self) -> list[str]:
-        url = f"tcp://127.0.0.1:{self.port}"
         return [
             broker_binary(),
             "broker",
             "--listener-url",
-            url,
+            f"tcp://127.0.0.1:{self.port}",
             "--advertised-listener-url",
-            url,
+            f"tcp://127.0.0.1:{self.advertised_port}",
             "--storage-engine",
-            "memory://tansu/",
+            self.storage,
         ]
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedBroker:
         if self.process is not None and self.process.poll() is None:
             return self
-        env = {**os.environ, "RUST_LOG": os.environ.get("CARTSTREAM_BROKER_LOG", "warn")}
+        env = {
+            **os.environ,
+            "RUST_LOG": os.environ.get("CARTSTREAM_BROKER_LOG", "warn"),
+            **self.env,
+        }
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
             self.command(), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -104,6 +124,33 @@ class EmbeddedBroker:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def serve(self) -> int:
+        """Run in the foreground until the broker exits or this process gets SIGTERM, SIGINT
+        or SIGHUP (as a process manager or a terminal sends them); the broker is always stopped
+        before returning. Returns the broker's exit status (0 when stopped by a signal)."""
+        stopping: list[int] = []
+
+        def _stop(signum: int, _frame: object) -> None:
+            stopping.append(signum)
+
+        previous = {
+            s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        }
+        try:
+            self.start()
+            while not stopping and self.alive():
+                time.sleep(0.1)
+            proc = self.process
+            status = 0 if stopping or proc is None else int(proc.returncode or 0)
+        finally:
+            self.stop()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return status
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -17,16 +17,14 @@ from cartstream.schemas.codec import AvroCodec
 log = logging.getLogger(__name__)
 
 
-def read_topic(
+def read_messages(
     settings: Settings,
     topic: str,
     from_beginning: bool = True,
     idle_timeout_s: float | None = 5.0,
-    max_records: int | None = None,
-    codec: AvroCodec | None = None,
-) -> Iterator[tuple[dict[str, Any], Any]]:
-    """Decoded records of every partition of `topic` (no consumer group: nothing to join)."""
-    codec = codec or AvroCodec()
+) -> Iterator[Any]:
+    """Raw messages of every partition of `topic` (no consumer group: nothing to join), until
+    none came for `idle_timeout_s`."""
     consumer = KafkaConsumer(
         **settings.kafka.kafka_python_config(),
         enable_auto_commit=False,
@@ -45,9 +43,8 @@ def read_topic(
             consumer.seek_to_beginning(*tps)
         else:
             consumer.seek_to_end(*tps)
-        seen = 0
         last = time.monotonic()
-        while max_records is None or seen < max_records:
+        while True:
             batch = consumer.poll(timeout_ms=200)
             if not batch:
                 if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
@@ -55,20 +52,34 @@ def read_topic(
                 continue
             last = time.monotonic()
             for messages in batch.values():
-                for msg in messages:
-                    try:
-                        record = codec.decode(msg.value)
-                    except DecodeError as exc:
-                        log.warning(
-                            "%s[%d]@%d skipped: %s", msg.topic, msg.partition, msg.offset, exc
-                        )
-                        continue
-                    yield record, msg
-                    seen += 1
-                    if max_records is not None and seen >= max_records:
-                        return
+                yield from messages
     finally:
         consumer.close()
+
+
+def read_topic(
+    settings: Settings,
+    topic: str,
+    from_beginning: bool = True,
+    idle_timeout_s: float | None = 5.0,
+    max_records: int | None = None,
+    codec: AvroCodec | None = None,
+) -> Iterator[tuple[dict[str, Any], Any]]:
+    """Decoded records of every partition of `topic`; what does not decode is logged, skipped."""
+    codec = codec or AvroCodec()
+    seen = 0
+    if max_records is not None and max_records <= 0:
+        return
+    for msg in read_messages(settings, topic, from_beginning, idle_timeout_s):
+        try:
+            record = codec.decode(msg.value)
+        except DecodeError as exc:
+            log.warning("%s[%d]@%d skipped: %s", msg.topic, msg.partition, msg.offset, exc)
+            continue
+        yield record, msg
+        seen += 1
+        if max_records is not None and seen >= max_records:
+            return
 
 
 def format_checkout(checkout: dict[str, Any]) -> str:

@@ -148,6 +148,12 @@ class Repository:
         with Session(self.engine) as s:
             return int(s.scalar(select(func.count()).select_from(CheckoutRow)) or 0)
 
+    def count_sessions(self, session_ids: list[str]) -> int:
+        """How many of these sessions have their checkout row."""
+        with Session(self.engine) as s:
+            q = select(func.count()).where(CheckoutRow.session_id.in_(session_ids))
+            return int(s.scalar(q) or 0)
+
     def checkouts(self, session_ids: list[str] | None = None) -> list[CheckoutRow]:
         with Session(self.engine) as s:
             q = select(CheckoutRow).options(selectinload(CheckoutRow.items))

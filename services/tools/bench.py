@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from cartstream.core.ids import now_ms
 from cartstream.core.settings import KafkaSettings, Settings
 from cartstream.models.catalog import Catalog
 from cartstream.models.inference import DetectorRuntime, model_card
@@ -66,7 +67,7 @@ def bare_rate(runtime: DetectorRuntime, frames: np.ndarray, batch: int, seconds:
 
 
 def frame_records(frames: np.ndarray, count: int) -> list[dict[str, object]]:
-    now = int(time.time() * 1000)
+    now = now_ms()
     jpegs = [encode_jpeg(f) for f in frames]
     records: list[dict[str, object]] = []
     for i in range(count):
@@ -101,7 +102,7 @@ def stage_rate(frames: np.ndarray, batch: int, count: int = 512) -> float:
     stage = DetectStage(settings, Catalog.load())
     codec = AvroCodec()
     values = [codec.encode(CART_FRAME, r) for r in frame_records(frames, count)]
-    now = int(time.time() * 1000)
+    now = now_ms()
     started = time.perf_counter()
     for i in range(0, count, batch):
         chunk = values[i : i + batch]

@@ -23,7 +23,12 @@ class WorkerProcess:
     """`cartstream worker` as a child process with its own settings environment."""
 
     def __init__(
-        self, env: dict[str, str], log_path: Path, roles: str = "all", web: bool = False
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        roles: str = "all",
+        web: bool = False,
+        log_level: str = "warning",
     ) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
@@ -33,7 +38,7 @@ class WorkerProcess:
                 "-m",
                 "cartstream",
                 "--log-level",
-                "warning",
+                log_level,
                 "worker",
                 "--roles",
                 roles,

@@ -24,9 +24,7 @@ class Percentiles:
         if not values:
             return cls()
         arr = np.asarray(values, dtype=np.float64)
-        return cls(
-            round(float(np.percentile(arr, 50)), 1), round(float(np.percentile(arr, 99)), 1)
-        )
+        return cls(round(float(np.percentile(arr, 50)), 1), round(float(np.percentile(arr, 99)), 1))
 
 
 @dataclass(frozen=True)
@@ -94,8 +92,7 @@ class RunSummary:
             ("decisions", ", ".join(f"{k} {v}" for k, v in sorted(self.status.items())) or "-"),
             (
                 "anomalies",
-                ", ".join(f"{k} {v}" for k, v in sorted(self.anomalies_by_kind.items()))
-                or "none",
+                ", ".join(f"{k} {v}" for k, v in sorted(self.anomalies_by_kind.items())) or "none",
             ),
             ("latency p50 / p99 (ms)", f"{self.latency_ms.p50} / {self.latency_ms.p99}"),
             ("frames detected", self.frames_detected),

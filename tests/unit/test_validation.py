@@ -25,6 +25,7 @@ def packet(**kw: Any) -> Any:
         "start_time_ms": NOW - 1000,
         "sample_rate_hz": 50.0,
         "samples_g": [10.0, 11.0],
+        "last_frame_sequence": -1,
         **kw,
     }
 
@@ -70,6 +71,9 @@ def test_good_records_pass() -> None:
         (packet(sample_rate_hz=0.0), "sample_rate_hz"),
         (packet(session_id=""), "missing session_id"),
         (packet(start_time_ms=NOW + 10 * 60_000), "in the future"),
+        (packet(start_time_ms=86_400_000), "days old"),
+        (packet(sequence=2**62), "beyond"),
+        (packet(last_frame_sequence=2**62), "last_frame_sequence"),
     ],
 )
 def test_bad_weight_packets(record: Any, reason: str) -> None:
@@ -85,6 +89,8 @@ def test_bad_weight_packets(record: Any, reason: str) -> None:
         (frame(width=64), "record says"),
         (frame(cart_id=" "), "missing cart_id"),
         (frame(capture_time_ms=NOW + 6 * 60_000), "in the future"),
+        (frame(capture_time_ms=NOW - 8 * 86_400_000), "days old"),
+        (frame(sequence=2**62), "beyond"),
     ],
 )
 def test_bad_frames(record: Any, reason: str) -> None:

@@ -1,0 +1,1 @@
+"""`cartstream chaos`: the pipeline under faults, verified against a fault-free run."""

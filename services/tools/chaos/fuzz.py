@@ -1,0 +1,258 @@
+"""Hostile input at volume, written by a foreign producer (librdkafka through confluent-kafka,
+not the project's own client) to every input topic while honest carts shop.
+
+Every record carries a `fuzz-id` and a `fuzz-kind` header (dead letters keep the original
+headers), so the verifier can match each one to its dead letter. Kinds:
+
+- malformed: random bytes, truncated Avro, an unknown schema fingerprint, Confluent-framed
+  values, JSON, empty values, values of several MB, null and garbage keys;
+- valid Avro with hostile contents: NaN, infinite or negative grams, timestamps far in the
+  future or past, sequence jumps of 2^62;
+- valid Avro that must be harmless: unknown carts and stores, duplicated and out-of-order
+  session events, and a flood of 10 000 frames from one cart within one second.
+
+Fuzz carts and sessions are named `fuzz-*`, so honest sessions are never addressed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cartstream.core.settings import Settings
+from cartstream.models.render import encode_jpeg
+from cartstream.schemas.codec import MAGIC, AvroCodec
+from cartstream.schemas.records import CART_FRAME, SESSION_EVENT, WEIGHT_PACKET
+
+FUZZ_PREFIX = "fuzz-"
+FLOOD_FRAMES = 10_000
+# kinds that must each end as a dead letter; the rest must be harmless
+DEAD_LETTER_KINDS = (
+    "random_bytes",
+    "truncated_avro",
+    "unknown_fingerprint",
+    "confluent_framed",
+    "json",
+    "empty",
+    "huge",
+    "nan_grams",
+    "infinite_grams",
+    "negative_grams",
+    "future_time",
+    "ancient_time",
+    "sequence_jump",
+)
+HARMLESS_KINDS = ("unknown_cart", "duplicate_session_event", "out_of_order_session_event")
+
+
+@dataclass(frozen=True)
+class Hostile:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    kind: str
+
+
+class HostileInput:
+    """A seeded stream of hostile records for the cart input topics and the internal ones."""
+
+    def __init__(self, settings: Settings, seed: int) -> None:
+        self.t = settings.topics
+        self.rng = random.Random(seed)
+        self.codec = AvroCodec()
+        self.jpeg = encode_jpeg(np.zeros((8, 8, 3), dtype=np.uint8))
+        self.inputs = [
+            self.t.frames,
+            self.t.weights,
+            self.t.sessions,
+            self.t.detections,
+            self.t.basket_changes,
+            self.t.reviews,
+            self.t.checkouts,
+            self.t.anomalies,
+        ]
+
+    def records(self, n: int) -> Iterator[Hostile]:
+        kinds = [*DEAD_LETTER_KINDS, *HARMLESS_KINDS]
+        for i in range(n):
+            yield self.make(kinds[i % len(kinds)], i)
+
+    def make(self, kind: str, i: int) -> Hostile:
+        rng = self.rng
+        topic = rng.choice(self.inputs)
+        key = self._key(i)
+        now = int(time.time() * 1000)
+        good = self._packet(i, now)
+        packet = self.codec.encode(WEIGHT_PACKET, good)
+        if kind == "random_bytes":
+            return Hostile(topic, key, rng.randbytes(rng.randrange(1, 512)), kind)
+        if kind == "truncated_avro":
+            return Hostile(self.t.weights, key, packet[: rng.randrange(11, len(packet) - 1)], kind)
+        if kind == "unknown_fingerprint":
+            return Hostile(topic, key, MAGIC + rng.randbytes(8) + packet[10:], kind)
+        if kind == "confluent_framed":
+            return Hostile(topic, key, b"\x00" + struct.pack(">I", 7) + packet[10:], kind)
+        if kind == "json":
+            return Hostile(topic, key, json.dumps({"cart_id": "x", "grams": 1}).encode(), kind)
+        if kind == "empty":
+            return Hostile(topic, key, b"", kind)
+        if kind == "huge":
+            frame = self._frame(i, now, jpeg=rng.randbytes(3_000_000))
+            return Hostile(self.t.frames, key, self.codec.encode(CART_FRAME, frame), kind)
+        if kind in ("nan_grams", "infinite_grams", "negative_grams"):
+            bad = {"nan_grams": float("nan"), "infinite_grams": float("inf")}.get(kind, -9000.0)
+            record = {**good, "samples_g": [1.0, bad]}
+            return Hostile(self.t.weights, key, self.codec.encode(WEIGHT_PACKET, record), kind)
+        if kind == "future_time":
+            record = {**good, "start_time_ms": now + 10 * 365 * 86_400_000}
+            return Hostile(self.t.weights, key, self.codec.encode(WEIGHT_PACKET, record), kind)
+        if kind == "ancient_time":
+            record = {**good, "start_time_ms": 86_400_000}  # 2 January 1970
+            return Hostile(self.t.weights, key, self.codec.encode(WEIGHT_PACKET, record), kind)
+        if kind == "sequence_jump":
+            record = {**good, "sequence": 2**62}
+            return Hostile(self.t.weights, key, self.codec.encode(WEIGHT_PACKET, record), kind)
+        if kind == "unknown_cart":
+            return Hostile(self.t.weights, key, packet, kind)
+        event = self._session_event(i, now, kind)
+        return Hostile(self.t.sessions, key, self.codec.encode(SESSION_EVENT, event), kind)
+
+    def flood(self) -> Iterator[Hostile]:
+        """10 000 valid frames from one fuzz cart (harmless: detected and dropped as a session
+        that never closes is forgotten)."""
+        now = int(time.time() * 1000)
+        for i in range(FLOOD_FRAMES):
+            frame = self._frame(i, now, cart="fuzz-flood")
+            value = self.codec.encode(CART_FRAME, frame)
+            yield Hostile(self.t.frames, b"fuzz-flood", value, "flood")
+
+    # -- pieces -------------------------------------------------------------------------------
+
+    def _key(self, i: int) -> bytes | None:
+        roll = self.rng.random()
+        if roll < 0.1:
+            return None
+        if roll < 0.2:
+            return self.rng.randbytes(self.rng.randrange(1, 64))  # not UTF-8, most likely
+        return f"{FUZZ_PREFIX}cart-{i % 97}".encode()
+
+    def _ids(self, i: int, cart: str | None = None) -> dict[str, str]:
+        return {
+            "event_id": f"{FUZZ_PREFIX}{i}",
+            "cart_id": cart or f"{FUZZ_PREFIX}cart-{i % 97}",
+            "store_id": f"{FUZZ_PREFIX}store",
+            "session_id": f"{FUZZ_PREFIX}session-{i % 97}",
+        }
+
+    def _packet(self, i: int, now: int) -> dict[str, Any]:
+        return {
+            **self._ids(i),
+            "sequence": i,
+            "start_time_ms": now - 2000,
+            "sample_rate_hz": 50.0,
+            "samples_g": [100.0] * 10,
+            "last_frame_sequence": -1,
+        }
+
+    def _frame(self, i: int, now: int, jpeg: bytes | None = None, cart: str | None = None) -> Any:
+        return {
+            **self._ids(i, cart),
+            "camera_id": 0,
+            "sequence": i,
+            "capture_time_ms": now - 1000,
+            "width": 8,
+            "height": 8,
+            "jpeg": self.jpeg if jpeg is None else jpeg,
+        }
+
+    def _session_event(self, i: int, now: int, kind: str) -> dict[str, Any]:
+        session = f"{FUZZ_PREFIX}session-dup-{i % 11}"
+        late = kind == "out_of_order_session_event"
+        return {
+            **self._ids(i),
+            "event_id": f"{FUZZ_PREFIX}dup-{i % 11}" if not late else f"{FUZZ_PREFIX}{i}",
+            "session_id": session,
+            # out of order: a STARTED after the session's checkout request
+            "kind": "STARTED" if late else "CHECKOUT_REQUESTED",
+            "time_ms": now - 5000,
+            "last_weight_sequence": -1,
+            "last_frame_sequence": -1,
+        }
+
+
+class FuzzThread:
+    """Sends the hostile records through librdkafka, spread over the run, then the flood."""
+
+    def __init__(self, settings: Settings, records: int, seed: int, rate: float = 2000.0) -> None:
+        self.settings, self.records, self.seed, self.rate = settings, records, seed, rate
+        self.sent: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()  # the broker said no (too large, ...)
+        self._thread = threading.Thread(target=self._main, name="fuzz", daemon=True)
+        self.error: str | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> dict[str, Any]:
+        self._thread.join()
+        return {
+            "sent": dict(self.sent),
+            "refused_by_broker": dict(self.refused),
+            "error": self.error,
+        }
+
+    def _main(self) -> None:
+        from confluent_kafka import Producer
+
+        producer = Producer(
+            {
+                "bootstrap.servers": self.settings.kafka.bootstrap_servers,
+                "message.max.bytes": 8_000_000,
+                "linger.ms": 20,
+                "acks": "all",
+                "message.timeout.ms": 300_000,  # rides out a broker cut
+            }
+        )
+        source = HostileInput(self.settings, self.seed)
+        started = time.monotonic()
+        try:
+            for n, record in enumerate(source.records(self.records)):
+                self._send(producer, record, n)
+                if n % 500 == 0:
+                    producer.poll(0)
+                    ahead = n / self.rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+            flood_start = time.monotonic()
+            for n, record in enumerate(source.flood()):
+                self._send(producer, record, self.records + n)
+                if n % 1000 == 0:
+                    producer.poll(0)
+            self.flood_seconds = time.monotonic() - flood_start
+            producer.flush(300)
+        except Exception as exc:  # reported in the summary
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def _send(self, producer: Any, record: Hostile, n: int) -> None:
+        headers = [("fuzz-id", str(n).encode()), ("fuzz-kind", record.kind.encode())]
+
+        def delivered(err: Any, _msg: Any) -> None:
+            (self.refused if err is not None else self.sent)[record.kind] += 1
+
+        while True:
+            try:
+                producer.produce(
+                    record.topic, record.value, record.key, headers=headers, on_delivery=delivered
+                )
+                return
+            except BufferError:  # the local queue is full: let it drain
+                producer.poll(0.1)

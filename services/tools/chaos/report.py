@@ -1,0 +1,139 @@
+"""What a chaos run writes: `summary.json` in its folder, and with `--report` a markdown page
+(docs/reliability.md) with the verdict, the schedule, every difference explained, and a timeline
+plot: faults as bands, checkouts persisted and consumer lag as lines."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from cartstream.services.tools.chaos.run import ChaosResult, RunRecord
+from cartstream.services.tools.chaos.verify import summarize
+
+BAND_COLOURS = {
+    "kill": "#d62728",
+    "pause": "#9467bd",
+    "db_outage": "#ff7f0e",
+    "broker_cut": "#1f77b4",
+    "broker_restart": "#17becf",
+}
+
+
+def write_report(result: ChaosResult, folder: Path, markdown: Path | None) -> Path:
+    summary = folder / "summary.json"
+    summary.write_text(json.dumps(_summary(result), indent=2) + "\n")
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        plot = markdown.with_name(markdown.stem + "-timeline.png")
+        _plot(result, plot)
+        markdown.write_text(_markdown(result, plot.name))
+    return summary
+
+
+def _summary(result: ChaosResult) -> dict[str, Any]:
+    c = result.config
+    return {
+        "config": {
+            "seed": c.seed,
+            "carts": c.carts,
+            "sessions_per_cart": c.sessions,
+            "speed": c.speed,
+            "topology": c.topology,
+            "workers": c.workers,
+            "fuzz_records": c.fuzz_records,
+        },
+        "faults": [asdict(f) for f in result.faults],
+        "verdict": result.verdict.to_json(),
+        "runs": {r.label: _run(r) for r in (result.reference, result.chaos)},
+    }
+
+
+def _run(run: RunRecord) -> dict[str, Any]:
+    return {
+        "seconds": round(run.seconds, 1),
+        "requested": len(run.requested),
+        "persisted": len(run.outcome.checkouts),
+        "events": run.events,
+        "samples": [asdict(s) for s in run.samples],
+        "fuzz": run.fuzz,
+    }
+
+
+def _plot(result: ChaosResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    run = result.chaos
+    t = [s.t_s for s in run.samples]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+    for ax in (top, bottom):
+        for fault in result.faults:
+            ax.axvspan(fault.at_s, fault.end_s, color=BAND_COLOURS[fault.kind], alpha=0.18, lw=0)
+    persisted = [s.persisted for s in run.samples]
+    rate = [0.0] + [
+        max(0.0, (b - a) / max(1e-6, tb - ta))
+        for a, b, ta, tb in zip(persisted, persisted[1:], t, t[1:], strict=False)
+    ]
+    top.plot(t, persisted, color="black", lw=1.4, label="checkouts persisted")
+    top.set_ylabel("checkouts")
+    twin = top.twinx()
+    twin.plot(t, rate, color="grey", lw=0.8, alpha=0.7, label="checkouts/s")
+    twin.set_ylabel("checkouts/s")
+    top.legend(loc="upper left", fontsize=8)
+    lag = [s.lag if s.lag is not None else float("nan") for s in run.samples]
+    bottom.plot(t, lag, color="#2ca02c", lw=1.2, label="consumer lag (records)")
+    bottom.set_ylabel("lag")
+    bottom.set_xlabel("seconds since the carts started")
+    handles = [Patch(color=c, alpha=0.3) for c in BAND_COLOURS.values()]
+    bottom.legend(handles, list(BAND_COLOURS), loc="upper right", fontsize=7, ncol=5)
+    top.set_title(f"chaos run, seed {result.config.seed}: faults as bands")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _markdown(result: ChaosResult, plot_name: str) -> str:
+    c, v = result.config, result.verdict
+    command = (
+        f"cartstream chaos --seed {c.seed} --carts {c.carts} --sessions {c.sessions} "
+        f"--speed {c.speed:g} --topology {c.topology} --workers {c.workers} "
+        f"--fuzz {c.fuzz_records} --report docs/reliability.md"
+    )
+    lines = [
+        "# Reliability: the pipeline under faults",
+        "",
+        f"Produced by `{command}` on {time.strftime('%Y-%m-%d')} (2 cores: broker, Postgres,",
+        "workers, carts and the fault injector share them).",
+        "",
+        f"**Verdict: {'passed' if v.passed else 'FAILED'}.**",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        *[f"| {name} | {value} |" for name, value in summarize(v)],
+        "",
+        f"![timeline]({plot_name})",
+        "",
+        "## Faults",
+        "",
+        "| fault | lag back to 0 after it (s) |",
+        "|---|---:|",
+        *[f"| {r['fault']} | {r['recovered_after_s']} |" for r in v.lag_recovery_s],
+        "",
+        "## Differences from the reference",
+        "",
+    ]
+    if not v.differences and not v.lost:
+        lines.append("None: every checkout equals the fault-free run's.")
+    for d in v.differences:
+        lines.append(
+            f"- session `{d['session_id']}`: reference {d['reference']}, chaos {d['chaos']}"
+        )
+    for sid in v.lost:
+        lines.append(f"- session `{sid}`: **no checkout row**")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,188 @@
+"""The verifier: a chaos run against the fault-free reference run of the same seed and sessions.
+
+Checks (Jepsen's lost and duplicated writes, for checkouts):
+- every requested session has exactly one checkout row (0 lost, 0 duplicated), and its items and
+  status equal the reference's; each difference is listed with both baskets;
+- every checkout id is on the `checkouts` topic (re-publication is allowed, at-least-once:
+  its rate is reported);
+- no process exited except by an injected signal;
+- after each fault, consumer lag returns to 0 (how long it took);
+- no session is left open in any stage's table (read back from the changelogs).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cartstream.core.settings import Settings
+from cartstream.core.topics import changelog_topic_name
+from cartstream.services.kafka.tail import read_messages
+from cartstream.services.storage.repository import Repository
+from cartstream.services.tools.chaos.schedule import Fault
+
+Basket = dict[str, int]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a run left behind, per session: the checkout row (items and status)."""
+
+    checkouts: dict[str, tuple[Basket, str]]  # session id -> (SKU -> quantity, status)
+    rows_per_session: dict[str, int]
+    published: dict[str, int]  # checkout id -> records on the checkouts topic
+    checkout_ids: dict[str, str]  # session id -> checkout id
+    open_sessions: dict[str, int] = field(default_factory=dict)  # stage -> sessions not closed
+
+
+@dataclass(frozen=True)
+class Sample:
+    t_s: float
+    lag: int | None  # None: the broker did not answer the probe
+    committed: int | None
+    persisted: int
+
+
+@dataclass
+class Verdict:
+    requested: int
+    persisted: int
+    lost: list[str]
+    duplicated_rows: int
+    differences: list[dict[str, Any]]
+    identical_share: float
+    missing_on_topic: list[str]
+    republication_rate: float
+    unexpected_exits: list[str]
+    lag_recovery_s: list[dict[str, Any]]
+    open_sessions: dict[str, int]
+
+    @property
+    def passed(self) -> bool:
+        return (
+            not self.lost
+            and self.duplicated_rows == 0
+            and not self.missing_on_topic
+            and not self.unexpected_exits
+            and not any(self.open_sessions.values())
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+
+def collect(
+    repo: Repository, settings: Settings, requested: Sequence[str], stages: Iterable[str]
+) -> Outcome:
+    rows = repo.checkouts(list(requested))
+    checkouts = {r.session_id: ({i.sku: i.quantity for i in r.items}, r.status) for r in rows}
+    per_session = Counter(r.session_id for r in rows)
+    published: Counter[str] = Counter()
+    for msg in read_messages(settings, settings.topics.checkouts, idle_timeout_s=3.0):
+        headers = dict(msg.headers or [])
+        event_id = headers.get("event-id")
+        if event_id:
+            published[bytes(event_id).decode()] += 1
+    return Outcome(
+        checkouts,
+        dict(per_session),
+        dict(published),
+        {r.session_id: r.checkout_id for r in rows},
+        open_sessions(settings, stages),
+    )
+
+
+def open_sessions(settings: Settings, stages: Iterable[str]) -> dict[str, int]:
+    """Per stateful stage, the sessions whose latest stored state is not closed."""
+    found = {}
+    for stage in stages:
+        latest: dict[str, Any] = {}
+        topic = changelog_topic_name(settings.app_id, stage)
+        for msg in read_messages(settings, topic, idle_timeout_s=3.0):
+            key = json.loads(msg.key) if msg.key else None
+            latest[str(key)] = json.loads(msg.value) if msg.value else None
+        found[stage] = sum(
+            1 for v in latest.values() if isinstance(v, dict) and v.get("closed_ms") is None
+        )
+    return found
+
+
+def lag_recovery(faults: Sequence[Fault], samples: Sequence[Sample]) -> list[dict[str, Any]]:
+    """For each fault, seconds from its end until a probe read lag 0 (None: never did)."""
+    out = []
+    for fault in faults:
+        after = [s for s in samples if s.t_s >= fault.end_s and s.lag is not None]
+        zero = next((s for s in after if s.lag == 0), None)
+        out.append(
+            {
+                "fault": fault.describe().strip(),
+                "recovered_after_s": None if zero is None else round(zero.t_s - fault.end_s, 1),
+            }
+        )
+    return out
+
+
+def verify(
+    requested: Sequence[str],
+    reference: Outcome,
+    chaos: Outcome,
+    faults: Sequence[Fault],
+    samples: Sequence[Sample],
+    unexpected_exits: Sequence[str],
+) -> Verdict:
+    lost = [sid for sid in requested if sid not in chaos.checkouts]
+    differences = []
+    for sid in requested:
+        if sid in lost or chaos.checkouts.get(sid) == reference.checkouts.get(sid):
+            continue
+        (want, want_status), (got, got_status) = reference.checkouts[sid], chaos.checkouts[sid]
+        differences.append(
+            {
+                "session_id": sid,
+                "reference": {"items": want, "status": want_status},
+                "chaos": {"items": got, "status": got_status},
+                "missing": {k: v - got.get(k, 0) for k, v in want.items() if v > got.get(k, 0)},
+                "extra": {k: v - want.get(k, 0) for k, v in got.items() if v > want.get(k, 0)},
+            }
+        )
+    same = len(requested) - len(lost) - len(differences)
+    ids = [chaos.checkout_ids[sid] for sid in requested if sid in chaos.checkout_ids]
+    copies = [chaos.published.get(i, 0) for i in ids]
+    return Verdict(
+        requested=len(requested),
+        persisted=len(requested) - len(lost),
+        lost=lost,
+        duplicated_rows=sum(n - 1 for n in chaos.rows_per_session.values() if n > 1),
+        differences=differences,
+        identical_share=round(same / len(requested), 4) if requested else 1.0,
+        missing_on_topic=[i for i, n in zip(ids, copies, strict=True) if n == 0],
+        republication_rate=round(sum(max(0, n - 1) for n in copies) / max(1, len(ids)), 4),
+        unexpected_exits=list(unexpected_exits),
+        lag_recovery_s=lag_recovery(faults, samples),
+        open_sessions=dict(chaos.open_sessions),
+    )
+
+
+def summarize(verdict: Verdict) -> list[tuple[str, str]]:
+    """The verdict as (measure, value) rows, for the console and the report."""
+    return [
+        ("checkouts requested", str(verdict.requested)),
+        ("checkouts lost", str(len(verdict.lost))),
+        ("duplicated rows", str(verdict.duplicated_rows)),
+        ("baskets identical to the reference", f"{verdict.identical_share:.2%}"),
+        ("checkout ids missing on the topic", str(len(verdict.missing_on_topic))),
+        ("re-publications per checkout", f"{verdict.republication_rate:.3f}"),
+        ("unexpected exits", str(len(verdict.unexpected_exits))),
+        ("sessions left open", json.dumps(verdict.open_sessions)),
+        ("slowest lag recovery after a fault (s)", _slowest(verdict.lag_recovery_s)),
+    ]
+
+
+def _slowest(recoveries: list[dict[str, Any]]) -> str:
+    times = [r["recovered_after_s"] for r in recoveries]
+    if any(t is None for t in times):
+        return "never, after " + str(sum(1 for t in times if t is None)) + " fault(s)"
+    return str(max(times, default=0.0))
