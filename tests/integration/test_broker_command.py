@@ -25,7 +25,7 @@ def test_a_stop_signal_to_the_command_stops_the_broker_too(signum: int) -> None:
         assert [c for c in children if "tansu" in c.name()], children
         os.kill(proc.pid, signum)  # to the command alone, as a process manager does
         assert proc.wait(timeout=20) == 0
-        gone, alive = psutil.wait_procs(children, timeout=10)
+        _gone, alive = psutil.wait_procs(children, timeout=10)
         assert alive == [], f"left running: {alive}"
         time.sleep(0.2)
         assert not wait_for_port("127.0.0.1", port, 0.5)

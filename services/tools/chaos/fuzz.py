@@ -21,7 +21,7 @@ import random
 import struct
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -126,11 +126,11 @@ class HostileInput:
         event = self._session_event(i, now, kind)
         return Hostile(self.t.sessions, key, self.codec.encode(SESSION_EVENT, event), kind)
 
-    def flood(self) -> Iterator[Hostile]:
-        """10 000 valid frames from one fuzz cart (harmless: detected and dropped as a session
-        that never closes is forgotten)."""
+    def flood(self, frames: int = FLOOD_FRAMES) -> Iterator[Hostile]:
+        """Valid frames from one fuzz cart, as fast as they go (harmless: each is detected, and
+        its session never closes, so it bills nobody)."""
         now = int(time.time() * 1000)
-        for i in range(FLOOD_FRAMES):
+        for i in range(frames):
             frame = self._frame(i, now, cart="fuzz-flood")
             value = self.codec.encode(CART_FRAME, frame)
             yield Hostile(self.t.frames, b"fuzz-flood", value, "flood")
@@ -192,10 +192,20 @@ class HostileInput:
 class FuzzThread:
     """Sends the hostile records through librdkafka, spread over the run, then the flood."""
 
-    def __init__(self, settings: Settings, records: int, seed: int, rate: float = 2000.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        records: int,
+        seed: int,
+        rate: float = 2000.0,
+        flood: int = FLOOD_FRAMES,
+    ) -> None:
         self.settings, self.records, self.seed, self.rate = settings, records, seed, rate
+        self.flood_frames = flood
+        self.flood_seconds = 0.0
         self.sent: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()  # the broker said no (too large, ...)
+        self.delivered_ids: dict[str, set[str]] = defaultdict(set)
         self._thread = threading.Thread(target=self._main, name="fuzz", daemon=True)
         self.error: str | None = None
 
@@ -207,6 +217,8 @@ class FuzzThread:
         return {
             "sent": dict(self.sent),
             "refused_by_broker": dict(self.refused),
+            "flood_frames": self.flood_frames,
+            "flood_seconds": round(self.flood_seconds, 2),
             "error": self.error,
         }
 
@@ -233,7 +245,7 @@ class FuzzThread:
                     if ahead > 0:
                         time.sleep(ahead)
             flood_start = time.monotonic()
-            for n, record in enumerate(source.flood()):
+            for n, record in enumerate(source.flood(self.flood_frames)):
                 self._send(producer, record, self.records + n)
                 if n % 1000 == 0:
                     producer.poll(0)
@@ -246,7 +258,11 @@ class FuzzThread:
         headers = [("fuzz-id", str(n).encode()), ("fuzz-kind", record.kind.encode())]
 
         def delivered(err: Any, _msg: Any) -> None:
-            (self.refused if err is not None else self.sent)[record.kind] += 1
+            if err is None:
+                self.sent[record.kind] += 1
+                self.delivered_ids[record.kind].add(str(n))
+            else:
+                self.refused[record.kind] += 1
 
         while True:
             try:
@@ -256,3 +272,18 @@ class FuzzThread:
                 return
             except BufferError:  # the local queue is full: let it drain
                 producer.poll(0.1)
+
+
+def unaccounted(settings: Settings, delivered: dict[str, set[str]]) -> dict[str, int]:
+    """Per dead-letter kind, how many delivered hostile records have no dead letter (0: every
+    one was lettered with its reason); harmless kinds are not expected to be lettered."""
+    from cartstream.services.kafka.tail import read_messages
+
+    lettered: dict[str, set[str]] = defaultdict(set)
+    codec = AvroCodec()
+    for msg in read_messages(settings, settings.topics.dead_letters, idle_timeout_s=5.0):
+        letter = codec.decode(msg.value)
+        kind = letter["headers"].get("fuzz-kind")
+        if kind is not None and letter["reason"]:
+            lettered[bytes(kind).decode()].add(bytes(letter["headers"]["fuzz-id"]).decode())
+    return {kind: len(delivered.get(kind, set()) - lettered[kind]) for kind in DEAD_LETTER_KINDS}

@@ -58,6 +58,7 @@ class ChaosConfig:
     fuzz_records: int = 0  # hostile records written by a foreign producer during the run
     deadline_s: float = 600.0  # after the carts finish, for the last checkout and zero lag
     worker_log_level: str = "warning"
+    flood_frames: int = 10_000  # valid frames from one fuzz cart as fast as they go
 
 
 @dataclass
@@ -101,6 +102,7 @@ def run_chaos(config: ChaosConfig, settings: Settings, say: Callable[[str], None
         chaos.samples,
         chaos.unexpected_exits,
     )
+    verdict.fuzz_without_dead_letter = dict(chaos.fuzz.get("without_dead_letter", {}))
     return ChaosResult(config, faults, reference, chaos, verdict)
 
 
@@ -147,6 +149,10 @@ def run_once(
         timeline.settle(until_zero_lag_s=60.0)
         seconds = time.monotonic() - started
         fuzz_report = fuzz.join() if fuzz is not None else {}
+        if fuzz is not None:
+            from cartstream.services.tools.chaos.fuzz import unaccounted
+
+            fuzz_report["without_dead_letter"] = unaccounted(cluster.settings, fuzz.delivered_ids)
         stages = stateful_roles([r for s in cluster.slots for r in parse_roles(s.roles)])
         outcome = collect(repo, cluster.settings, requested, sorted(set(stages)))
         exits = [e for s in cluster.slots for e in s.unexpected_exits]
@@ -345,6 +351,6 @@ def start_fuzz(cluster: Cluster, config: ChaosConfig, label: str) -> Any:
         return None
     from cartstream.services.tools.chaos.fuzz import FuzzThread
 
-    fuzz = FuzzThread(cluster.settings, config.fuzz_records, config.seed)
+    fuzz = FuzzThread(cluster.settings, config.fuzz_records, config.seed, flood=config.flood_frames)
     fuzz.start()
     return fuzz

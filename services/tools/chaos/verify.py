@@ -59,6 +59,7 @@ class Verdict:
     unexpected_exits: list[str]
     lag_recovery_s: list[dict[str, Any]]
     open_sessions: dict[str, int]
+    fuzz_without_dead_letter: dict[str, int] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -68,6 +69,7 @@ class Verdict:
             and not self.missing_on_topic
             and not self.unexpected_exits
             and not any(self.open_sessions.values())
+            and not any(self.fuzz_without_dead_letter.values())
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -96,14 +98,16 @@ def collect(
 
 
 def open_sessions(settings: Settings, stages: Iterable[str]) -> dict[str, int]:
-    """Per stateful stage, the sessions whose latest stored state is not closed."""
+    """Per stateful stage, the sessions whose latest stored state is not closed (hostile
+    `fuzz-` sessions aside: nothing ever closes them)."""
     found = {}
     for stage in stages:
         latest: dict[str, Any] = {}
         topic = changelog_topic_name(settings.app_id, stage)
         for msg in read_messages(settings, topic, idle_timeout_s=3.0):
             key = json.loads(msg.key) if msg.key else None
-            latest[str(key)] = json.loads(msg.value) if msg.value else None
+            if not str(key).startswith("fuzz-"):
+                latest[str(key)] = json.loads(msg.value) if msg.value else None
         found[stage] = sum(
             1 for v in latest.values() if isinstance(v, dict) and v.get("closed_ms") is None
         )
@@ -177,6 +181,10 @@ def summarize(verdict: Verdict) -> list[tuple[str, str]]:
         ("re-publications per checkout", f"{verdict.republication_rate:.3f}"),
         ("unexpected exits", str(len(verdict.unexpected_exits))),
         ("sessions left open", json.dumps(verdict.open_sessions)),
+        (
+            "hostile records without a dead letter",
+            str(sum(verdict.fuzz_without_dead_letter.values())),
+        ),
         ("slowest lag recovery after a fault (s)", _slowest(verdict.lag_recovery_s)),
     ]
 
@@ -186,3 +194,7 @@ def _slowest(recoveries: list[dict[str, Any]]) -> str:
     if any(t is None for t in times):
         return "never, after " + str(sum(1 for t in times if t is None)) + " fault(s)"
     return str(max(times, default=0.0))
+
+
+def _total(counts: dict[str, int]) -> str:
+    return str(sum(counts.values()))

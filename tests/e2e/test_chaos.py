@@ -1,0 +1,59 @@
+"""The chaos suite, CI-sized: two workers in one group, kills, a database outage and hostile
+input while carts shop; every checkout must equal the fault-free run's (the documented run is
+`cartstream chaos`, see docs/reliability.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cartstream.core.settings import Settings
+from cartstream.services.tools.chaos.run import ChaosConfig, run_chaos
+from cartstream.services.tools.chaos.schedule import Shape
+
+pytestmark = pytest.mark.e2e
+
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def test_kills_an_outage_and_hostile_input_lose_nothing(tmp_path: Path) -> None:
+    shape = Shape(
+        kills=2,
+        pauses=0,
+        db_outages=1,
+        broker_cuts=0,
+        workers=2,
+        kill_restart_s=(0.0, 2.0),
+        db_outage_s=10.0,
+        warmup_s=4.0,
+        recovery_s=6.0,
+    )
+    config = ChaosConfig(
+        folder=tmp_path,
+        admin_database_url=ADMIN_URL,
+        seed=7,
+        carts=4,
+        sessions=3,
+        speed=8.0,
+        workers=2,
+        shape=shape,
+        fuzz_records=1000,
+        flood_frames=300,
+        deadline_s=150.0,
+    )
+    said: list[str] = []
+    result = run_chaos(config, Settings(), said.append)
+    verdict = result.verdict
+    assert [f.kind for f in result.faults].count("kill") == 2
+    assert verdict.requested > 0
+    assert verdict.lost == [], "\n".join(said)
+    assert verdict.duplicated_rows == 0
+    assert verdict.differences == [], verdict.differences
+    assert verdict.missing_on_topic == []
+    assert verdict.unexpected_exits == []
+    assert not any(verdict.open_sessions.values()), verdict.open_sessions
+    fuzz = result.chaos.fuzz
+    assert sum(fuzz["sent"].values()) >= 1000 + 300 - sum(fuzz["refused_by_broker"].values())
+    assert not any(fuzz["without_dead_letter"].values()), fuzz["without_dead_letter"]
+    assert verdict.passed

@@ -1,0 +1,65 @@
+"""The correction to Faust's acknowledgements: a message skipped during a rebalance is never
+committed (it is delivered again), a processed one is."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from types import SimpleNamespace
+from typing import Any
+
+from faust.transport import consumer as faust_consumer
+
+from cartstream.streams.faust_fixes import committable, never_commit_skipped_messages
+
+
+class Flow:
+    def __init__(self, active: bool) -> None:
+        self.active = active
+
+    def is_active(self) -> bool:
+        return self.active
+
+
+def app(active: bool = True, generation: int = 5) -> Any:
+    return SimpleNamespace(flow_control=Flow(active), consumer_generation_id=generation)
+
+
+def test_only_acknowledgements_of_the_live_flow_are_committable() -> None:
+    assert committable(app(), SimpleNamespace(generation_id=5))
+    assert not committable(app(active=False), SimpleNamespace(generation_id=5))  # rebalancing
+    assert not committable(app(), SimpleNamespace(generation_id=4))  # fetched before it
+
+
+class Message:
+    def __init__(self, offset: int, generation: int = 5) -> None:
+        self.acked = False
+        self.generation_id = generation
+        self.topic, self.partition, self.offset = "cart.weights", 3, offset
+        self.tp = (self.topic, self.partition)
+
+
+class Consumer:
+    """The state Faust's `Consumer.ack` reads and writes."""
+
+    def __init__(self, flow_active: bool) -> None:
+        self.app = app(flow_active)
+        self.app.topics = SimpleNamespace(acks_enabled_for=lambda topic: True)
+        self._committed_offset: dict[Any, int | None] = defaultdict(lambda: None)
+        self._acked_index: dict[Any, set[int]] = defaultdict(set)
+        self._acked: dict[Any, list[int]] = defaultdict(list)
+        self._unacked_messages: set[Message] = set()
+        self._n_acked = 0
+        self._waiting_for_ack = None
+
+
+def test_a_skipped_message_is_done_but_its_offset_is_never_committable() -> None:
+    never_commit_skipped_messages()
+    never_commit_skipped_messages()  # idempotent
+    live, rebalancing = Consumer(flow_active=True), Consumer(flow_active=False)
+    processed, skipped, stale = Message(178), Message(179), Message(180, generation=4)
+    for consumer, message in ((live, processed), (rebalancing, skipped), (live, stale)):
+        consumer._unacked_messages.add(message)
+        faust_consumer.Consumer.ack(consumer, message)  # as patched
+        assert message.acked and message not in consumer._unacked_messages
+    assert live._acked[processed.tp] == [178]  # committable
+    assert rebalancing._acked[skipped.tp] == []  # delivered again after the rebalance
