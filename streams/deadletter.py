@@ -14,12 +14,20 @@ from cartstream.streams.stage import Inbound, Outbound, Sink, Stage
 
 log = logging.getLogger(__name__)
 
-PAYLOAD_LIMIT = 1_000_000  # bytes of the original value kept in a dead letter
+# bytes of the original value kept in a dead letter: the letter must stay under the producer's
+# largest request (Faust: 1 000 000 bytes), headers and reason included
+PAYLOAD_LIMIT = 256 * 1024
+KEY_LIMIT = 1024  # bytes of the original key kept
+HEADER_LIMIT = 1024  # bytes of each original header value kept ...
+HEADERS_KEPT = 32  # ... of this many headers
+REASON_LIMIT = 2000  # characters of the reason
 
 
 def dead_letter(
     stage: str, inbound: Inbound, value: bytes, error_type: str, reason: str, now_ms: int
 ) -> DeadLetter:
+    """The letter for a bad input. Bounded in size whatever came in (a multi-MB value, a huge
+    key or headers), so that publishing it can never fail: what is cut is said to be."""
     raw = bytes(value or b"")
     return {
         "event_id": derived_id(
@@ -29,13 +37,16 @@ def dead_letter(
         "source_topic": inbound.topic,
         "source_partition": inbound.partition,
         "source_offset": inbound.offset,
-        "source_key": inbound.key,
+        "source_key": inbound.key[:KEY_LIMIT] if inbound.key is not None else None,
         "error_type": error_type,
-        "reason": reason,
+        "reason": reason[:REASON_LIMIT],
         "failed_ms": now_ms,
         "payload": raw[:PAYLOAD_LIMIT],
         "payload_truncated": len(raw) > PAYLOAD_LIMIT,
-        "headers": dict(inbound.headers),
+        "headers": {
+            name[:256]: value[:HEADER_LIMIT]
+            for name, value in list(inbound.headers.items())[:HEADERS_KEPT]
+        },
     }
 
 

@@ -220,12 +220,15 @@ class SinkRunner(_InputRunner):
     """Runs a `Sink`: each record written in a worker thread inside a CLIENT span (its
     `operation`), one at a time and in order. While the store is unavailable the same record is
     retried with backoff, so its offset (and every later one) stays uncommitted: nothing is
-    skipped, and the worker's other agents keep running."""
+    skipped, and the worker's other agents keep running. A rebalance during the retries ends
+    them without committing the record (it comes again). The agent never raises: Faust would
+    restart it and acknowledge the record it died on."""
 
     def __init__(
         self, app: faust.App, sink: Sink, settings: Settings, publisher: Publisher
     ) -> None:
         super().__init__(sink, settings, publisher)
+        self.app = app
         self.sink = sink
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=sink.name)
         topic = app.topic(*sink.inputs(), value_serializer="raw", key_serializer="raw")
@@ -264,6 +267,18 @@ class SinkRunner(_InputRunner):
                     return
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
+            if not self.app.flow_control.is_active():
+                # a rebalance waits for this record: give it up here; its acknowledgement is
+                # not committable (faust_fixes), so it is delivered again, to this worker or
+                # to the partition's next owner
+                log.warning(
+                    "%s: rebalancing; %s[%d]@%d will be delivered again",
+                    self.sink.name,
+                    inbound.topic,
+                    inbound.partition,
+                    inbound.offset,
+                )
+                return
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)

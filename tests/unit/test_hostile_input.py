@@ -123,3 +123,16 @@ def test_each_hostile_kind_ends_as_its_dead_letter_or_is_harmless(every_stage: A
     for checkout in every_stage[2][0].store.checkouts.values():
         assert checkout["cart_id"].startswith("fuzz-")
         assert checkout["items"] == [] and checkout["subtotal_cents"] == 0
+
+
+def test_a_dead_letter_stays_publishable_whatever_came_in() -> None:
+    from cartstream.schemas.records import DEAD_LETTER
+    from cartstream.streams.deadletter import dead_letter
+    from cartstream.streams.stage import Inbound
+
+    headers = {f"h{i}": b"x" * 10_000 for i in range(100)}
+    inbound = Inbound("cart.frames", 3, 17, b"k" * 100_000, 0, headers)
+    letter = dead_letter("detect", inbound, b"v" * 3_000_000, "VALIDATION", "r" * 50_000, 0)
+    encoded = CODEC.encode(DEAD_LETTER, letter)
+    assert len(encoded) < 500_000  # Faust's producer refuses requests over 1 000 000 bytes
+    assert letter["payload_truncated"] and len(letter["payload"]) == 256 * 1024

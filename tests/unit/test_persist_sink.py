@@ -81,6 +81,13 @@ def test_the_sink_persists_every_checkout_once_in_memory(
 class FakeApp:
     """Just enough of a Faust app to build a runner."""
 
+    def __init__(self, rebalancing: bool = False) -> None:
+        self.flow_control = self
+        self.rebalancing = rebalancing
+
+    def is_active(self) -> bool:
+        return not self.rebalancing
+
     def topic(self, *names: str, **_: Any) -> tuple[str, ...]:
         return names
 
@@ -99,4 +106,18 @@ def test_the_runner_retries_the_same_record_while_the_store_is_down(
     inbound = Inbound(settings.topics.checkouts, 0, 41, b"cart", 0)
     asyncio.run(sink._apply(checkout, inbound, 0))
     assert store.fail_times == 0 and list(store.checkouts) == ["k1"]
+    sink.close()
+
+
+def test_a_rebalance_ends_the_retries_without_writing(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "RETRY_FIRST_S", 0.01)
+    store = MemoryStore(fail_times=1000)
+    app = FakeApp(rebalancing=True)
+    publisher = Publisher(app, AvroCodec(), settings.topics.dead_letters)  # type: ignore[arg-type]
+    sink = runner.SinkRunner(app, PersistSink(settings, store), settings, publisher)  # type: ignore[arg-type]
+    checkout: dict[str, Any] = {"checkout_id": "k1", "status": "APPROVED", "requested_ms": 0}
+    asyncio.run(sink._apply(checkout, Inbound(settings.topics.checkouts, 0, 41, b"c", 0), 0))
+    assert store.checkouts == {} and store.fail_times == 999  # tried once, then handed back
     sink.close()
