@@ -19,7 +19,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -34,6 +33,7 @@ from cartstream.core.telemetry import (
 from cartstream.core.topics import changelog_topic_name, tick_topic_name
 from cartstream.exceptions import StoreUnavailable
 from cartstream.streams.deadletter import decode_for_stage
+from cartstream.streams.faust_fixes import InOrder
 from cartstream.streams.publish import Publisher, inbound_from, record_processed
 from cartstream.streams.stage import Inbound, Outbound, Sink, Stage
 from cartstream.streams.tracing import process_span
@@ -47,34 +47,58 @@ RETRY_FIRST_S = 0.5  # a sink's first retry while its store is unavailable ...
 RETRY_MAX_S = 10.0  # ... doubling up to this
 
 
-@dataclass
 class _Stored:
-    """A table value: the stage's typed state and the partition its key's inputs come on (a
-    tick goes there). Faust's JSON serialiser writes `__json__()` to the changelog; a recovered
-    value comes back as that dict and is loaded by `StageRunner._load`."""
+    """A table value: the stage's typed state, the partition its key's inputs come on (a tick
+    goes there), and the changelog record of that state *as it was when stored*.
 
-    state: Any
-    partition: int
-    dump: Callable[[Any], dict[str, Any]]
+    Faust serialises a changelog record when its producer gets to it, which can be after the
+    next input has already changed the (mutable) state. A record holding the live object could
+    then carry effects whose outputs were not yet published, and after a crash the stage would
+    skip the re-delivered input as applied while its outputs were never sent. So the record is
+    a snapshot taken at `_store`, after the outputs were acknowledged; the live object serves
+    the next input without being read back. A recovered value comes back as that dict and is
+    loaded by `StageRunner._load`."""
+
+    __slots__ = ("partition", "record", "state")
+
+    def __init__(self, state: Any, partition: int, dump: Callable[[Any], dict[str, Any]]) -> None:
+        self.state = state
+        self.partition = partition
+        self.record = {**dump(state), PARTITION_FIELD: partition}
 
     def __json__(self) -> dict[str, Any]:
-        return {**self.dump(self.state), PARTITION_FIELD: self.partition}
+        return self.record
+
+
+def in_order(app: faust.App, name: str) -> InOrder:
+    """An `InOrder` for one agent, started afresh at every rebalance."""
+    guard = InOrder(app, name)
+
+    async def _reset(sender: object, **_: object) -> None:
+        guard.reset()
+
+    app.on_partitions_revoked.connect(_reset)
+    return guard
 
 
 class _InputRunner:
     """What every consuming runner does per input: decode and validate, dead-letter what fails
     (marking the `process <topic>` span Faust's sensor opened), else `_apply`; then count it."""
 
-    def __init__(self, node: Stage[Any] | Sink, settings: Settings, publisher: Publisher) -> None:
+    def __init__(
+        self, app: faust.App, node: Stage[Any] | Sink, settings: Settings, publisher: Publisher
+    ) -> None:
+        self.app = app
         self.node = node
         self.settings = settings
         self.publisher = publisher
         self.codec = publisher.codec
-        self._last_offsets: dict[tuple[str, int], int] = {}
+        self.in_order = in_order(app, node.name)
 
     async def handle(self, msg: Any) -> None:
+        if not await self.in_order.admit(msg):
+            return
         started = time.perf_counter()
-        self._check_contiguous(msg)
         inbound = inbound_from(msg)
         now = now_ms()
         span = process_span()
@@ -92,30 +116,12 @@ class _InputRunner:
     async def _apply(self, record: Mapping[str, Any], inbound: Inbound, now: int) -> None:
         raise NotImplementedError
 
-    def _check_contiguous(self, msg: Any) -> None:
-        """Warn when a partition's offsets jump forward: input this process never saw (a fault
-        in the consumer's position). Offsets going back are re-deliveries, which are normal."""
-        tp = (msg.topic, msg.partition)
-        last = self._last_offsets.get(tp)
-        if last is not None and msg.offset > last + 1:
-            log.warning(
-                "%s: %s[%d] jumped from offset %d to %d: %d records never processed here",
-                self.node.name,
-                msg.topic,
-                msg.partition,
-                last,
-                msg.offset,
-                msg.offset - last - 1,
-            )
-        self._last_offsets[tp] = msg.offset
-
 
 class StageRunner(_InputRunner):
     def __init__(
         self, app: faust.App, stage: Stage[Any], settings: Settings, publisher: Publisher
     ) -> None:
-        super().__init__(stage, settings, publisher)
-        self.app = app
+        super().__init__(app, stage, settings, publisher)
         self.stage = stage
         partitions = settings.topics.stream_partitions
         self.tick_topic_name = tick_topic_name(settings.app_id, stage.name)
@@ -187,9 +193,10 @@ class StageRunner(_InputRunner):
         value = self.table.get(key)
         if value is None or isinstance(value, _Stored):
             return value
-        stored = _Stored(
-            self.stage.load_state(value), int(value.get(PARTITION_FIELD, 0)), self.stage.dump_state
-        )
+        stored = _Stored.__new__(_Stored)  # the recovered record is its own snapshot
+        stored.state = self.stage.load_state(value)
+        stored.partition = int(value.get(PARTITION_FIELD, 0))
+        stored.record = value
         self.table.data[key] = stored  # the same value, typed: no changelog write
         return stored
 
@@ -227,8 +234,7 @@ class SinkRunner(_InputRunner):
     def __init__(
         self, app: faust.App, sink: Sink, settings: Settings, publisher: Publisher
     ) -> None:
-        super().__init__(sink, settings, publisher)
-        self.app = app
+        super().__init__(app, sink, settings, publisher)
         self.sink = sink
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=sink.name)
         topic = app.topic(*sink.inputs(), value_serializer="raw", key_serializer="raw")

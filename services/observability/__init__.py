@@ -1,1 +1,1 @@
-""""""
+"""Reading traces back: span trees for `cartstream trace` and the demo report."""

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from faust.transport import consumer as faust_consumer
+from faust.types import TP
 
 from cartstream.streams.faust_fixes import committable, never_commit_skipped_messages
 
@@ -35,7 +36,7 @@ class Message:
         self.acked = False
         self.generation_id = generation
         self.topic, self.partition, self.offset = "cart.weights", 3, offset
-        self.tp = (self.topic, self.partition)
+        self.tp = TP(self.topic, self.partition)
 
 
 class Consumer:
@@ -63,3 +64,35 @@ def test_a_skipped_message_is_done_but_its_offset_is_never_committable() -> None
         assert message.acked and message not in consumer._unacked_messages
     assert live._acked[processed.tp] == [178]  # committable
     assert rebalancing._acked[skipped.tp] == []  # delivered again after the rebalance
+
+
+class Consumer2:
+    """What `InOrder` reads of Faust's consumer, and its seeks."""
+
+    def __init__(self, committed: int | None) -> None:
+        self._committed_offset: dict[Any, int | None] = {TP("cart.weights", 3): committed}
+        self.seeks: list[tuple[Any, int]] = []
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+def test_records_reach_the_agent_in_order_with_none_missing() -> None:
+    import asyncio
+
+    from cartstream.streams.faust_fixes import InOrder
+
+    consumer = Consumer2(committed=889)
+    guard = InOrder(SimpleNamespace(consumer=consumer), "reason")
+
+    def admit(offset: int) -> bool:
+        return asyncio.run(guard.admit(Message(offset)))
+
+    assert not admit(948)  # 889..947 never came: dropped, and fetched again
+    assert consumer.seeks == [(TP("cart.weights", 3), 889)]
+    assert not admit(949)  # still missing: no second seek within a second
+    assert len(consumer.seeks) == 1
+    assert [admit(o) for o in (889, 890, 891)] == [True, True, True]
+    assert not admit(890)  # processed already
+    guard.reset()  # a rebalance: start from the committed offset again
+    assert admit(889)

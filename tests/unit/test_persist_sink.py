@@ -4,6 +4,7 @@ runner while its store is unavailable."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -84,6 +85,7 @@ class FakeApp:
     def __init__(self, rebalancing: bool = False) -> None:
         self.flow_control = self
         self.rebalancing = rebalancing
+        self.on_partitions_revoked = SimpleNamespace(connect=lambda handler: None)
 
     def is_active(self) -> bool:
         return not self.rebalancing
