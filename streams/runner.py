@@ -74,7 +74,7 @@ def in_order(app: faust.App, name: str) -> InOrder:
     """An `InOrder` for one agent, started afresh at every rebalance."""
     guard = InOrder(app, name)
 
-    async def _reset(sender: object, **_: object) -> None:
+    async def _reset(sender: object, *_: object, **__: object) -> None:
         guard.reset()
 
     app.on_partitions_revoked.connect(_reset)
