@@ -130,6 +130,14 @@ class InOrder:
         want = self.expected.get(tp)
         if want is None:
             want = self.app.consumer._committed_offset.get(tp)
+        if want is None:
+            log.info(
+                "%s: %s[%d] starts at offset %d (no committed offset known)",
+                self.name,
+                tp.topic,
+                tp.partition,
+                offset,
+            )
         if want is None or offset == want:
             self.expected[tp] = offset + 1
             self._sought.pop(tp, None)
