@@ -24,6 +24,7 @@ from cartstream.core.telemetry import (
 from cartstream.schemas.codec import AvroCodec
 from cartstream.streams.deadletter import decode_for_stage
 from cartstream.streams.publish import Publisher, inbound_from
+from cartstream.streams.runner import in_order
 from cartstream.streams.stage import Inbound, Outbound, Stage
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class BatchRunner:
         self.max_batch = max_batch
         self.within_s = max(max_wait_ms, 0.1) / 1000.0  # 0 would mean "wait for a full batch"
         self.executor = ThreadPoolExecutor(stage.in_flight, thread_name_prefix=stage.name)
+        self.in_order = in_order(app, stage.name)
         self.batches = 0
         self.frames = 0
         self.described = stage.describe()  # model and provider: fixed once the stage is built
@@ -84,7 +86,9 @@ class BatchRunner:
             self.max_batch,
         )
         async for events in stream.take_events(self.max_batch, within=self.within_s):
-            await self.handle([e.message for e in events])
+            admitted = [e.message for e in events if await self.in_order.admit(e.message)]
+            if admitted:
+                await self.handle(admitted)
 
     async def handle(self, messages: Sequence[Any]) -> None:
         """One batch: a `process <topic>` span linked to every frame in it; each detection's

@@ -3,9 +3,9 @@
 Frames from many carts and partitions are coalesced into batches (at most
 `detect.max_batch` frames, waiting at most `detect.max_wait_ms` for a batch to fill; the Faust
 runner does this with `take_events`, which acknowledges a batch only after its outputs are
-published). Each batch is decoded and run through the detector in one of two inference threads
-(half the cores each), so the event loop (and every other agent in the worker) keeps going and
-at most two batches are in flight.
+published). Each batch is decoded and run through the detector in an inference thread, so the
+event loop (and every other agent in the worker) keeps going; one batch is in flight at a time,
+so each partition's frames arrive in order and a frame never delivered is fetched again.
 
 Every valid frame yields one Detection (possibly with no boxes: an empty view is evidence too),
 stamped with the model version. A frame whose best score is below `detect.review_below` also goes
@@ -45,7 +45,10 @@ log = logging.getLogger(__name__)
 class DetectStage:
     name = "detect"
     stateful = False
-    in_flight = 2  # batches in inference at once (each also has one being gathered)
+    # batches in inference at once. One: a single consumer of batches sees each partition's
+    # frames in offset order, which is how `InOrder` (streams/faust_fixes.py) can tell a frame
+    # that was never delivered and fetch it again; two consumers interleave their batches.
+    in_flight = 1
 
     def __init__(
         self, settings: Settings, catalog: Catalog, runtime: DetectorRuntime | None = None

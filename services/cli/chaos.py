@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -35,6 +36,7 @@ def stop_on_sigterm() -> None:
 @click.option("--db-outages", type=int, default=1, show_default=True)
 @click.option("--db-outage-s", type=float, default=30.0, show_default=True)
 @click.option("--broker-cuts", type=int, default=1, show_default=True)
+@click.option("--broker-cut-s", type=float, default=None, help="Default: 10-30 s at random.")
 @click.option("--broker-restarts", type=int, default=0, show_default=True)
 @click.option("--fuzz", "fuzz_records", type=int, default=0, show_default=True)
 @click.option(
@@ -61,6 +63,7 @@ def chaos(
     db_outages: int,
     db_outage_s: float,
     broker_cuts: int,
+    broker_cut_s: float | None,
     broker_restarts: int,
     fuzz_records: int,
     admin_database_url: str,
@@ -84,6 +87,8 @@ def chaos(
         broker_restarts=broker_restarts,
         workers=workers if topology == "group" else workers * 2 + 1,
     )
+    if broker_cut_s is not None:
+        shape = replace(shape, broker_cut_s=(broker_cut_s, broker_cut_s))
     config = ChaosConfig(
         folder=out,
         admin_database_url=admin_database_url,
