@@ -18,8 +18,8 @@ cost is re-processing at most one buffer per partition per rebalance.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -110,19 +110,23 @@ class InOrder:
     Per partition it expects the next offset (from the consumer's committed offset after an
     assignment, then the last processed + 1). A record past the expected offset means records
     were not delivered: it is dropped (not committable) and the consumer is sought back to the
-    expected offset, again every second until they come. A record below it was processed
-    already and is dropped too. Rebalances start afresh (`reset`)."""
+    expected offset. Faust's fetch loop can still move its read position past a seek while it
+    finishes a fetched batch (and then drops the re-fetched records as old), so while a
+    partition is behind, a watchdog seeks again every second until it has caught up, whether
+    or not more records arrive. A record below the expected offset was processed already and is
+    dropped too. Rebalances start afresh (`reset`)."""
 
     RESEEK_S = 1.0
 
     def __init__(self, app: Any, name: str) -> None:
         self.app, self.name = app, name
         self.expected: dict[Any, int] = {}
-        self._sought: dict[Any, tuple[int, float]] = {}
+        self._behind: dict[Any, int] = {}  # partition -> the highest offset seen past a gap
+        self._watchdog: asyncio.Task[None] | None = None
 
     def reset(self) -> None:
         self.expected.clear()
-        self._sought.clear()
+        self._behind.clear()
 
     async def admit(self, message: Any) -> bool:
         """True: process this record now. False: it was dropped (see the class doc)."""
@@ -140,14 +144,14 @@ class InOrder:
             )
         if want is None or offset == want:
             self.expected[tp] = offset + 1
-            self._sought.pop(tp, None)
+            if self._behind.get(tp, -1) <= offset:
+                self._behind.pop(tp, None)
             return True
         dropped(message)
         if offset < want:
             return False
-        now = time.monotonic()
-        target, when = self._sought.get(tp, (-1, 0.0))
-        if target != want or now - when >= self.RESEEK_S:
+        self.expected[tp] = want
+        if tp not in self._behind:
             log.warning(
                 "%s: %s[%d] delivered offset %d, expected %d: fetching %d..%d again",
                 self.name,
@@ -158,6 +162,32 @@ class InOrder:
                 want,
                 offset - 1,
             )
-            self._sought[tp] = (want, now)
             await self.app.consumer.seek(tp, want)
+        self._behind[tp] = max(offset, self._behind.get(tp, -1))
+        self._ensure_watchdog()
         return False
+
+    def _ensure_watchdog(self) -> None:
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        """While a partition is behind and makes no progress, seek it again every second."""
+        progress: dict[Any, int] = {}
+        while self._behind:
+            await asyncio.sleep(self.RESEEK_S)
+            for tp, high in list(self._behind.items()):
+                want = self.expected.get(tp)
+                if want is None or want > high:
+                    self._behind.pop(tp, None)
+                    continue
+                if progress.get(tp) == want:
+                    log.info(
+                        "%s: %s[%d] still at %d: seeking again",
+                        self.name,
+                        tp.topic,
+                        tp.partition,
+                        want,
+                    )
+                    await self.app.consumer.seek(tp, want)
+                progress[tp] = want
