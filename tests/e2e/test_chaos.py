@@ -12,10 +12,6 @@ from cartstream.core.settings import Settings
 from cartstream.services.tools.chaos.run import ChaosConfig, run_chaos
 from cartstream.services.tools.chaos.schedule import Shape
 
-# Opt in (`./scripts/test -m chaos`): this is issue 13's acceptance test and it still fails now
-# and then. With the fixes in streams/faust_fixes.py a run no longer loses a checkout outright,
-# but a worker restarted under load can still start past records nobody processed; InOrder
-# fetches them again, and some sessions then wait for frames far longer than this test allows.
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
