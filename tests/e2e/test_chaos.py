@@ -12,6 +12,8 @@ from cartstream.core.settings import Settings
 from cartstream.services.tools.chaos.run import ChaosConfig, run_chaos
 from cartstream.services.tools.chaos.schedule import Shape
 
+# Opt-in (`./scripts/test -m chaos`) while issue 13 is open: it passed 4 runs in a row, but a
+# heavier run (3 kills, 5 000 hostile records) still loses checkouts, so it can fail now and then.
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
