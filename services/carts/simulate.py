@@ -255,10 +255,14 @@ class SimulationReport:
 
 
 def write_truth(sessions: list[PlannedSession], catalog: Catalog, path: Path) -> None:
+    """Written whole or not at all (a temporary file renamed into place): a reader that waits for
+    the file to exist never reads half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w") as fh:
         for ps in sessions:
             fh.write(json.dumps(ps.truth(catalog)) + "\n")
+    partial.replace(path)
 
 
 def read_truth(path: Path) -> dict[str, dict[str, Any]]:
