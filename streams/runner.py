@@ -66,6 +66,14 @@ class _Stored:
         self.partition = partition
         self.record = {**dump(state), PARTITION_FIELD: partition}
 
+    @classmethod
+    def recovered(cls, state: Any, record: dict[str, Any]) -> _Stored:
+        """A value read back from the changelog: the record is its own snapshot."""
+        stored = cls.__new__(cls)
+        stored.state, stored.record = state, record
+        stored.partition = int(record.get(PARTITION_FIELD, 0))
+        return stored
+
     def __json__(self) -> dict[str, Any]:
         return self.record
 
@@ -193,10 +201,7 @@ class StageRunner(_InputRunner):
         value = self.table.get(key)
         if value is None or isinstance(value, _Stored):
             return value
-        stored = _Stored.__new__(_Stored)  # the recovered record is its own snapshot
-        stored.state = self.stage.load_state(value)
-        stored.partition = int(value.get(PARTITION_FIELD, 0))
-        stored.record = value
+        stored = _Stored.recovered(self.stage.load_state(value), value)
         self.table.data[key] = stored  # the same value, typed: no changelog write
         return stored
 

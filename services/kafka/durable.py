@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 from cartstream.exceptions import BrokerError
-from cartstream.services.kafka.broker import free_port, wait_for_port
+from cartstream.services.kafka.broker import free_port, stop_process, wait_for_port
 
 BUCKET = "tansu"
 
@@ -71,13 +71,7 @@ class LocalS3:
 
     def stop(self) -> None:
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_process(proc, wait_s=10.0)
 
     def __enter__(self) -> LocalS3:
         return self.start()

@@ -141,7 +141,7 @@ def run_once(
         started = time.monotonic()
         carts.start()
         fuzz = start_fuzz(cluster, config, label)
-        timeline.run_until(lambda t: carts.done and timeline.idle(t), config.deadline_s, carts)
+        timeline.run_until(lambda: carts.done and timeline.idle(), config.deadline_s, carts)
         while repo.count_sessions(requested) < len(requested) and timeline.clock() < (
             carts.finished_at + config.deadline_s
         ):
@@ -275,13 +275,11 @@ class Timeline:
     def clock(self) -> float:
         return time.monotonic() - self.started
 
-    def idle(self, t: float) -> bool:
+    def idle(self) -> bool:
         return not self.pending and not self.active
 
-    def run_until(
-        self, done: Callable[[float], bool], deadline_s: float, carts: CartThread
-    ) -> None:
-        while not done(self.clock()):
+    def run_until(self, done: Callable[[], bool], deadline_s: float, carts: CartThread) -> None:
+        while not done():
             if carts.error is not None:
                 raise carts.error
             if self.clock() > carts.finished_at + deadline_s:
