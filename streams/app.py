@@ -14,7 +14,7 @@ import faust
 
 from cartstream.core.settings import Settings
 from cartstream.exceptions import ConfigurationError
-from cartstream.streams.faust_fixes import never_commit_skipped_messages, never_count_gaps
+from cartstream.streams import faust_fixes
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,7 @@ def create_app(
     """A Faust app configured from settings (stages are attached by `worker.build_app`);
     `has_tables`: some role keeps a table."""
     tuning = settings.tuning
-    never_commit_skipped_messages()  # see streams/faust_fixes.py: any broker needs it
-    never_count_gaps()
+    faust_fixes.install()  # see streams/faust_fixes.py: any broker needs them
     # the one-record-per-batch workaround protects table recovery; stateless workers skip it
     batch_bytes = tuning.producer_max_batch_bytes if has_tables else 16384
     if tuning.fetch_max_wait_ms is not None:

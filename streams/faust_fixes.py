@@ -14,12 +14,21 @@ of an older generation, marks the message done (so the rebalance does not wait f
 does not make its offset committable. The message is delivered again after the rebalance,
 from the last committed offset; every stage is idempotent, so a repeat changes nothing. The
 cost is re-processing at most one buffer per partition per rebalance.
+
+The other corrections below: offsets Faust never delivered are not counted as processed
+(`never_count_gaps`), acknowledgements always go through the consumer, where the corrections
+are (`acknowledge_through_the_consumer`), a commit never passes a record that was not processed
+(`never_commit_past_unprocessed`), and a rebalance cannot hang on a message stuck outside every
+agent (`never_hold_events_through_a_rebalance`). `in_order.py` makes each agent take its
+partitions' records in order with none missing. `install()` applies them all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
+import weakref
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -68,7 +77,7 @@ def never_count_gaps() -> None:
     """Faust treats a jump in a partition's offsets as a gap to acknowledge (made for compacted
     topics and transaction markers, which cartstream's input topics never have). After a
     rebalance the chaos suite saw jumps of 30-60 records that nobody had processed, and the gap
-    made them committed: lost. Here a gap is logged and never acknowledged; `InOrder` below
+    made them committed: lost. Here a gap is logged and never acknowledged; `InOrder` (in_order.py)
     makes the agent fetch the missing records again."""
     from faust.transport import consumer as module
 
@@ -90,104 +99,140 @@ def never_count_gaps() -> None:
     consumer_cls._add_gap = add_gap  # type: ignore[method-assign]
 
 
+def never_commit_past_unprocessed() -> None:
+    """Faust commits the run of acknowledged offsets that follows a partition's committed offset
+    (`Consumer._new_offset`), with two holes:
+
+    - when it does not know the committed offset (never known for a partition committed at 0,
+      and missing after some rebalances: the chaos suite logged agents starting at offsets
+      31, 273, ... "with no committed offset known"), it commits *any* run, whatever came before
+      it: a worker that is handed a partition at the wrong position commits past records nobody
+      processed;
+    - it accepts a run that starts one past the committed offset (off by one), so the record at
+      the committed offset may never have been processed.
+
+    The replacement commits a run only if it starts exactly at the committed offset, and
+    nothing while that offset is unknown (`InOrder` asks the broker for it before its agent
+    takes a partition's first record). Offsets below it (processed again after a re-delivery)
+    are discarded."""
+    from faust.transport import consumer as module
+
+    consumer_cls = module.Consumer
+    if getattr(consumer_cls._new_offset, _PATCHED, False):
+        return
+
+    def new_offset(self: Any, tp: Any) -> int | None:
+        acked: list[int] = self._acked[tp]
+        committed = self._committed_offset.get(tp)
+        if not acked or committed is None:
+            return None
+        acked.sort()
+        index: set[int] = self._acked_index[tp]
+        stale = bisect.bisect_left(acked, committed)
+        if stale:
+            index.difference_update(acked[:stale])
+            del acked[:stale]
+        if not acked or acked[0] != committed:
+            return None  # the record at the committed offset is not processed yet
+        end = 1
+        while end < len(acked) and acked[end] == acked[end - 1] + 1:
+            end += 1
+        batch = acked[:end]
+        del acked[:end]
+        index.difference_update(batch)
+        return batch[-1] + 1
+
+    setattr(new_offset, _PATCHED, True)
+    consumer_cls._new_offset = new_offset  # type: ignore[method-assign]
+
+
 def dropped(message: Any) -> None:
     """This delivery of `message` is thrown away unprocessed (it comes again): its
     acknowledgement must not make its offset committable."""
-    _DROPPED[id(message)] = (message.topic, message.partition, message.offset)
+    _DROPPED.add(message)
 
 
-_DROPPED: dict[int, tuple[str, int, int]] = {}
+_DROPPED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _was_dropped(message: Any) -> bool:
-    key = (message.topic, message.partition, message.offset)
-    return _DROPPED.pop(id(message), None) == key
+    if message in _DROPPED:
+        _DROPPED.discard(message)
+        return True
+    return False
 
 
-class InOrder:
-    """Hands an agent each partition's records in offset order with none missing.
+def never_hold_events_through_a_rebalance() -> None:
+    """A rebalance waits until every message an agent started is acknowledged
+    (`Consumer.wait_empty`), but Faust can leave copies of a message outside every agent:
 
-    Per partition it expects the next offset (from the consumer's committed offset after an
-    assignment, then the last processed + 1). A record past the expected offset means records
-    were not delivered: it is dropped (not committable) and the consumer is sought back to the
-    expected offset. Faust's fetch loop can still move its read position past a seek while it
-    finishes a fetched batch (and then drops the re-fetched records as old), so while a
-    partition is behind, a watchdog seeks again every second until it has caught up, whether
-    or not more records arrive. A record below the expected offset was processed already and is
-    dropped too. Rebalances start afresh (`reset`)."""
+    - an agent's buffer was full, so the copy waits in a `put` task; when the rebalance
+      suspends the flow, that `put` waits for the flow to resume, which waits for the
+      rebalance: **the worker hangs** ("wait_empty: Waiting for tasks [(1, <ConsumerMessage
+      ...>)]", heartbeats failing "because it is rebalancing" for as long as it lives). Seen by
+      the chaos suite with a kill during a flood: a message two agents consume (basket.changes
+      goes to anomalies and reconcile) was done by one and stuck on its way to the other.
+    - the buffers are cleared at the rebalance, and the cleared copies are never acknowledged;
+      Faust relies on the garbage collector to forget their message, which does not happen
+      while its fetch loop still holds it (the same hang).
 
-    RESEEK_S = 1.0
+    The correction, on the buffers Faust clears at a rebalance (`clear_on_resume`): a copy
+    cleared, or put while the flow is suspended, is acknowledged as *dropped*: the rebalance
+    no longer waits for it and its offset is not committable, so the message is delivered again
+    after the rebalance (as Faust intends for every cleared copy)."""
+    from mode.utils.queues import ThrowableQueue
 
-    def __init__(self, app: Any, name: str) -> None:
-        self.app, self.name = app, name
-        self.expected: dict[Any, int] = {}
-        self._behind: dict[Any, int] = {}  # partition -> the highest offset seen past a gap
-        self._watchdog: asyncio.Task[None] | None = None
+    if getattr(ThrowableQueue.put, _PATCHED, False):
+        return
+    original_put, original_clear = ThrowableQueue.put, ThrowableQueue.clear
 
-    def reset(self) -> None:
-        self.expected.clear()
-        self._behind.clear()
+    async def put(self: Any, value: Any) -> None:
+        if not self._clear_on_resume:
+            await original_put(self, value)
+            return
+        if not self._flow_control.is_active():
+            _drop(value)
+            return
+        try:
+            await original_put(self, value)
+        except asyncio.CancelledError:
+            _drop(value)  # `clear` cancelled the wait for room, or the worker stops
+            raise
 
-    async def admit(self, message: Any) -> bool:
-        """True: process this record now. False: it was dropped (see the class doc)."""
-        tp, offset = message.tp, message.offset
-        want = self.expected.get(tp)
-        if want is None:
-            want = self.app.consumer._committed_offset.get(tp)
-        if want is None:
-            log.info(
-                "%s: %s[%d] starts at offset %d (no committed offset known)",
-                self.name,
-                tp.topic,
-                tp.partition,
-                offset,
-            )
-        if want is None or offset == want:
-            self.expected[tp] = offset + 1
-            if self._behind.get(tp, -1) <= offset:
-                self._behind.pop(tp, None)
-            return True
-        dropped(message)
-        if offset < want:
-            return False
-        self.expected[tp] = want
-        if tp not in self._behind:
-            log.warning(
-                "%s: %s[%d] delivered offset %d, expected %d: fetching %d..%d again",
-                self.name,
-                tp.topic,
-                tp.partition,
-                offset,
-                want,
-                want,
-                offset - 1,
-            )
-            await self.app.consumer.seek(tp, want)
-        self._behind[tp] = max(offset, self._behind.get(tp, -1))
-        self._ensure_watchdog()
-        return False
+    def clear(self: Any) -> None:
+        if self._clear_on_resume:
+            for value in list(self._queue):
+                _drop(value)
+        original_clear(self)
 
-    def _ensure_watchdog(self) -> None:
-        if self._watchdog is None or self._watchdog.done():
-            self._watchdog = asyncio.ensure_future(self._watch())
+    setattr(put, _PATCHED, True)
+    ThrowableQueue.put = put  # type: ignore[method-assign]
+    ThrowableQueue.clear = clear  # type: ignore[method-assign]
 
-    async def _watch(self) -> None:
-        """While a partition is behind and makes no progress, seek it again every second."""
-        progress: dict[Any, int] = {}
-        while self._behind:
-            await asyncio.sleep(self.RESEEK_S)
-            for tp, high in list(self._behind.items()):
-                want = self.expected.get(tp)
-                if want is None or want > high:
-                    self._behind.pop(tp, None)
-                    continue
-                if progress.get(tp) == want:
-                    log.info(
-                        "%s: %s[%d] still at %d: seeking again",
-                        self.name,
-                        tp.topic,
-                        tp.partition,
-                        want,
-                    )
-                    await self.app.consumer.seek(tp, want)
-                progress[tp] = want
+
+def _drop(event: Any) -> None:
+    message = getattr(event, "message", None)
+    if message is None or message.acked:
+        return
+    dropped(message)
+    event.ack()
+
+
+def acknowledge_through_the_consumer() -> None:
+    """faust-streaming ships a Cython stream iterator that *inlines* `Consumer.ack`: with it,
+    no correction of the acknowledgements above applies, and a record `InOrder` dropped (it
+    comes again) is counted as processed. The chaos suite lost whole sessions that way, only
+    sometimes (it depends on timing). Streams use Faust's pure-Python iterator instead, which
+    acknowledges through `Consumer.ack`; the cost is a few microseconds per record."""
+    from faust import streams
+
+    streams._CStreamIterator = None  # type: ignore[attr-defined]
+
+
+def install() -> None:
+    """Every correction above (idempotent; once per process is enough)."""
+    acknowledge_through_the_consumer()
+    never_commit_skipped_messages()
+    never_count_gaps()
+    never_commit_past_unprocessed()
+    never_hold_events_through_a_rebalance()

@@ -33,7 +33,7 @@ from cartstream.core.telemetry import (
 from cartstream.core.topics import changelog_topic_name, tick_topic_name
 from cartstream.exceptions import StoreUnavailable
 from cartstream.streams.deadletter import decode_for_stage
-from cartstream.streams.faust_fixes import InOrder
+from cartstream.streams.in_order import InOrder
 from cartstream.streams.publish import Publisher, inbound_from, record_processed
 from cartstream.streams.stage import Inbound, Outbound, Sink, Stage
 from cartstream.streams.tracing import process_span
@@ -172,7 +172,8 @@ class StageRunner(_InputRunner):
     async def handle(self, msg: Any) -> None:
         """One input, inside the `process <topic>` span Faust's sensor opened for it."""
         if msg.topic == self.tick_topic_name:
-            await self._on_tick((msg.key or b"").decode(), now_ms())
+            if await self.in_order.admit(msg):  # commits need every partition in order
+                await self._on_tick((msg.key or b"").decode(), now_ms())
             return
         await super().handle(msg)
 

@@ -48,6 +48,13 @@ def stop_on_sigterm() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("cartstream-chaos"))
 @click.option("--deadline", type=float, default=600.0, show_default=True, help="Seconds to wait.")
 @click.option("--worker-log-level", default="warning", show_default=True)
+@click.option(
+    "--hold",
+    "hold_s",
+    type=float,
+    default=0.0,
+    help="Keep the chaos run's broker, database and workers up this long after it.",
+)
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="docs/reliability.md")
 @click.pass_context
 def chaos(
@@ -70,6 +77,7 @@ def chaos(
     out: Path,
     deadline: float,
     worker_log_level: str,
+    hold_s: float,
     report: Path | None,
 ) -> None:
     """Kill, pause, cut and flood a running pipeline; exit 1 unless nothing was lost."""
@@ -102,6 +110,7 @@ def chaos(
         fuzz_records=fuzz_records,
         deadline_s=deadline,
         worker_log_level=worker_log_level,
+        hold_s=hold_s,
     )
     stop_on_sigterm()
     result = run_chaos(config, cli_settings(ctx), console.print)

@@ -66,36 +66,88 @@ def test_a_skipped_message_is_done_but_its_offset_is_never_committable() -> None
     assert rebalancing._acked[skipped.tp] == []  # delivered again after the rebalance
 
 
-class Consumer2:
-    """What `InOrder` reads of Faust's consumer, and its seeks."""
+class Event:
+    """What `never_hold_events_through_a_rebalance` touches of a Faust event: its message
+    and its acknowledgement."""
 
-    def __init__(self, committed: int | None) -> None:
-        self._committed_offset: dict[Any, int | None] = {TP("cart.weights", 3): committed}
-        self.seeks: list[tuple[Any, int]] = []
+    def __init__(self, offset: int) -> None:
+        self.message = Message(offset)
+        self.acks = 0
 
-    async def seek(self, tp: Any, offset: int) -> None:
-        self.seeks.append((tp, offset))
+    def ack(self) -> bool:
+        self.acks += 1
+        self.message.acked = True
+        return True
 
 
-def test_records_reach_the_agent_in_order_with_none_missing() -> None:
+def test_a_commit_never_passes_a_record_that_was_not_processed() -> None:
+    from cartstream.streams.faust_fixes import never_commit_past_unprocessed
+
+    never_commit_past_unprocessed()
+    never_commit_past_unprocessed()  # idempotent
+    tp = TP("cart.weights", 7)
+
+    def consumer(committed: int | None, acked: list[int]) -> Any:
+        state = SimpleNamespace(_committed_offset=defaultdict(lambda: None))
+        state._committed_offset[tp] = committed
+        state._acked = {tp: list(acked)}
+        state._acked_index = {tp: set(acked)}
+        return state
+
+    def commit(state: Any) -> int | None:
+        return faust_consumer.Consumer._new_offset(state, tp)  # type: ignore[no-any-return]
+
+    assert commit(consumer(176, [176, 177, 178, 180])) == 179  # a run from the committed offset
+    assert commit(consumer(176, [177, 178])) is None  # 176 not processed (Faust committed 179)
+    assert commit(consumer(None, [530, 531])) is None  # unknown start (Faust committed 532)
+    state = consumer(176, [170, 171, 176])  # re-processed after a re-delivery: discarded
+    assert commit(state) == 177 and state._acked[tp] == [] and state._acked_index[tp] == set()
+    state = consumer(176, [177, 180])
+    assert commit(state) is None and state._acked[tp] == [177, 180]  # kept for later
+    state._acked[tp].append(176)
+    assert commit(state) == 178 and state._acked[tp] == [180]
+
+
+def test_a_rebalance_never_waits_for_a_copy_stuck_outside_every_agent() -> None:
     import asyncio
 
-    from cartstream.streams.faust_fixes import InOrder
+    from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
-    async def scenario() -> list[tuple[Any, int]]:
-        consumer = Consumer2(committed=889)
-        guard = InOrder(SimpleNamespace(consumer=consumer), "reason")
-        guard.RESEEK_S = 0.05
-        assert not await guard.admit(Message(948))  # 889..947 never came: dropped, fetched again
-        assert consumer.seeks == [(TP("cart.weights", 3), 889)]
-        assert not await guard.admit(Message(949))  # still missing: no second seek at once
-        await asyncio.sleep(0.2)  # ... but the watchdog seeks again while nothing moves
-        assert len(consumer.seeks) >= 2
-        assert [await guard.admit(Message(o)) for o in (889, 890, 891)] == [True, True, True]
-        assert not await guard.admit(Message(890))  # processed already
-        guard.reset()  # a rebalance: start from the committed offset again
-        assert await guard.admit(Message(889))
-        return consumer.seeks
+    from cartstream.streams.faust_fixes import _was_dropped, never_hold_events_through_a_rebalance
 
-    seeks = asyncio.run(scenario())
-    assert {offset for _, offset in seeks} == {889}
+    never_hold_events_through_a_rebalance()
+    never_hold_events_through_a_rebalance()  # idempotent
+
+    async def scenario() -> None:
+        flow = FlowControlEvent(initially_suspended=False)
+        queue: Any = ThrowableQueue(maxsize=1, flow_control=flow, clear_on_resume=True)
+        queued, waiting, late = Event(30), Event(31), Event(32)
+        await queue.put(queued)  # room: queued as usual
+        put = asyncio.ensure_future(queue.put(waiting))  # full: waits for room
+        await asyncio.sleep(0.01)
+        assert not put.done() and queued.acks == 0
+        flow.suspend()  # a rebalance: what Faust's `_on_partitions_revoked` does
+        flow.clear()
+        await asyncio.wait_for(asyncio.gather(put, return_exceptions=True), timeout=1)
+        await asyncio.wait_for(queue.put(late), timeout=1)  # put while suspended: not held
+        assert queue.empty()
+        for event in (queued, waiting, late):
+            assert event.acks == 1  # the rebalance does not wait for it ...
+            assert _was_dropped(event.message)  # ... and its offset is never committed
+
+        flow.resume()
+        fresh = Event(30)  # delivered again after the rebalance
+        await queue.put(fresh)
+        assert queue.get_nowait() is fresh and fresh.acks == 0 and not _was_dropped(fresh.message)
+
+    asyncio.run(scenario())
+
+
+def test_streams_acknowledge_through_the_patched_consumer() -> None:
+    """Faust's Cython stream iterator inlines `Consumer.ack`, bypassing every correction."""
+    from faust import streams
+
+    from cartstream.streams.faust_fixes import install
+
+    install()
+    assert streams._CStreamIterator is None

@@ -56,9 +56,10 @@ class ChaosConfig:
     workers: int = 2
     shape: Shape = field(default_factory=Shape)
     fuzz_records: int = 0  # hostile records written by a foreign producer during the run
-    deadline_s: float = 600.0  # after the carts finish, for the last checkout and zero lag
+    deadline_s: float = 600.0  # after the carts finish: for the last checkout, then for zero lag
     worker_log_level: str = "warning"
     flood_frames: int = 10_000  # valid frames from one fuzz cart as fast as they go
+    hold_s: float = 0.0  # keep the chaos run's cluster up this long after it, for inspection
 
 
 @dataclass
@@ -146,7 +147,7 @@ def run_once(
             carts.finished_at + config.deadline_s
         ):
             timeline.step()
-        timeline.settle(until_zero_lag_s=60.0)
+        timeline.settle(until_zero_lag_s=config.deadline_s)
         seconds = time.monotonic() - started
         fuzz_report = fuzz.join() if fuzz is not None else {}
         if fuzz is not None:
@@ -170,6 +171,12 @@ def run_once(
         if timeline is not None:
             timeline.close()
         repo.close()
+        if config.hold_s > 0 and faults:
+            say(
+                f"{label}: holding for {config.hold_s:.0f} s: broker {cluster.bootstrap}, "
+                f"database {database_url}, app {cluster.app_id}"
+            )
+            time.sleep(config.hold_s)
         cluster.stop()
 
 

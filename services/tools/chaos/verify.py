@@ -70,7 +70,13 @@ class Verdict:
             and not self.unexpected_exits
             and not any(self.open_sessions.values())
             and not any(self.fuzz_without_dead_letter.values())
+            and self.lag_recovered
         )
+
+    @property
+    def lag_recovered(self) -> bool:
+        """Consumer lag read 0 after every fault (so after the last one)."""
+        return all(r["recovered_after_s"] is not None for r in self.lag_recovery_s)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
