@@ -21,6 +21,7 @@ AnomalyKind = Literal[
     "CAMERA_BLOCKED",
     "SCALE_TAMPER",
     "REMOVAL_UNSEEN",
+    "SPOOFED_EVENT",
 ]
 Severity = Literal["INFO", "WARNING", "CRITICAL"]
 CheckoutStatus = Literal["APPROVED", "NEEDS_REVIEW"]

@@ -22,7 +22,7 @@ from cartstream.core.telemetry import (
     message_span,
 )
 from cartstream.schemas.codec import AvroCodec
-from cartstream.streams.deadletter import decode_for_stage
+from cartstream.streams.ingress import Ingress
 from cartstream.streams.publish import Publisher, inbound_from
 from cartstream.streams.runner import in_order
 from cartstream.streams.stage import Inbound, Outbound, Stage
@@ -69,6 +69,7 @@ class BatchRunner:
         self.within_s = max(max_wait_ms, 0.1) / 1000.0  # 0 would mean "wait for a full batch"
         self.executor = ThreadPoolExecutor(stage.in_flight, thread_name_prefix=stage.name)
         self.in_order = in_order(app, stage.name)
+        self.ingress = Ingress(settings, publisher.codec, stage)
         self.batches = 0
         self.frames = 0
         self.described = stage.describe()  # model and provider: fixed once the stage is built
@@ -99,19 +100,18 @@ class BatchRunner:
         inbounds: list[Inbound] = []
         raws: list[bytes] = []
         outputs: list[Outbound] = []
+        letters = 0
         for msg in messages:
             inbound = inbound_from(msg)
-            decoded = decode_for_stage(
-                self.stage, self.codec, inbound, msg.value, now, self.settings.topics.dead_letters
-            )
-            if isinstance(decoded, Outbound):
-                outputs.append(decoded)
+            admitted = self.ingress.admit(inbound, msg.value, now)
+            outputs += admitted.outputs
+            if admitted.record is None:
+                letters += 1
             else:
-                records.append(decoded)
+                records.append(admitted.record)
                 inbounds.append(inbound)
                 raws.append(msg.value)
         loop = asyncio.get_running_loop()
-        letters = len(outputs)
         topic = messages[0].topic if messages else self.stage.name
         with message_span(
             "process",

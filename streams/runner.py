@@ -32,10 +32,10 @@ from cartstream.core.telemetry import (
 )
 from cartstream.core.topics import changelog_topic_name, tick_topic_name
 from cartstream.exceptions import StoreUnavailable
-from cartstream.streams.deadletter import decode_for_stage
 from cartstream.streams.in_order import InOrder
+from cartstream.streams.ingress import Ingress
 from cartstream.streams.publish import Publisher, inbound_from, record_processed
-from cartstream.streams.stage import Inbound, Outbound, Sink, Stage
+from cartstream.streams.stage import Inbound, Sink, Stage
 from cartstream.streams.tracing import process_span
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ class _InputRunner:
         self.settings = settings
         self.publisher = publisher
         self.codec = publisher.codec
+        self.ingress = Ingress(settings, publisher.codec, node)
         self.in_order = in_order(app, node.name)
 
     async def handle(self, msg: Any) -> None:
@@ -111,15 +112,15 @@ class _InputRunner:
         now = now_ms()
         span = process_span()
         span.set_attribute("cartstream.stage", self.node.name)
-        decoded = decode_for_stage(
-            self.node, self.codec, inbound, msg.value, now, self.settings.topics.dead_letters
-        )
-        if isinstance(decoded, Outbound):
-            mark_error(span, str(decoded.record["reason"]), str(decoded.record["error_type"]))
-            await self.publisher.publish([decoded], self.node.name)
-        else:
-            await self._apply(decoded, inbound, now)
-        record_processed(self.node.name, msg.topic, started, isinstance(decoded, Outbound))
+        admitted = self.ingress.admit(inbound, msg.value, now)
+        for out in admitted.outputs:
+            if out.topic == self.settings.topics.dead_letters:
+                mark_error(span, str(out.record["reason"]), str(out.record["error_type"]))
+        if admitted.outputs:
+            await self.publisher.publish(admitted.outputs, self.node.name)
+        if admitted.record is not None:
+            await self._apply(admitted.record, inbound, now)
+        record_processed(self.node.name, msg.topic, started, admitted.record is None)
 
     async def _apply(self, record: Mapping[str, Any], inbound: Inbound, now: int) -> None:
         raise NotImplementedError

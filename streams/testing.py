@@ -19,7 +19,7 @@ from typing import Any
 from cartstream.core.ids import TRACEPARENT, now_ms
 from cartstream.core.settings import Settings
 from cartstream.schemas.codec import AvroCodec
-from cartstream.streams.deadletter import decode_for_stage
+from cartstream.streams.ingress import Ingress
 from cartstream.streams.stage import Inbound, Outbound, Sink, Stage
 
 
@@ -57,6 +57,7 @@ class MemoryPipeline:
         self.states: dict[str, dict[str, dict[str, Any]]] = {s.name: {} for s in stages}
         self._queue: deque[Message] = deque()
         self._spans = 0
+        self._gates: dict[str, Ingress] = {}
 
     def publish_raw(
         self,
@@ -115,28 +116,32 @@ class MemoryPipeline:
         for sink in self.sinks:
             sink.close()
 
+    def _ingress(self, node: Stage[Any] | Sink) -> Ingress:
+        """Each stage's gate (authentication, decoding, validation), as a worker runs it."""
+        if node.name not in self._gates:
+            self._gates[node.name] = Ingress(self.settings, self.codec, node)
+        return self._gates[node.name]
+
     def _inbound(self, msg: Message) -> Inbound:
         return Inbound(msg.topic, 0, msg.offset, msg.key, msg.timestamp_ms, msg.headers)
 
     def _write(self, sink: Sink, msg: Message) -> None:
         inbound = self._inbound(msg)
-        decoded = decode_for_stage(
-            sink, self.codec, inbound, msg.value, self.clock(), self.settings.topics.dead_letters
-        )
-        if isinstance(decoded, Outbound):
-            self._emit(decoded, msg)
-        else:
-            sink.write(decoded, inbound)
+        admitted = self._ingress(sink).admit(inbound, msg.value, self.clock())
+        for out in admitted.outputs:
+            self._emit(out, msg)
+        if admitted.record is not None:
+            sink.write(admitted.record, inbound)
 
     def _deliver(self, stage: Stage[Any], msg: Message) -> None:
         inbound = self._inbound(msg)
         now = self.clock()
-        decoded = decode_for_stage(
-            stage, self.codec, inbound, msg.value, now, self.settings.topics.dead_letters
-        )
-        if isinstance(decoded, Outbound):
-            self._emit(decoded, msg)
+        admitted = self._ingress(stage).admit(inbound, msg.value, now)
+        for out in admitted.outputs:
+            self._emit(out, msg)
+        if admitted.record is None:
             return
+        decoded = admitted.record
         key = stage.state_key(decoded)
         result = stage.handle(self.state(stage, key), decoded, inbound, now)
         self._store(stage, key, result.state)

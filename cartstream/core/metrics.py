@@ -10,6 +10,7 @@
 | `cartstream.checkouts` | counter | status (rows written, not re-deliveries) |
 | `cartstream.anomalies` | counter | kind, severity (rows written) |
 | `cartstream.dead_letters` | counter | stage, error_type, reason |
+| `cartstream.auth.failures` | counter | stage, topic, mode (enforce, report), reason |
 | `cartstream.consumer.lag` | gauge | topic, partition, group |
 
 Instruments come from the global meter; until `setup_metrics` installs a provider they record
@@ -66,6 +67,7 @@ class Instruments:
     checkouts: metrics.Counter
     anomalies: metrics.Counter
     dead_letters: metrics.Counter
+    auth_failures: metrics.Counter
 
 
 def _observe_lag(options: CallbackOptions) -> Iterable[Observation]:
@@ -119,6 +121,12 @@ INSTRUMENTS: dict[str, tuple[str, str, str, tuple[float, ...] | None]] = {
         "cartstream.dead_letters",
         "{event}",
         "Inputs sent to the dead-letter topic",
+        None,
+    ),
+    "auth_failures": (
+        "cartstream.auth.failures",
+        "{event}",
+        "Cart records that failed authentication (dead-lettered in enforce mode)",
         None,
     ),
 }

@@ -180,6 +180,45 @@ class ReasonSettings(_Frozen):
     hand_zone_y: float = Field(default=0.52, gt=0, le=1)  # box centres above this line: in hand
 
 
+class CartAuthSettings(_Frozen):
+    """Per-cart message authentication (core/cart_auth.py, docs/security.md).
+
+    `mode`: `enforce` dead-letters a record that fails verification (reason `auth: ...`) and
+    raises a SPOOFED_EVENT alert; `report` only alerts (for a rollout, while carts get keys);
+    `off` checks nothing. `master_keys`: key id -> the store's master key (at least 32 bytes;
+    from a Secret: `CARTSTREAM_CART_AUTH__MASTER_KEYS='{"k2": "...", "k1": "..."}'`); two are
+    live during a rotation. Carts sign with `signing_key_id`. A key id in `revoked_key_ids`
+    verifies nothing."""
+
+    mode: Literal["off", "report", "enforce"] = "off"
+    master_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    signing_key_id: str | None = None  # None: the last of `master_keys`
+    revoked_key_ids: frozenset[str] = frozenset()
+    max_age_s: float = Field(default=300.0, gt=0)  # signed this long before the broker took it
+    max_skew_s: float = Field(default=60.0, gt=0)  # ... or this long after it: refused
+
+    @model_validator(mode="after")
+    def _usable(self) -> CartAuthSettings:
+        if self.mode != "off" and not self.master_keys:
+            raise ValueError(f"cart_auth.mode={self.mode} needs cart_auth.master_keys")
+        short = [k for k, v in self.master_keys.items() if len(v.get_secret_value()) < 32]
+        if short:
+            raise ValueError(f"cart_auth master keys shorter than 32 bytes: {', '.join(short)}")
+        if self.signing_key_id is not None and self.signing_key_id not in self.master_keys:
+            raise ValueError(f"cart_auth.signing_key_id {self.signing_key_id!r} has no master key")
+        return self
+
+    @property
+    def active_key_id(self) -> str | None:
+        """The key id carts sign with."""
+        if self.signing_key_id is not None:
+            return self.signing_key_id
+        return next(reversed(self.master_keys), None)
+
+    def master_key_bytes(self) -> dict[str, bytes]:
+        return {k: v.get_secret_value().encode() for k, v in self.master_keys.items()}
+
+
 class Settings(BaseSettings):
     """The whole configuration. Frozen: build a changed copy with `with_overrides(...)`, which
     validates it (pydantic's `model_copy(update=...)` would skip validation)."""
@@ -196,6 +235,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     detect: DetectSettings = DetectSettings()
     reason: ReasonSettings = ReasonSettings()
+    cart_auth: CartAuthSettings = CartAuthSettings()
     database_url: SecretStr = SecretStr("postgresql+psycopg://postgres@127.0.0.1:5432/cartstream")
     app_id: str = "cartstream"
     web_port: int = Field(default=6066, ge=0, le=65535)

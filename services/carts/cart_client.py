@@ -11,6 +11,10 @@ to Kafka in order and advances the spool's cursor only after the broker acknowle
 the broker is unreachable events pile up on disk; when it comes back they are replayed in the
 order they were produced. A batch that fails is re-sent from its first event, so the broker may
 see an event twice: consumers dedupe on the `event-id` header / record field.
+
+With cart keys configured, every record is signed as it is sent (core/cart_auth.py): the
+signing time and counter are those of the send, so a spool drained after an outage is fresh
+and a re-sent batch carries new counters, never a replayed one.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from opentelemetry.trace import SpanKind
 
+from cartstream.core.cart_auth import CartSigner, Keyring, header_value
 from cartstream.core.ids import EVENT_ID_HEADER, TRACEPARENT
 from cartstream.core.settings import Settings
 from cartstream.core.telemetry import (
@@ -34,12 +39,23 @@ from cartstream.core.telemetry import (
     record_attributes,
     setup_tracing,
 )
-from cartstream.schemas.codec import AvroCodec
+from cartstream.schemas.codec import SCHEMA_HEADER, AvroCodec
 from cartstream.services.carts.spool import Spool, SpoolRecord
 
 log = logging.getLogger(__name__)
 
 ProducerFactory = Callable[[], Any]
+SignerOf = Callable[[str], CartSigner | None]  # cart id -> its signer (None: send unsigned)
+
+
+def signers_from(settings: Settings) -> SignerOf:
+    """Signers derived from the store's master key (`cart_auth.master_keys`) with the active
+    key id, one per cart: the simulator plays every cart. None configured: records go unsigned."""
+    auth = settings.cart_auth
+    key_id = auth.active_key_id
+    if key_id is None:
+        return lambda cart_id: None
+    return Keyring(auth.master_key_bytes()).fleet(key_id)
 
 
 class CartClient:
@@ -51,6 +67,7 @@ class CartClient:
         batch_size: int = 500,
         producer_factory: ProducerFactory | None = None,
         fsync: bool = False,
+        signer_of: SignerOf | None = None,
     ) -> None:
         setup_tracing(settings, component="cart")
         self.settings = settings
@@ -58,6 +75,7 @@ class CartClient:
         self.spool = Spool(spool_dir, fsync=fsync)
         self.batch_size = batch_size
         self._factory = producer_factory or self._default_producer
+        self._signer_of = signer_of or signers_from(settings)
         self._producer: Any = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -144,7 +162,7 @@ class CartClient:
             if self._producer is None:
                 self._producer = self._factory()
             futures = [
-                self._producer.send(r.topic, key=r.key, value=r.value, headers=list(r.headers))
+                self._producer.send(r.topic, key=r.key, value=r.value, headers=self._headers(r))
                 for _, r in batch
             ]
             self._producer.flush(timeout=15)
@@ -159,6 +177,14 @@ class CartClient:
             )
             self._reset_producer()
             return False
+
+    def _headers(self, record: SpoolRecord) -> list[tuple[str, bytes]]:
+        headers = list(record.headers)
+        signer = self._signer_of(record.key.decode())
+        if signer is not None:
+            schema = header_value(headers, SCHEMA_HEADER)
+            headers += signer.headers(record.topic, record.key, record.value, schema)
+        return headers
 
     def _reset_producer(self) -> None:
         producer, self._producer = self._producer, None
