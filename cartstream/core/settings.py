@@ -215,8 +215,12 @@ class CartAuthSettings(_Frozen):
             return self.signing_key_id
         return next(reversed(self.master_keys), None)
 
+    def master_key_text(self) -> dict[str, str]:
+        """The keys in the clear: only for handing them to a child process's environment."""
+        return {k: v.get_secret_value() for k, v in self.master_keys.items()}
+
     def master_key_bytes(self) -> dict[str, bytes]:
-        return {k: v.get_secret_value().encode() for k, v in self.master_keys.items()}
+        return {k: v.encode() for k, v in self.master_key_text().items()}
 
 
 class Settings(BaseSettings):

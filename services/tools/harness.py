@@ -7,6 +7,7 @@ waits for its ready file and stops it (SIGTERM, or SIGKILL for crash tests), alw
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -77,6 +78,23 @@ class WorkerProcess:
         self._log.close()
 
 
+def cart_auth_env(settings: Settings) -> dict[str, str]:
+    """`settings.cart_auth` as CARTSTREAM_CART_AUTH__* variables (none when off and keyless)."""
+    auth = settings.cart_auth
+    if auth.mode == "off" and not auth.master_keys:
+        return {}
+    env = {
+        "CARTSTREAM_CART_AUTH__MODE": auth.mode,
+        "CARTSTREAM_CART_AUTH__MASTER_KEYS": json.dumps(auth.master_key_text()),
+        "CARTSTREAM_CART_AUTH__REVOKED_KEY_IDS": json.dumps(sorted(auth.revoked_key_ids)),
+        "CARTSTREAM_CART_AUTH__MAX_AGE_S": str(auth.max_age_s),
+        "CARTSTREAM_CART_AUTH__MAX_SKEW_S": str(auth.max_skew_s),
+    }
+    if auth.signing_key_id is not None:
+        env["CARTSTREAM_CART_AUTH__SIGNING_KEY_ID"] = auth.signing_key_id
+    return env
+
+
 def worker_env(
     settings: Settings, app_id: str, database_url: str, ready_file: Path
 ) -> dict[str, str]:
@@ -93,6 +111,7 @@ def worker_env(
             "CARTSTREAM_OTEL_JSONL_PATH": str(settings.otel_jsonl_path.absolute()),
         }
     )
+    env.update(cart_auth_env(settings))
     # every stage shares the demo machine: one inference thread leaves a core for the rest
     env["CARTSTREAM_DETECT__THREADS"] = os.environ.get("CARTSTREAM_DETECT__THREADS", "1")
     for key, value in os.environ.items():  # keep the user's other settings (topics, SASL, ...)
