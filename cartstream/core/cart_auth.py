@@ -19,7 +19,6 @@ with `LogAppendTime`, which a rogue producer cannot set; see docs/security.md).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import struct
 import time
@@ -91,7 +90,7 @@ def signature(
 ) -> str:
     """The hex HMAC-SHA256 a cart puts in `AUTH_SIGNATURE`."""
     message = _signed_bytes(key_id, cart_id, topic, key, value, schema, counter, time_ms)
-    return hmac.new(cart_key, message, hashlib.sha256).hexdigest()
+    return hmac.digest(cart_key, message, "sha256").hex()
 
 
 class CartSigner:

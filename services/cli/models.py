@@ -199,3 +199,27 @@ def bench_tracing(carts: int, sessions: int, repeats: int, seed: int, out: Path)
     bt.write_report(out, trials, carts, sessions, repeats, seed)
     click.echo(bt.table(trials))
     click.echo(f"written to {out}")
+
+
+@bench.command("auth")
+@click.option("--carts", type=int, default=4, show_default=True)
+@click.option("--sessions", type=int, default=3, show_default=True, help="Sessions per cart.")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Runs per setting.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("docs/auth-overhead.md"),
+    show_default=True,
+)
+@click.option("--demo/--no-demo", default=True, show_default=True, help="End-to-end runs too.")
+def bench_auth(carts: int, sessions: int, repeats: int, out: Path, demo: bool) -> None:
+    """Events/s with cart signature verification off vs enforced (in memory and end to end)."""
+    import tempfile
+
+    from cartstream.services.tools import bench_auth as ba
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trials = ba.run(carts, sessions, repeats, Path(tmp) if demo else None)
+    ba.write_report(out, trials, carts, sessions, repeats)
+    click.echo(ba.table(trials))
+    click.echo(f"written to {out}")

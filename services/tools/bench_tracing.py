@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,11 +50,20 @@ class Trial:
 
 
 def run_trial(
-    config: str, speed: float, carts: int, sessions: int, seed: int, run_dir: Path
+    config: str,
+    speed: float,
+    carts: int,
+    sessions: int,
+    seed: int,
+    run_dir: Path,
+    settings_env: Mapping[str, str] | None = None,
 ) -> Trial:
+    """One demo run; `settings_env` (default: the tracing setting `config` names) are the
+    CARTSTREAM_* variables that make the difference between configurations."""
     summary = run_dir / "summary.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARTSTREAM_OTEL_")}
-    env.update(CONFIGS[config])
+    varied = ("CARTSTREAM_OTEL_", "CARTSTREAM_CART_AUTH__")  # what the benches compare
+    env = {k: v for k, v in os.environ.items() if not k.startswith(varied)}
+    env.update(CONFIGS[config] if settings_env is None else settings_env)
     command = [
         sys.executable,
         "-m",

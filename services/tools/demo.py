@@ -10,6 +10,7 @@ score it against the ground truth. Child processes are always stopped, also on C
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import uuid
 from collections import Counter
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -94,12 +96,15 @@ def run_demo(config: DemoConfig, settings: Settings, console: Console) -> RunSum
         settings = stack.enter_context(_broker(config, settings, folder))
         # the run's spans (when no collector is configured) stay with the run
         settings = settings.with_overrides(
-            database_url=database_url, otel_jsonl_path=folder / "spans.jsonl"
+            database_url=database_url,
+            otel_jsonl_path=folder / "spans.jsonl",
+            cart_auth=_cart_auth(settings),
         )
         run = Run(run_id, folder, database_url, settings)
         console.print(
             f"[bold]cartstream demo[/] run {run_id}: broker {settings.kafka.bootstrap_servers}"
             f", database {make_url(database_url).render_as_string()}, folder {folder}"
+            f", cart signatures {settings.cart_auth.mode}"
         )
         upgrade(database_url)
         ensure_topics(settings)
@@ -121,6 +126,15 @@ def run_demo(config: DemoConfig, settings: Settings, console: Console) -> RunSum
             config.summary_json.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
         return summary
     raise AssertionError("unreachable")  # ExitStack does not swallow exceptions
+
+
+def _cart_auth(settings: Settings) -> dict[str, Any]:
+    """The store's cart keys as configured; with none, a fresh key for this run (kept in memory
+    only) and verification enforced, so the demo's carts sign and its worker verifies."""
+    auth = settings.cart_auth
+    if auth.mode != "off" or auth.master_keys:
+        return auth.model_dump()
+    return {"mode": "enforce", "master_keys": {"demo-1": secrets.token_urlsafe(32)}}
 
 
 @contextmanager

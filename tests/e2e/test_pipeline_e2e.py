@@ -149,6 +149,9 @@ def test_demo_command(tmp_path: Path) -> None:
         assert key in summary
     assert summary["sessions"] == 6
     assert summary["checkouts_persisted"] == summary["checkouts_requested"] > 0
+    # the demo's carts sign with a run key and its worker enforces: no honest record refused
+    assert "cart signatures enforce" in proc.stdout
+    assert "SPOOFED_EVENT" not in summary["anomalies_by_kind"]
     assert 0.0 <= summary["checkout_accuracy"] <= 1.0
     assert summary["latency_ms"]["p50"] is not None
     assert summary["events_per_s"] > 0
