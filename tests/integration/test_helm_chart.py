@@ -91,7 +91,9 @@ def test_production_puts_detect_on_the_gpu_pool_and_scales_on_lag() -> None:
 def test_secrets_are_referenced_never_inlined() -> None:
     docs = render(PRODUCTION)
     (config,) = by_kind(docs, "ConfigMap").values()
-    assert not any("PASSWORD" in k or "DATABASE_URL" in k for k in config["data"])
+    assert not any(
+        "PASSWORD" in k or "DATABASE_URL" in k or "MASTER_KEYS" in k for k in config["data"]
+    )
     env = by_kind(docs, "Deployment")["cs-cartstream-reason"]["spec"]["template"]["spec"][
         "containers"
     ][0]["env"]
@@ -100,7 +102,10 @@ def test_secrets_are_referenced_never_inlined() -> None:
         "CARTSTREAM_DATABASE_URL": "cartstream-postgres",
         "CARTSTREAM_KAFKA__SASL_USERNAME": "cartstream-kafka-sasl",
         "CARTSTREAM_KAFKA__SASL_PASSWORD": "cartstream-kafka-sasl",
+        "CARTSTREAM_CART_AUTH__MASTER_KEYS": "cartstream-cart-keys",
     }
+    assert config["data"]["CARTSTREAM_CART_AUTH__MODE"] == "enforce"
+    assert config["data"]["CARTSTREAM_CART_AUTH__REVOKED_KEY_IDS"] == "[]"
 
 
 def broken(path: str, value: Any) -> dict[str, Any]:
@@ -120,6 +125,8 @@ def broken(path: str, value: Any) -> dict[str, Any]:
         ("kafka.saslSecret.name", "", "set kafka.saslSecret.name"),
         ("brokerProfile", "tansu", "embedded test broker"),
         ("settings.LOG_LEVEL", "debug", "keys are CARTSTREAM_"),
+        ("cartAuth.keysSecret.name", "", "set cartAuth.keysSecret.name"),
+        ("cartAuth.mode", "strict", "must be off, report or enforce"),
     ],
 )
 def test_values_that_cannot_work_fail_the_render(path: str, value: Any, message: str) -> None:

@@ -52,6 +52,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and (hasPrefix "SASL" .Values.kafka.securityProtocol) (not .Values.kafka.saslSecret.name) -}}
 {{- fail "kafka.securityProtocol is SASL_*: set kafka.saslSecret.name to an existing Secret" -}}
 {{- end -}}
+{{- if and (ne .Values.cartAuth.mode "off") (not .Values.cartAuth.keysSecret.name) -}}
+{{- fail (printf "cartAuth.mode is %s: set cartAuth.keysSecret.name to an existing Secret with the master keys" .Values.cartAuth.mode) -}}
+{{- end -}}
+{{- if not (has .Values.cartAuth.mode (list "off" "report" "enforce")) -}}
+{{- fail "cartAuth.mode must be off, report or enforce" -}}
+{{- end -}}
 {{- if not .Values.database.urlSecret.name -}}
 {{- fail "database.urlSecret.name must name an existing Secret with the database URL" -}}
 {{- end -}}

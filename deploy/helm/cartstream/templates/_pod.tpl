@@ -22,6 +22,13 @@
       name: {{ .Values.kafka.saslSecret.name }}
       key: {{ .Values.kafka.saslSecret.passwordKey }}
 {{- end }}
+{{- if .Values.cartAuth.keysSecret.name }}
+- name: CARTSTREAM_CART_AUTH__MASTER_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.cartAuth.keysSecret.name }}
+      key: {{ .Values.cartAuth.keysSecret.key }}
+{{- end }}
 {{- end -}}
 
 {{- define "cartstream.volumeMounts" -}}
