@@ -164,6 +164,40 @@ def db_upgrade(ctx: click.Context, database_url: str | None) -> None:
     click.echo(f"database at revision {current(url)}")
 
 
+@db.command("roles")
+@click.option(
+    "--admin-url",
+    envvar="CARTSTREAM_DB_ADMIN_URL",
+    required=True,
+    help="libpq URL of a role that may create roles (env CARTSTREAM_DB_ADMIN_URL).",
+)
+@click.option("--database", required=True, help="The cartstream database to grant on.")
+@click.option("--owner", default="cartstream_owner", show_default=True)
+@click.option("--writer", default="cartstream_writer", show_default=True)
+@click.option("--reader", default="cartstream_reader", show_default=True)
+def db_roles(admin_url: str, database: str, owner: str, writer: str, reader: str) -> None:
+    """Create the owner (migrations), writer (workers) and reader (reporting) roles.
+
+    Passwords come from CARTSTREAM_DB_OWNER_PASSWORD, CARTSTREAM_DB_WRITER_PASSWORD and
+    CARTSTREAM_DB_READER_PASSWORD (a role without one cannot log in)."""
+    import os
+
+    from cartstream.services.storage.roles import Roles, create_roles
+
+    roles = Roles(owner, writer, reader)
+    passwords = {
+        name: os.environ[f"CARTSTREAM_DB_{part}_PASSWORD"]
+        for name, part in zip(roles.names(), ("OWNER", "WRITER", "READER"), strict=True)
+        if os.environ.get(f"CARTSTREAM_DB_{part}_PASSWORD")
+    }
+    create_roles(admin_url, database, roles, passwords)
+    for name, use in zip(
+        roles.names(), ("migrations", "workers (SELECT, INSERT)", "reporting (SELECT)"), strict=True
+    ):
+        login = "can log in" if name in passwords else "NOLOGIN (no password given)"
+        click.echo(f"{name:<24} {use:<28} {login}")
+
+
 @cli.group()
 def schemas() -> None:
     """Avro schemas."""

@@ -6,8 +6,25 @@ from importlib import resources
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 
 from cartstream.services.storage.repository import make_engine
+
+# Only the role that migrates writes Alembic's version table: a writer role (`db roles`) gets
+# INSERT on every new table through default privileges, this one included.
+_VERSION_TABLE_READ_ONLY = """
+DO $$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT DISTINCT grantee FROM information_schema.role_table_grants
+           WHERE table_schema = current_schema() AND table_name = 'alembic_version'
+             AND grantee <> current_user AND privilege_type <> 'SELECT'
+  LOOP
+    EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON alembic_version FROM %I',
+                   r.grantee);
+  END LOOP;
+END $$;
+"""
 
 
 def alembic_config() -> Config:
@@ -25,6 +42,8 @@ def upgrade(database_url: str, revision: str = "head") -> None:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
+            if conn.dialect.name == "postgresql":
+                conn.execute(text(_VERSION_TABLE_READ_ONLY))
     finally:
         engine.dispose()
 

@@ -105,6 +105,13 @@ def test_secrets_are_referenced_never_inlined() -> None:
         "CARTSTREAM_CART_AUTH__MASTER_KEYS": "cartstream-cart-keys",
     }
     assert config["data"]["CARTSTREAM_CART_AUTH__MODE"] == "enforce"
+    (job,) = by_kind(docs, "Job").values()
+    (job_env,) = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert job_env["valueFrom"]["secretKeyRef"]["name"] == "cartstream-postgres-owner"
+    defaults = render({})
+    (default_job,) = by_kind(defaults, "Job").values()
+    (default_env,) = default_job["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert default_env["valueFrom"]["secretKeyRef"]["name"] == "cartstream-database"
     assert config["data"]["CARTSTREAM_CART_AUTH__REVOKED_KEY_IDS"] == "[]"
 
 
