@@ -105,6 +105,4 @@ def _ensure_role(conn: psycopg.Connection, name: str, password: str | None) -> N
 
 def _on_database(url: str, database: str) -> str:
     """`url` pointed at another database on the same server."""
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    info["dbname"] = database
-    return psycopg.conninfo.make_conninfo(**info)
+    return psycopg.conninfo.make_conninfo(url, dbname=database)
