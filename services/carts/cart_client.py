@@ -30,6 +30,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from opentelemetry.trace import SpanKind
 
+from cartstream.core.broker_tls import check_tls
 from cartstream.core.cart_auth import CartSigner, Keyring, header_value
 from cartstream.core.ids import EVENT_ID_HEADER, TRACEPARENT
 from cartstream.core.settings import Settings
@@ -39,6 +40,7 @@ from cartstream.core.telemetry import (
     record_attributes,
     setup_tracing,
 )
+from cartstream.exceptions import ConfigurationError
 from cartstream.schemas.codec import SCHEMA_HEADER, AvroCodec
 from cartstream.services.carts.spool import Spool, SpoolRecord
 
@@ -160,6 +162,10 @@ class CartClient:
     def _send_batch(self, batch: list[tuple[int, SpoolRecord]]) -> bool:
         try:
             if self._producer is None:
+                problem = self._tls_problem()
+                if problem:  # a configuration error: say so now, keep the events spooled
+                    log.error("cart sender: %s; %d events spooled", problem, self.spool.pending())
+                    return False
                 self._producer = self._factory()
             futures = [
                 self._producer.send(r.topic, key=r.key, value=r.value, headers=self._headers(r))
@@ -177,6 +183,14 @@ class CartClient:
             )
             self._reset_producer()
             return False
+
+    def _tls_problem(self) -> str:
+        """Why TLS fails, when it does (a wrong CA looks like a broker that is down)."""
+        try:
+            check_tls(self.settings)
+        except ConfigurationError as exc:
+            return str(exc)
+        return ""
 
     def _headers(self, record: SpoolRecord) -> list[tuple[str, bytes]]:
         headers = list(record.headers)

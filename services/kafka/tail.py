@@ -10,6 +10,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from cartstream.core.broker_tls import check_tls
 from cartstream.core.settings import Settings
 from cartstream.exceptions import DecodeError
 from cartstream.schemas.codec import AvroCodec
@@ -25,6 +26,7 @@ def read_messages(
 ) -> Iterator[Any]:
     """Raw messages of every partition of `topic` (no consumer group: nothing to join), until
     none came for `idle_timeout_s`."""
+    check_tls(settings)
     consumer = KafkaConsumer(
         **settings.kafka.kafka_python_config(),
         enable_auto_commit=False,

@@ -78,6 +78,21 @@ class WorkerProcess:
         self._log.close()
 
 
+def kafka_security_env(settings: Settings) -> dict[str, str]:
+    """How to reach the broker securely, as CARTSTREAM_KAFKA__* variables."""
+    kafka = settings.kafka
+    env: dict[str, str] = {"CARTSTREAM_KAFKA__SECURITY_PROTOCOL": kafka.security_protocol}
+    if kafka.ssl_cafile is not None:
+        env["CARTSTREAM_KAFKA__SSL_CAFILE"] = str(kafka.ssl_cafile)
+    if kafka.sasl_mechanism is not None:
+        env["CARTSTREAM_KAFKA__SASL_MECHANISM"] = kafka.sasl_mechanism
+    if kafka.sasl_username is not None:
+        env["CARTSTREAM_KAFKA__SASL_USERNAME"] = kafka.sasl_username
+    if kafka.sasl_password is not None:
+        env["CARTSTREAM_KAFKA__SASL_PASSWORD"] = kafka.sasl_password.get_secret_value()
+    return env
+
+
 def cart_auth_env(settings: Settings) -> dict[str, str]:
     """`settings.cart_auth` as CARTSTREAM_CART_AUTH__* variables (none when off and keyless)."""
     auth = settings.cart_auth
@@ -111,6 +126,7 @@ def worker_env(
             "CARTSTREAM_OTEL_JSONL_PATH": str(settings.otel_jsonl_path.absolute()),
         }
     )
+    env.update(kafka_security_env(settings))
     env.update(cart_auth_env(settings))
     # every stage shares the demo machine: one inference thread leaves a core for the rest
     env["CARTSTREAM_DETECT__THREADS"] = os.environ.get("CARTSTREAM_DETECT__THREADS", "1")
