@@ -223,3 +223,28 @@ def bench_auth(carts: int, sessions: int, repeats: int, out: Path, demo: bool) -
     ba.write_report(out, trials, carts, sessions, repeats)
     click.echo(ba.table(trials))
     click.echo(f"written to {out}")
+
+
+@bench.command("tls")
+@click.option("--frames", type=int, default=2000, show_default=True)
+@click.option("--packets", type=int, default=20000, show_default=True)
+@click.option("--frame-kb", type=int, default=24, show_default=True)
+@click.option("--repeats", type=int, default=3, show_default=True)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("docs/tls.md"), show_default=True
+)
+def bench_tls(frames: int, packets: int, frame_kb: int, repeats: int, out: Path) -> None:
+    """Producer and consumer throughput over TLS (a terminator) against plaintext."""
+    import tempfile
+
+    from cartstream.services.tools import bench_tls as bt
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trials = bt.run(frames, packets, frame_kb, repeats, Path(tmp))
+    command = (
+        f"cartstream bench tls --frames {frames} --packets {packets} --frame-kb {frame_kb} "
+        f"--repeats {repeats}"
+    )
+    bt.write_report(out, trials, command)
+    click.echo(bt.table(trials))
+    click.echo(f"written to {out}")
