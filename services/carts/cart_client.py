@@ -30,7 +30,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from opentelemetry.trace import SpanKind
 
-from cartstream.core.broker_tls import check_tls
+from cartstream.core.broker_check import check_tls
 from cartstream.core.cart_auth import CartSigner, Keyring, header_value
 from cartstream.core.ids import EVENT_ID_HEADER, TRACEPARENT
 from cartstream.core.settings import Settings

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import faust
 
-from cartstream.core.broker_tls import check_tls
+from cartstream.core.broker_check import check_access
 from cartstream.core.settings import Settings
 from cartstream.services.kafka.topics import ensure_tick_topics
 from cartstream.services.storage.repository import Repository
@@ -17,7 +17,7 @@ def run_worker(
     settings: Settings, roles: Sequence[str], loglevel: str = "info", web: bool = False
 ) -> None:
     """Run until stopped (SIGTERM/SIGINT stop it cleanly; SIGKILL is survived by design)."""
-    check_tls(settings)  # a wrong CA: a clear error now, not a consumer retrying for ever
+    check_access(settings)  # a wrong CA or login: a clear error now, not a retry for ever
     ensure_tick_topics(settings, stateful_roles(roles))
     store = None
     if "persist" in roles:

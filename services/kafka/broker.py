@@ -80,10 +80,13 @@ class EmbeddedBroker:
         storage: str = MEMORY_STORAGE,
         env: dict[str, str] | None = None,
         advertised_port: int | None = None,
+        authentication: bool = False,
     ) -> None:
-        """`advertised_port`: the port clients are told to use (a proxy in front of this one)."""
+        """`advertised_port`: the port clients are told to use (a proxy in front of this one).
+        `authentication`: require SASL (Tansu 0.6 can log nobody in: for refusal tests only)."""
         self.port = port or free_port()
         self.advertised_port = advertised_port or self.port
+        self.authentication = authentication
         self.log_path = log_path
         self.storage = storage
         self.env = dict(env or {})
@@ -109,6 +112,7 @@ class EmbeddedBroker:
             f"tcp://127.0.0.1:{self.advertised_port}",
             "--storage-engine",
             self.storage,
+            *(["--authentication"] if self.authentication else []),
         ]
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedBroker:

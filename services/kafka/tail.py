@@ -10,7 +10,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from cartstream.core.broker_tls import check_tls
+from cartstream.core.broker_check import check_tls
 from cartstream.core.settings import Settings
 from cartstream.exceptions import DecodeError
 from cartstream.schemas.codec import AvroCodec

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cartstream.core.broker_tls import check_tls
+from cartstream.core.broker_check import check_tls
 from cartstream.core.ids import now_ms
 from cartstream.core.settings import KafkaSettings, Settings
 from cartstream.exceptions import ConfigurationError
