@@ -53,44 +53,36 @@ def derive_cart_key(master_key: bytes, key_id: str, cart_id: str) -> bytes:
     return hkdf.derive(master_key)
 
 
-def _signed_bytes(
-    key_id: str,
-    cart_id: str,
-    topic: str,
-    key: bytes,
-    value: bytes,
-    schema: bytes,
-    counter: int,
-    time_ms: int,
-) -> bytes:
-    parts = (
-        _VERSION,
-        key_id.encode(),
-        cart_id.encode(),
-        topic.encode(),
-        key,
-        value,
-        schema,
-        str(counter).encode(),
-        str(time_ms).encode(),
-    )
-    return b"".join(struct.pack(">I", len(p)) + p for p in parts)
+@dataclass(frozen=True)
+class Signed:
+    """What a signature covers."""
 
+    key_id: str
+    cart_id: str
+    topic: str
+    key: bytes
+    value: bytes
+    schema: bytes
+    counter: int
+    time_ms: int
 
-def signature(
-    cart_key: bytes,
-    key_id: str,
-    cart_id: str,
-    topic: str,
-    key: bytes,
-    value: bytes,
-    schema: bytes,
-    counter: int,
-    time_ms: int,
-) -> str:
-    """The hex HMAC-SHA256 a cart puts in `AUTH_SIGNATURE`."""
-    message = _signed_bytes(key_id, cart_id, topic, key, value, schema, counter, time_ms)
-    return hmac.digest(cart_key, message, "sha256").hex()
+    def message(self) -> bytes:
+        parts = (
+            _VERSION,
+            self.key_id.encode(),
+            self.cart_id.encode(),
+            self.topic.encode(),
+            self.key,
+            self.value,
+            self.schema,
+            str(self.counter).encode(),
+            str(self.time_ms).encode(),
+        )
+        return b"".join(struct.pack(">I", len(p)) + p for p in parts)
+
+    def signature(self, cart_key: bytes) -> str:
+        """The hex HMAC-SHA256 a cart puts in `AUTH_SIGNATURE`."""
+        return hmac.digest(cart_key, self.message(), "sha256").hex()
 
 
 class CartSigner:
@@ -107,9 +99,8 @@ class CartSigner:
     ) -> list[tuple[str, bytes]]:
         time_ms = int(time.time() * 1000) if now_ms is None else now_ms
         self._last = counter = max(self._last + 1, time.time_ns() // 1000)
-        sig = signature(
-            self._key, self.key_id, self.cart_id, topic, key, value, schema, counter, time_ms
-        )
+        signed = Signed(self.key_id, self.cart_id, topic, key, value, schema, counter, time_ms)
+        sig = signed.signature(self._key)
         return [
             (AUTH_KEY_ID, self.key_id.encode()),
             (AUTH_COUNTER, str(counter).encode()),
@@ -226,7 +217,8 @@ class Verifier:
         except (UnicodeDecodeError, ValueError):
             raise AuthFailure("malformed signature headers") from None
         cart_key = self.keyring.cart_key(key_id, cart_id)
-        expected = signature(cart_key, key_id, cart_id, topic, key, value, schema, counter, time_ms)
+        signed = Signed(key_id, cart_id, topic, key, value, schema, counter, time_ms)
+        expected = signed.signature(cart_key)
         if not hmac.compare_digest(expected, given):
             raise AuthFailure(f"bad signature for cart {cart_id!r} under key {key_id!r}")
         if broker_ms - time_ms > self.max_age_ms:

@@ -192,6 +192,9 @@ class CartAuthSettings(_Frozen):
 
     mode: Literal["off", "report", "enforce"] = "off"
     master_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    # a real cart holds its own key only (`cartstream carts key`), never the master keys
+    cart_id: str | None = None
+    cart_key: SecretStr | None = None  # hex, derived for `cart_id` under `signing_key_id`
     signing_key_id: str | None = None  # None: the last of `master_keys`
     revoked_key_ids: frozenset[str] = frozenset()
     max_age_s: float = Field(default=300.0, gt=0)  # signed this long before the broker took it
@@ -204,7 +207,14 @@ class CartAuthSettings(_Frozen):
         short = [k for k, v in self.master_keys.items() if len(v.get_secret_value()) < 32]
         if short:
             raise ValueError(f"cart_auth master keys shorter than 32 bytes: {', '.join(short)}")
-        if self.signing_key_id is not None and self.signing_key_id not in self.master_keys:
+        if self.cart_key is not None:
+            if not (self.cart_id and self.signing_key_id):
+                raise ValueError("cart_auth.cart_key needs cart_auth.cart_id and signing_key_id")
+            try:
+                bytes.fromhex(self.cart_key.get_secret_value())
+            except ValueError:
+                raise ValueError("cart_auth.cart_key is not hex") from None
+        elif self.signing_key_id is not None and self.signing_key_id not in self.master_keys:
             raise ValueError(f"cart_auth.signing_key_id {self.signing_key_id!r} has no master key")
         return self
 

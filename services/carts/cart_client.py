@@ -51,10 +51,14 @@ SignerOf = Callable[[str], CartSigner | None]  # cart id -> its signer (None: se
 
 
 def signers_from(settings: Settings) -> SignerOf:
-    """Signers derived from the store's master key (`cart_auth.master_keys`) with the active
-    key id, one per cart: the simulator plays every cart. None configured: records go unsigned."""
+    """A real cart's own key (`cart_auth.cart_key`): its records are signed, another cart's
+    cannot be. Else signers derived from the store's master keys with the active key id, one
+    per cart (the simulator plays every cart). Neither configured: records go unsigned."""
     auth = settings.cart_auth
     key_id = auth.active_key_id
+    if auth.cart_key is not None and auth.cart_id is not None and key_id is not None:
+        own = CartSigner(auth.cart_id, key_id, bytes.fromhex(auth.cart_key.get_secret_value()))
+        return lambda cart_id: own if cart_id == own.cart_id else None
     if key_id is None:
         return lambda cart_id: None
     return Keyring(auth.master_key_bytes()).fleet(key_id)

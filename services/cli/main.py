@@ -147,6 +147,23 @@ def carts_simulate(
         sys.exit(1)
 
 
+@carts.command("key")
+@click.argument("cart_id")
+@click.option("--key-id", default=None, help="Default: the active signing key id.")
+@click.pass_context
+def carts_key(ctx: click.Context, cart_id: str, key_id: str | None) -> None:
+    """Print a cart's own signing key (hex), derived from the store's master key, to provision
+    the cart with (CARTSTREAM_CART_AUTH__CART_ID, __CART_KEY, __SIGNING_KEY_ID)."""
+    from cartstream.core.cart_auth import Keyring
+
+    auth = cli_settings(ctx).cart_auth
+    key_id = key_id or auth.active_key_id
+    if key_id is None:
+        raise click.UsageError("no master keys configured (CARTSTREAM_CART_AUTH__MASTER_KEYS)")
+    keyring = Keyring(auth.master_key_bytes(), auth.revoked_key_ids)
+    click.echo(keyring.cart_key(key_id, cart_id).hex())
+
+
 @cli.group()
 def db() -> None:
     """Database schema."""

@@ -20,6 +20,19 @@ from cartstream.exceptions import CartstreamError
 from cartstream.services.kafka.broker import free_port
 
 
+def run_worker_to_exit(env: dict[str, str], timeout_s: float = 120.0) -> tuple[int, str]:
+    """`cartstream worker` run to its end, for a start-up that must fail: (exit code, output)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cartstream", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
 class WorkerProcess:
     """`cartstream worker` as a child process with its own settings environment."""
 

@@ -3,8 +3,6 @@ unauthenticated worker, and the worker says so at once and exits, instead of ret
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +12,7 @@ from cartstream.core.broker_check import check_access
 from cartstream.core.settings import KafkaSettings, Settings
 from cartstream.exceptions import ConfigurationError
 from cartstream.services.kafka.broker import EmbeddedBroker, free_port
-from cartstream.services.tools.harness import worker_env
+from cartstream.services.tools.harness import run_worker_to_exit, worker_env
 
 
 def test_an_unauthenticated_worker_is_refused_with_a_clear_error(tmp_path: Path) -> None:
@@ -26,16 +24,9 @@ def test_an_unauthenticated_worker_is_refused_with_a_clear_error(tmp_path: Path)
             check_access(settings, timeout_s=5)
         env = worker_env(settings, "login-test", "sqlite://", tmp_path / "ready")
         started = time.monotonic()
-        done = subprocess.run(
-            [sys.executable, "-m", "cartstream", "worker"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode != 0
-        assert "it may require a login" in done.stdout + done.stderr
+        code, output = run_worker_to_exit(env)
+        assert code != 0
+        assert "it may require a login" in output
         assert time.monotonic() - started < 60
     nobody = Settings(kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"))
     check_access(nobody, timeout_s=2)  # down, not misconfigured: left to the clients' retries

@@ -6,8 +6,6 @@ checkout goes through; a wrong CA fails at once with a clear error, not a hang."
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ from cartstream.services.kafka.broker import EmbeddedBroker, free_port
 from cartstream.services.kafka.tail import read_topic
 from cartstream.services.kafka.topics import ensure_topics
 from cartstream.services.storage.repository import Repository, make_engine
-from cartstream.services.tools.harness import WorkerProcess, worker_env
+from cartstream.services.tools.harness import WorkerProcess, run_worker_to_exit, worker_env
 from cartstream.services.tools.tls import TlsFiles, TlsTerminator, make_certificates
 
 
@@ -120,17 +118,10 @@ def test_a_wrong_ca_fails_at_once_with_a_clear_error(
     client.close(timeout_s=0)
     env = worker_env(settings, settings.app_id, "sqlite://", tmp_path / "ready")
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "cartstream", "worker"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode != 0
+    code, output = run_worker_to_exit(env)
+    assert code != 0
     assert time.monotonic() - started < 30
-    assert "certificate does not verify" in done.stdout + done.stderr
+    assert "certificate does not verify" in output
 
 
 def test_tls_to_a_plaintext_listener_is_told_so(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -214,3 +215,27 @@ def test_settings_refuse_an_unusable_key_setup() -> None:
         Settings().with_overrides(cart_auth={"mode": "report", "master_keys": {"k1": "short"}})
     assert auth_settings("enforce").cart_auth.active_key_id == "k2"
     assert auth_settings("enforce", signing_key_id="k1").cart_auth.active_key_id == "k1"
+
+
+def test_a_provisioned_cart_signs_for_itself_only() -> None:
+    from click.testing import CliRunner
+
+    from cartstream.services.carts.cart_client import signers_from
+    from cartstream.services.cli.main import cli
+
+    env = {"CARTSTREAM_CART_AUTH__MASTER_KEYS": json.dumps({"k1": K1, "k2": K2})}
+    printed = CliRunner().invoke(cli, ["carts", "key", "cart-7", "--key-id", "k2"], env=env)
+    assert printed.exit_code == 0, printed.output
+    cart_key = printed.output.strip()
+    assert K2 not in printed.output and len(bytes.fromhex(cart_key)) == 32
+    cart = Settings().with_overrides(
+        cart_auth={"cart_id": "cart-7", "cart_key": cart_key, "signing_key_id": "k2"}
+    )
+    assert not cart.cart_auth.master_keys  # the cart holds no master key
+    signer_of = signers_from(cart)
+    own = signer_of("cart-7")
+    assert own is not None and signer_of("cart-8") is None
+    verifier = Verifier(Keyring({"k1": K1.encode(), "k2": K2.encode()}), 300, 60)
+    assert verify(verifier, signed(own, "cart-7"), offset=0).cart_id == "cart-7"
+    with pytest.raises(ConfigurationError, match=r"needs cart_auth\.cart_id"):
+        Settings().with_overrides(cart_auth={"cart_key": cart_key, "signing_key_id": "k2"})
