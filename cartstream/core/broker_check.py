@@ -21,6 +21,24 @@ from cartstream.exceptions import ConfigurationError
 log = logging.getLogger(__name__)
 
 
+def _connect(server: str, timeout_s: float) -> socket.socket | None:
+    """A TCP connection to `host:port`, or None (logged) when it cannot be made."""
+    host, _, port = server.rpartition(":")
+    try:
+        return socket.create_connection((host, int(port)), timeout=timeout_s)
+    except (OSError, ValueError) as exc:
+        log.warning("%s unreachable (%s)", server, exc)
+        return None
+
+
+def _reachable(server: str) -> bool:
+    connection = _connect(server, 3.0)
+    if connection is None:
+        return False
+    connection.close()
+    return True
+
+
 def check_tls(settings: Settings, timeout_s: float = 5.0) -> None:
     """For SSL and SASL_SSL: handshake with each bootstrap server until one succeeds. Raises
     ConfigurationError when a server's certificate does not verify or it does not speak TLS;
@@ -31,12 +49,10 @@ def check_tls(settings: Settings, timeout_s: float = 5.0) -> None:
         return
     trust = f"kafka.ssl_cafile={kafka.ssl_cafile}" if kafka.ssl_cafile else "the system CAs"
     for server in kafka.bootstrap_list:
-        host, _, port = server.rpartition(":")
-        try:
-            raw = socket.create_connection((host, int(port)), timeout=timeout_s)
-        except OSError as exc:
-            log.warning("TLS check: %s closed the connection (%s)", server, exc)
-            continue
+        raw = _connect(server, timeout_s)
+        if raw is None:
+            continue  # unreachable: left to the clients' retries
+        host = server.rpartition(":")[0]
         try:
             with raw, context.wrap_socket(raw, server_hostname=host):
                 return
@@ -58,15 +74,6 @@ def check_tls(settings: Settings, timeout_s: float = 5.0) -> None:
             log.warning("TLS check: %s closed the connection (%s)", server, exc)
 
 
-def _accepts_tcp(server: str, timeout_s: float) -> bool:
-    host, _, port = server.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except (OSError, ValueError):
-        return False
-    return True
-
-
 def check_access(settings: Settings, timeout_s: float = 20.0) -> None:
     """Bootstrap once with these settings (TLS checked first). A broker that accepts the
     connection but not the client is a ConfigurationError naming the likely fix (a missing or
@@ -82,7 +89,7 @@ def check_access(settings: Settings, timeout_s: float = 20.0) -> None:
         )
     except KafkaError as exc:
         servers = ", ".join(kafka.bootstrap_list)
-        if not any(_accepts_tcp(s, 3.0) for s in kafka.bootstrap_list):
+        if not any(_reachable(s) for s in kafka.bootstrap_list):
             log.warning("no Kafka broker answers at %s yet (%s)", servers, exc)
             return  # down, not misconfigured: the clients' own retries take it from here
         if not kafka.security_protocol.startswith("SASL"):

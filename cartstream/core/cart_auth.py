@@ -23,7 +23,7 @@ import hmac
 import struct
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes
@@ -119,9 +119,10 @@ class AuthFailure(Exception):
 
 @dataclass(frozen=True)
 class Authentic:
+    """Who signed a record that verified."""
+
     cart_id: str
     key_id: str
-    counter: int
 
 
 class Keyring:
@@ -175,8 +176,8 @@ class ReplayMemory:
                 return  # the same record again
             first = seen[counter][1]
             raise AuthFailure(f"replayed counter {counter} (first seen at offset {first})")
-        if seen and counter < next(reversed(seen)):
-            newest = next(reversed(seen))
+        newest = next(reversed(seen), None)  # counters are kept in increasing order
+        if newest is not None and counter < newest:
             raise AuthFailure(f"counter {counter} is older than this cart's newest ({newest})")
         seen[counter] = where
         while len(seen) > self.per_cart:
@@ -232,9 +233,4 @@ class Verifier:
                 f"(limit {self.max_skew_ms / 1000:.0f} s)"
             )
         self.replays.check(topic, cart_id, counter, (partition, offset))
-        return Authentic(cart_id, key_id, counter)
-
-
-def header_value(headers: Sequence[tuple[str, bytes]], name: str) -> bytes:
-    """The value of header `name` in a list of (name, value) pairs (empty if absent)."""
-    return next((v for k, v in headers if k == name), b"")
+        return Authentic(cart_id, key_id)

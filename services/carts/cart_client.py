@@ -31,7 +31,7 @@ from kafka.errors import KafkaError
 from opentelemetry.trace import SpanKind
 
 from cartstream.core.broker_check import check_tls
-from cartstream.core.cart_auth import CartSigner, Keyring, header_value
+from cartstream.core.cart_auth import CartSigner, Keyring
 from cartstream.core.ids import EVENT_ID_HEADER, TRACEPARENT
 from cartstream.core.settings import Settings
 from cartstream.core.telemetry import (
@@ -200,7 +200,7 @@ class CartClient:
         headers = list(record.headers)
         signer = self._signer_of(record.key.decode())
         if signer is not None:
-            schema = header_value(headers, SCHEMA_HEADER)
+            schema = dict(headers).get(SCHEMA_HEADER, b"")
             headers += signer.headers(record.topic, record.key, record.value, schema)
         return headers
 

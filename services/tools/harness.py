@@ -109,7 +109,7 @@ def kafka_security_env(settings: Settings) -> dict[str, str]:
 def cart_auth_env(settings: Settings) -> dict[str, str]:
     """`settings.cart_auth` as CARTSTREAM_CART_AUTH__* variables (none when off and keyless)."""
     auth = settings.cart_auth
-    if auth.mode == "off" and not auth.master_keys:
+    if auth.mode == "off" and not auth.master_keys and auth.cart_key is None:
         return {}
     env = {
         "CARTSTREAM_CART_AUTH__MODE": auth.mode,
@@ -120,6 +120,9 @@ def cart_auth_env(settings: Settings) -> dict[str, str]:
     }
     if auth.signing_key_id is not None:
         env["CARTSTREAM_CART_AUTH__SIGNING_KEY_ID"] = auth.signing_key_id
+    if auth.cart_id is not None and auth.cart_key is not None:  # a cart's own key
+        env["CARTSTREAM_CART_AUTH__CART_ID"] = auth.cart_id
+        env["CARTSTREAM_CART_AUTH__CART_KEY"] = auth.cart_key.get_secret_value()
     return env
 
 

@@ -19,12 +19,12 @@ from cartstream.core.settings import Settings
 from cartstream.models.catalog import Catalog
 from cartstream.schemas.codec import SCHEMA_HEADER, AvroCodec
 from cartstream.schemas.records import SESSION_EVENT
-from cartstream.services.carts.cart_client import CartClient
-from cartstream.services.carts.simulate import SimConfig, read_truth, simulate
+from cartstream.services.carts.simulate import read_truth
 from cartstream.services.kafka.tail import read_messages, read_topic
 from cartstream.services.kafka.topics import ensure_topics
-from cartstream.services.storage.repository import Repository, make_engine
+from cartstream.services.storage.repository import make_engine
 from cartstream.services.tools.harness import WorkerProcess, worker_env
+from tests.integration.test_worker import run_sessions
 
 OLD, CURRENT, NEXT = "k0-" + "o" * 40, "k1-" + "c" * 40, "k2-" + "n" * 40
 CODEC = AvroCodec()
@@ -68,10 +68,7 @@ def test_spoofed_records_are_refused_and_honest_carts_check_out(
     keyring = Keyring({"k0": OLD.encode(), "k1": CURRENT.encode(), "k2": NEXT.encode()})
     try:
         worker.wait_ready(ready, timeout_s=60)
-        client = CartClient(settings, tmp_path / "spool")
-        config = SimConfig(2, 1, seed=3, run_id=uuid.uuid4().hex[:6])
-        simulate(config, catalog, settings.topics, client, tmp_path / "truth.jsonl")
-        assert client.close(60)
+        _, sessions, repo = run_sessions(settings, tmp_path, catalog, seed=3)  # honest carts
         truth = read_truth(tmp_path / "truth.jsonl")
         honest_cart = next(iter(truth.values()))["cart_id"]
 
@@ -96,12 +93,7 @@ def test_spoofed_records_are_refused_and_honest_carts_check_out(
         producer.flush()
         producer.close()
 
-        repo = Repository(make_engine(pg_url))
-        sessions = [s for s, t in truth.items() if t["outcome"] == "checkout"]
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(repo.checkouts(sessions)) < len(sessions):
-            time.sleep(0.5)
-        assert len(repo.checkouts(sessions)) == len(sessions)
         letters: list[dict[str, Any]] = []
         while time.monotonic() < deadline and len(letters) < len(attacks):
             letters = [
@@ -126,6 +118,7 @@ def test_spoofed_records_are_refused_and_honest_carts_check_out(
             ).scalar_one()
         assert spoofed == len(attacks)
         assert rogue_sessions == 0  # no refused record reached a stage
+        assert len(repo.checkouts(sessions)) == len(sessions)  # and no checkout changed
         log = (tmp_path / "w.log").read_text()
         for secret in (OLD, CURRENT, NEXT):
             assert secret not in log

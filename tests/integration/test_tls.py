@@ -20,13 +20,12 @@ from cartstream.exceptions import ConfigurationError
 from cartstream.models.catalog import Catalog
 from cartstream.schemas.records import SESSION_EVENT
 from cartstream.services.carts.cart_client import CartClient
-from cartstream.services.carts.simulate import SimConfig, read_truth, simulate
 from cartstream.services.kafka.broker import EmbeddedBroker, free_port
 from cartstream.services.kafka.tail import read_topic
 from cartstream.services.kafka.topics import ensure_topics
-from cartstream.services.storage.repository import Repository, make_engine
 from cartstream.services.tools.harness import WorkerProcess, run_worker_to_exit, worker_env
 from cartstream.services.tools.tls import TlsFiles, TlsTerminator, make_certificates
+from tests.integration.test_worker import run_sessions
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +69,8 @@ def test_worker_carts_and_tail_work_over_verified_tls(
     worker = WorkerProcess(worker_env(settings, settings.app_id, pg_url, ready), tmp_path / "w.log")
     try:
         worker.wait_ready(ready, timeout_s=90)
-        client = CartClient(settings, tmp_path / "spool")
-        config = SimConfig(1, 2, seed=4, run_id=uuid.uuid4().hex[:6])
-        simulate(config, catalog, settings.topics, client, tmp_path / "truth.jsonl")
-        assert client.close(60)
-        truth = read_truth(tmp_path / "truth.jsonl")
-        requested = [s for s, t in truth.items() if t["outcome"] == "checkout"]
-        repo = Repository(make_engine(pg_url))
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(repo.checkouts(requested)) < len(requested):
-            time.sleep(0.5)
-        assert len(repo.checkouts(requested)) == len(requested) > 0
+        _, requested, _ = run_sessions(settings, tmp_path, catalog, seed=4)
+        assert requested
         tailed = [r for r, _ in read_topic(settings, settings.topics.checkouts, idle_timeout_s=2)]
         assert {r["session_id"] for r in tailed} >= set(requested)
     finally:
