@@ -17,6 +17,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+def recovery_progress(folder: Path, lines: int = 40) -> list[str]:
+    """What each chaos worker last logged of its table recovery (Faust's `Recovery` lines and
+    its "Remaining for active recovery" tables): where a stalled partition stands."""
+    out = []
+    for log in sorted(folder.glob("worker-*.log")):
+        text = log.read_text(errors="replace").splitlines()
+        kept = [line for line in text if "Recovery" in line or line.startswith(("│", "|"))]
+        out += [f"--- {log.name}", *kept[-lines:]]
+    return out
+
+
 def test_kills_an_outage_and_hostile_input_lose_nothing(tmp_path: Path) -> None:
     shape = Shape(
         kills=2,
@@ -41,13 +52,14 @@ def test_kills_an_outage_and_hostile_input_lose_nothing(tmp_path: Path) -> None:
         fuzz_records=1000,
         flood_frames=300,
         deadline_s=150.0,
+        worker_log_level="info",  # a loss must come with the workers' recovery progress
     )
     said: list[str] = []
     result = run_chaos(config, Settings(), said.append)
     verdict = result.verdict
     assert [f.kind for f in result.faults].count("kill") == 2
     assert verdict.requested > 0
-    assert verdict.lost == [], "\n".join(said)
+    assert verdict.lost == [], "\n".join([*said, *recovery_progress(tmp_path / "chaos")])
     assert verdict.duplicated_rows == 0
     assert verdict.differences == [], verdict.differences
     assert verdict.missing_on_topic == []
