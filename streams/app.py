@@ -92,6 +92,7 @@ def create_app(
     if tuning.fetch_max_wait_ms is not None:
         _limit_fetch_wait(tuning.fetch_max_wait_ms)
     brokers = ";".join(f"kafka://{b}" for b in settings.kafka.bootstrap_list)
+    settings.faust_datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
         group_id(settings, roles),
         broker=brokers,
@@ -105,6 +106,7 @@ def create_app(
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         store="memory://",
+        datadir=str(settings.faust_datadir / "{conf.name}-data"),
         table_standby_replicas=0,
         topic_partitions=settings.topics.stream_partitions,
         topic_replication_factor=settings.topics.replication_factor,

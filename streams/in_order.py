@@ -9,8 +9,8 @@ missing ones again; `faust_fixes.never_commit_past_unprocessed` keeps the commit
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka.errors import IllegalStateError
@@ -55,7 +55,8 @@ async def seek(consumer: Any, tp: Any, offset: int) -> bool:
     except IllegalStateError:
         log.info("%s[%d] is no longer assigned: no seek to %d", tp.topic, tp.partition, offset)
         return False
-    consumer._read_offset[key] = offset
+    # Faust hands on only records at or past its read offset: the one before `offset`
+    consumer._read_offset[key] = offset - 1 if offset > 0 else None
     return True
 
 
@@ -65,27 +66,38 @@ class InOrder:
     Per partition it expects the next offset (the committed offset after an assignment, see
     `start_offset`, then the last processed + 1). A record past the expected offset means records
     were not delivered: it is dropped (not committable) and the consumer is sought back to the
-    expected offset. Faust's fetch loop can still move its read position past a seek while it
-    finishes a fetched batch (and then drops the re-fetched records as old), so while a
-    partition is behind, a watchdog seeks again every second until it has caught up, whether
-    or not more records arrive. A record below the expected offset was processed already and is
-    dropped too. Rebalances start afresh (`reset`)."""
+    expected offset. A record below it was processed already and is dropped too. Rebalances
+    start afresh (`reset`).
+
+    A gap shows only when a later record arrives, and Faust can lose the *last* records of a
+    partition too: its fetch loop moves the read position past records it then drops (a batch
+    cut short), and a seek can be overtaken the same way. So `check` (every `RESEEK_S`, see
+    `runner.in_order`) looks at every assigned partition of the agent's topics: records exist
+    past the expected offset (the highwater says so), nothing moved for a whole interval, and
+    the agent holds none of them (Faust handed it nothing it has not taken): the records are
+    lost on the way, and the consumer is sought back to the expected offset. An agent that is
+    merely busy holds records and is left alone."""
 
     RESEEK_S = 1.0
 
-    def __init__(self, app: Any, name: str) -> None:
+    def __init__(self, app: Any, name: str, topics: Iterable[str]) -> None:
         self.app, self.name = app, name
+        self.topics = frozenset(topics)
         self.expected: dict[Any, int] = {}
-        self._behind: dict[Any, int] = {}  # partition -> the highest offset seen past a gap
-        self._watchdog: asyncio.Task[None] | None = None
+        self.seen: dict[Any, int] = {}  # partition -> the highest offset the agent was handed
+        self._sought: dict[Any, int] = {}  # partition -> the offset last sought back to
+        self._still: dict[Any, tuple[int, int | None, int | None]] = {}
 
     def reset(self) -> None:
         self.expected.clear()
-        self._behind.clear()
+        self.seen.clear()
+        self._sought.clear()
+        self._still.clear()
 
     async def admit(self, message: Any) -> bool:
         """True: process this record now. False: it was dropped (see the class doc)."""
         tp, offset = message.tp, message.offset
+        self.seen[tp] = max(offset, self.seen.get(tp, -1))
         want = self.expected.get(tp)
         if want is None:
             want = await start_offset(self.app.consumer, tp)
@@ -100,14 +112,12 @@ class InOrder:
                 )
         if offset == want:
             self.expected[tp] = offset + 1
-            if self._behind.get(tp, -1) <= offset:
-                self._behind.pop(tp, None)
             return True
         dropped(message)
         if offset < want:
             return False
         self.expected[tp] = want
-        if tp not in self._behind:
+        if self._sought.get(tp) != want:
             log.warning(
                 "%s: %s[%d] delivered offset %d, expected %d: fetching %d..%d again",
                 self.name,
@@ -118,34 +128,43 @@ class InOrder:
                 want,
                 offset - 1,
             )
-            await seek(self.app.consumer, tp, want)
-        self._behind[tp] = max(offset, self._behind.get(tp, -1))
-        self._ensure_watchdog()
+            await self._seek(tp, want)
         return False
 
-    def _ensure_watchdog(self) -> None:
-        if self._watchdog is None or self._watchdog.done():
-            self._watchdog = asyncio.ensure_future(self._watch())
+    async def check(self) -> None:
+        """Seeks back every partition whose records stopped coming (see the class doc)."""
+        if not self.app.flow_control.is_active():
+            self._still.clear()  # a rebalance: it resets this guard and seeks to the commits
+            return
+        consumer = self.app.consumer
+        for tp in sorted(consumer.assignment()):
+            if tp.topic not in self.topics:
+                continue
+            high = consumer.highwater(tp)
+            want = self.expected.get(tp)
+            if want is None and high:  # ask the broker only where records may be missing
+                want = await start_offset(consumer, tp)
+            if want is None or not high or want >= high:
+                self._still.pop(tp, None)
+                continue
+            read, seen = consumer._read_offset.get(tp), self.seen.get(tp)
+            now = (want, read, seen)
+            if self._still.get(tp) != now:
+                self._still[tp] = now  # moving (or first seen behind): look again next time
+                continue
+            if read is not None and read > (want - 1 if seen is None else seen):
+                continue  # the agent holds records it has not taken yet: busy, not stalled
+            log.info(
+                "%s: %s[%d] has records up to %d but stays at %d (Faust read %s): seeking again",
+                self.name,
+                tp.topic,
+                tp.partition,
+                high - 1,
+                want,
+                read,
+            )
+            await self._seek(tp, want)
 
-    async def _watch(self) -> None:
-        """While a partition is behind and makes no progress, seek it again every second."""
-        progress: dict[Any, int] = {}
-        while self._behind:
-            await asyncio.sleep(self.RESEEK_S)
-            if not self.app.flow_control.is_active():
-                continue  # a rebalance: it resets this guard and seeks to the committed offsets
-            for tp, high in list(self._behind.items()):
-                want = self.expected.get(tp)
-                if want is None or want > high:
-                    self._behind.pop(tp, None)
-                    continue
-                if progress.get(tp) == want:
-                    log.info(
-                        "%s: %s[%d] still at %d: seeking again",
-                        self.name,
-                        tp.topic,
-                        tp.partition,
-                        want,
-                    )
-                    await seek(self.app.consumer, tp, want)
-                progress[tp] = want
+    async def _seek(self, tp: Any, offset: int) -> None:
+        self._sought[tp] = offset
+        await seek(self.app.consumer, tp, offset)

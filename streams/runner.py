@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -78,14 +78,16 @@ class _Stored:
         return self.record
 
 
-def in_order(app: faust.App, name: str) -> InOrder:
-    """An `InOrder` for one agent, started afresh at every rebalance."""
-    guard = InOrder(app, name)
+def in_order(app: faust.App, name: str, topics: Iterable[str]) -> InOrder:
+    """An `InOrder` for the agent `name` consuming `topics`: started afresh at every rebalance,
+    and checked for partitions whose records stopped coming every `InOrder.RESEEK_S`."""
+    guard = InOrder(app, name, topics)
 
     async def _reset(sender: object, *_: object, **__: object) -> None:
         guard.reset()
 
     app.on_partitions_revoked.connect(_reset)
+    app.timer(interval=InOrder.RESEEK_S, name=f"{name}-in-order")(guard.check)
     return guard
 
 
@@ -102,7 +104,11 @@ class _InputRunner:
         self.publisher = publisher
         self.codec = publisher.codec
         self.ingress = Ingress(settings, publisher.codec, node)
-        self.in_order = in_order(app, node.name)
+        self.in_order = in_order(app, node.name, self.input_topics())
+
+    def input_topics(self) -> list[str]:
+        """What the agent consumes (and `InOrder` watches)."""
+        return [*self.node.inputs().keys()]
 
     async def handle(self, msg: Any) -> None:
         if not await self.in_order.admit(msg):
@@ -130,15 +136,13 @@ class StageRunner(_InputRunner):
     def __init__(
         self, app: faust.App, stage: Stage[Any], settings: Settings, publisher: Publisher
     ) -> None:
+        self.stage = stage  # before the base class asks for `input_topics`
         super().__init__(app, stage, settings, publisher)
-        self.stage = stage
         partitions = settings.topics.stream_partitions
         self.tick_topic_name = tick_topic_name(settings.app_id, stage.name)
-        names = [*stage.inputs().keys()]
         self.table: Any = None
         self.tick_topic: Any = None
         if stage.stateful:
-            names.append(self.tick_topic_name)
             self.tick_topic = app.topic(
                 self.tick_topic_name,
                 partitions=partitions,
@@ -161,9 +165,15 @@ class StageRunner(_InputRunner):
                 value_type=dict,
             )
             app.timer(interval=1.0, name=f"{stage.name}-deadlines")(self._send_ticks)
-        self.topic = app.topic(*names, value_serializer="raw", key_serializer="raw")
+        self.topic = app.topic(*self.input_topics(), value_serializer="raw", key_serializer="raw")
         self._ticked: dict[str, int] = {}
         app.agent(self.topic, name=stage.name, concurrency=1)(self._run)
+
+    def input_topics(self) -> list[str]:
+        names = super().input_topics()
+        if self.stage.stateful:
+            names.append(tick_topic_name(self.settings.app_id, self.stage.name))
+        return names
 
     async def _run(self, stream: faust.StreamT) -> None:
         log.info("%s: consuming %s", self.stage.name, ", ".join(self.stage.inputs()))
@@ -244,7 +254,7 @@ class SinkRunner(_InputRunner):
         super().__init__(app, sink, settings, publisher)
         self.sink = sink
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=sink.name)
-        topic = app.topic(*sink.inputs(), value_serializer="raw", key_serializer="raw")
+        topic = app.topic(*self.input_topics(), value_serializer="raw", key_serializer="raw")
         app.agent(topic, name=sink.name, concurrency=1)(self._run)
 
     async def _run(self, stream: faust.StreamT) -> None:

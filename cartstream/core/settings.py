@@ -267,6 +267,9 @@ class Settings(BaseSettings):
     otel_metrics_interval_s: float = Field(default=10.0, gt=0)  # OTLP metric export period
     service_name: str = "cartstream"
     ready_file: Path | None = None  # touched once the worker owns its partitions (probes, demo)
+    # where Faust keeps a folder per app id for table files; tables live in memory and their
+    # changelogs, so it stays empty, but Faust makes it (in the worker's folder, by default)
+    faust_datadir: Path = Path(".cartstream/faust")
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -139,6 +139,8 @@ def worker_env(
             "CARTSTREAM_APP_ID": app_id,
             "CARTSTREAM_WEB_PORT": str(free_port()),
             "CARTSTREAM_READY_FILE": str(ready_file),
+            # Faust's (empty) table folders beside the ready file, not in the caller's folder
+            "CARTSTREAM_FAUST_DATADIR": str(ready_file.parent.absolute() / "faust"),
             "CARTSTREAM_OTEL_JSONL_PATH": str(settings.otel_jsonl_path.absolute()),
         }
     )

@@ -19,11 +19,16 @@ ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 def recovery_progress(folder: Path, lines: int = 40) -> list[str]:
     """What each chaos worker last logged of its table recovery (Faust's `Recovery` lines and
-    its "Remaining for active recovery" tables): where a stalled partition stands."""
+    its "Remaining for active recovery" tables) and of records fetched again (`InOrder`):
+    where a stalled partition stands."""
     out = []
     for log in sorted(folder.glob("worker-*.log")):
         text = log.read_text(errors="replace").splitlines()
-        kept = [line for line in text if "Recovery" in line or line.startswith(("│", "|"))]
+        kept = [
+            line
+            for line in text
+            if "Recovery" in line or " again" in line or line.startswith(("│", "|"))
+        ]
         out += [f"--- {log.name}", *kept[-lines:]]
     return out
 

@@ -13,13 +13,15 @@ from faust.types import TP
 
 from cartstream.streams.in_order import InOrder, seek
 
+WEIGHTS = TP("cart.weights", 3)
+
 
 class Message:
-    def __init__(self, offset: int) -> None:
+    def __init__(self, offset: int, tp: Any = WEIGHTS) -> None:
         self.acked = False
         self.generation_id = 5
-        self.topic, self.partition, self.offset = "cart.weights", 3, offset
-        self.tp = TP(self.topic, self.partition)
+        self.topic, self.partition, self.offset = tp.topic, tp.partition, offset
+        self.tp = tp
 
 
 class Flow:
@@ -64,13 +66,21 @@ class Broker:
 
 
 class Consumer:
-    """What `InOrder` reads of Faust's consumer, and its seeks."""
+    """What `InOrder` reads of Faust's consumer (committed and read offsets, its assignment and
+    the broker's highwaters), and its seeks."""
 
     def __init__(self, known: int | None, broker: dict[Any, int | None] | None = None) -> None:
         self._committed_offset: dict[Any, int | None] = defaultdict(lambda: None)
         self._committed_offset[TP("cart.weights", 3)] = known
         self._thread = Broker(broker or {})
-        self._read_offset: dict[Any, int] = {}
+        self._read_offset: dict[Any, int | None] = {}
+        self.highwaters: dict[Any, int] = {}
+
+    def assignment(self) -> set[Any]:
+        return set(self.highwaters)
+
+    def highwater(self, tp: Any) -> int | None:
+        return self.highwaters.get(tp)
 
     @property
     def seeks(self) -> list[tuple[Any, int]]:
@@ -84,23 +94,29 @@ class Consumer:
 
 
 def make_guard(consumer: Consumer) -> InOrder:
-    return InOrder(SimpleNamespace(consumer=consumer, flow_control=Flow()), "reason")
+    flow = SimpleNamespace(consumer=consumer, flow_control=Flow())
+    return InOrder(flow, "reason", ["cart.weights", "cart.sessions"])
 
 
 def test_records_reach_the_agent_in_order_with_none_missing() -> None:
+    tp = TP("cart.weights", 3)
+
     async def scenario() -> list[tuple[Any, int]]:
         consumer = Consumer(known=889)
+        consumer.highwaters[tp] = 950
         guard = make_guard(consumer)
-        guard.RESEEK_S = 0.05
         assert not await guard.admit(Message(948))  # 889..947 never came: dropped, fetched again
-        assert consumer.seeks == [(TP("cart.weights", 3), 889)]
+        assert consumer.seeks == [(tp, 889)] and consumer._read_offset[tp] == 888
+        consumer._read_offset[tp] = 949  # Faust's fetch loop overtook the seek, handing on 949
         assert not await guard.admit(Message(949))  # still missing: no second seek at once
-        await asyncio.sleep(0.2)  # ... but the watchdog seeks again while nothing moves
-        assert len(consumer.seeks) >= 2
+        await guard.check()
+        assert len(consumer.seeks) == 1  # the first look only notes where it stands
+        await guard.check()  # ... but nothing moved for a whole interval: seek again
+        assert consumer.seeks == [(tp, 889), (tp, 889)]
         guard.app.flow_control.active = False  # a rebalance: it seeks to the committed offsets
-        seeks = len(consumer.seeks)
-        await asyncio.sleep(0.2)
-        assert len(consumer.seeks) == seeks
+        await guard.check()
+        await guard.check()
+        assert len(consumer.seeks) == 2
         guard.app.flow_control.active = True
         assert [await guard.admit(Message(o)) for o in (889, 890, 891)] == [True, True, True]
         assert not await guard.admit(Message(890))  # processed already
@@ -133,7 +149,56 @@ def test_a_seek_runs_in_the_consumer_thread_and_survives_a_revoked_partition() -
     consumer = Consumer(known=40)
     tp = TP("cart.weights", 3)
     assert asyncio.run(seek(consumer, tp, 41))
-    assert consumer.seeks == [(tp, 41)] and consumer._read_offset[tp] == 41
+    assert consumer.seeks == [(tp, 41)] and consumer._read_offset[tp] == 40
     consumer._thread.assigned = False  # a rebalance took the partition meanwhile
     assert not asyncio.run(seek(consumer, tp, 42))
-    assert consumer.seeks == [(tp, 41)] and consumer._read_offset[tp] == 41
+    assert consumer.seeks == [(tp, 41)] and consumer._read_offset[tp] == 40
+
+
+def test_records_lost_at_a_partitions_end_are_fetched_again() -> None:
+    """No later record shows the gap: the checkout requests at the end of a session partition
+    were cut from a fetched batch (the chaos suite lost whole sessions that way)."""
+    tp = TP("cart.sessions", 2)
+
+    async def scenario() -> list[tuple[Any, int]]:
+        consumer = Consumer(known=None)
+        consumer._committed_offset[tp] = 20
+        guard = make_guard(consumer)
+        assert [await guard.admit(Message(o, tp)) for o in (20, 21)] == [True, True]
+        consumer._read_offset[tp] = 21
+        consumer.highwaters[tp] = 26  # 22..25 are on the broker, none reached the agent
+        await guard.check()
+        await guard.check()
+        assert consumer.seeks == [(tp, 22)] and consumer._read_offset[tp] == 21
+        consumer.highwaters[tp] = 22  # another partition, caught up: nothing to do
+        await guard.check()
+        await guard.check()
+        return consumer.seeks
+
+    assert asyncio.run(scenario()) == [(tp, 22)]
+
+
+def test_a_busy_agent_or_a_moving_partition_is_left_alone() -> None:
+    tp = TP("cart.sessions", 2)
+
+    async def scenario() -> list[tuple[Any, int]]:
+        consumer = Consumer(known=None)
+        consumer._committed_offset[tp] = 20
+        consumer.highwaters[tp] = 30
+        guard = make_guard(consumer)
+        assert await guard.admit(Message(20, tp))
+        consumer._read_offset[tp] = 24  # 21..24 wait in the agent's buffer: it is busy
+        await guard.check()
+        await guard.check()
+        consumer._read_offset[tp] = 20  # all taken; and the next records keep coming
+        for offset in (21, 22):
+            assert await guard.admit(Message(offset, tp))
+            consumer._read_offset[tp] = offset
+            await guard.check()
+        consumer.highwaters[tp] = 23  # caught up
+        consumer.highwaters[TP("cart.frames", 9)] = 99  # not its topic: never looked at
+        await guard.check()
+        await guard.check()
+        return consumer.seeks
+
+    assert asyncio.run(scenario()) == []

@@ -96,6 +96,9 @@ class FakeApp:
     def agent(self, *_: Any, **__: Any) -> Any:
         return lambda fn: fn
 
+    def timer(self, *_: Any, **__: Any) -> Any:
+        return lambda fn: fn
+
 
 def test_the_runner_retries_the_same_record_while_the_store_is_down(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
