@@ -178,6 +178,7 @@ def run_once(
             )
             time.sleep(config.hold_s)
         cluster.stop()
+        drop_database(config.admin_database_url, database_url)
 
 
 def fresh_database(admin_url: str, prefix: str) -> str:
@@ -189,6 +190,16 @@ def fresh_database(admin_url: str, prefix: str) -> str:
     text = url.render_as_string(hide_password=False)
     upgrade(text)
     return text
+
+
+def drop_database(admin_url: str, database_url: str) -> None:
+    """Drops a run's database (its outcome is collected by then); a failure is only logged."""
+    name = make_url(database_url).database
+    try:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except psycopg.Error as exc:
+        log.warning("could not drop the run's database %s: %s", name, exc)
 
 
 class CartThread:
