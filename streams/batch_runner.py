@@ -77,7 +77,8 @@ class BatchRunner:
         topic = app.topic(*stage.inputs(), value_serializer="raw", key_serializer="raw")
         # as many consumers of batches as inference threads: one batch decodes and infers
         # while another is gathered or published; in-flight work stays at `in_flight` batches
-        app.agent(topic, name=stage.name, concurrency=stage.in_flight)(self._run)
+        agent = app.agent(topic, name=stage.name, concurrency=stage.in_flight)(self._run)
+        self.in_order.agent = agent
 
     async def _run(self, stream: faust.StreamT) -> None:
         log.info(

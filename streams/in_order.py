@@ -9,29 +9,42 @@ missing ones again; `faust_fixes.never_commit_past_unprocessed` keeps the commit
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
+from cartstream.streams.await_chain import await_chain
 from cartstream.streams.faust_fixes import dropped
 
 log = logging.getLogger(__name__)
 
 
+COMMITTED_TIMEOUT_S = 10.0
+
+
+async def _committed_within(client: Any, key: Any, timeout_s: float) -> int | None:
+    # runs in the consumer thread, so a timeout there frees its method queue: aiokafka retries
+    # a committed-offset fetch for ever, and two hung calls would stop all fetching
+    return await asyncio.wait_for(client.committed(key), timeout_s)
+
+
 async def start_offset(consumer: Any, tp: Any) -> int:
     """The offset a partition's processing starts at: the group's committed offset, as Faust
     knows it or else as the broker says; with none committed, the log's first offset. It is
-    recorded as Faust's committed offset, which the commit guard needs."""
+    recorded as Faust's committed offset, which the commit guard needs. Raises
+    `TimeoutError` when the broker does not say within `COMMITTED_TIMEOUT_S`."""
     key = TP(tp.topic, tp.partition)
     known = consumer._committed_offset.get(key)
     if known is not None:
         return int(known)
     thread = consumer._thread  # Faust keeps the aiokafka consumer in its consumer thread
     client = thread._ensure_consumer()
-    committed = await thread.call_thread(client.committed, key)
+    committed = await thread.call_thread(_committed_within, client, key, COMMITTED_TIMEOUT_S)
     if committed is None:
         earliest = await consumer.earliest_offsets(key)
         committed = int(earliest.get(key) or 0)
@@ -76,9 +89,14 @@ class InOrder:
     past the expected offset (the highwater says so), nothing moved for a whole interval, and
     the agent holds none of them (Faust handed it nothing it has not taken): the records are
     lost on the way, and the consumer is sought back to the expected offset. An agent that is
-    merely busy holds records and is left alone."""
+    merely busy holds records and is left alone: Faust's read offset is past what the agent took,
+    and the agent's buffer is not empty (an empty one means the records Faust counted as handed
+    over never arrived: a hand-over cut short by a rebalance, or an agent Faust restarted). A
+    partition that stays held without moving for `STALL_WARN_S` is logged as stalled, with where
+    the agent waits."""
 
     RESEEK_S = 1.0
+    STALL_WARN_S = 60.0
 
     def __init__(self, app: Any, name: str, topics: Iterable[str]) -> None:
         self.app, self.name = app, name
@@ -87,6 +105,8 @@ class InOrder:
         self.seen: dict[Any, int] = {}  # partition -> the highest offset the agent was handed
         self._sought: dict[Any, int] = {}  # partition -> the offset last sought back to
         self._still: dict[Any, tuple[int, int | None, int | None]] = {}
+        self._still_since: dict[Any, float] = {}
+        self.agent: Any = None  # the Faust agent, once the runner made it (for its buffer)
 
     def reset(self) -> None:
         self.expected.clear()
@@ -94,13 +114,33 @@ class InOrder:
         self._sought.clear()
         self._still.clear()
 
+    def buffered(self) -> int | None:
+        """Records in the agent's buffer (None: no agent or buffer to look at yet)."""
+        channel = getattr(self.agent, "_channel_iterator", None)  # never create it from here
+        queue = getattr(channel, "queue", None)
+        return None if queue is None else int(queue.qsize())
+
     async def admit(self, message: Any) -> bool:
         """True: process this record now. False: it was dropped (see the class doc)."""
         tp, offset = message.tp, message.offset
         self.seen[tp] = max(offset, self.seen.get(tp, -1))
         want = self.expected.get(tp)
         if want is None:
-            want = await start_offset(self.app.consumer, tp)
+            try:
+                want = await start_offset(self.app.consumer, tp)
+            except TimeoutError:
+                log.warning(
+                    "%s: %s[%d]: the broker did not say the committed offset in %.0f s; "
+                    "offset %d comes again",
+                    self.name,
+                    tp.topic,
+                    tp.partition,
+                    COMMITTED_TIMEOUT_S,
+                    offset,
+                )
+                dropped(message)
+                await self._seek(tp, offset)
+                return False
             if offset != want:
                 log.info(
                     "%s: %s[%d] starts at offset %d, its committed offset is %d",
@@ -143,7 +183,10 @@ class InOrder:
             high = consumer.highwater(tp)
             want = self.expected.get(tp)
             if want is None and high:  # ask the broker only where records may be missing
-                want = await start_offset(consumer, tp)
+                try:
+                    want = await start_offset(consumer, tp)
+                except TimeoutError:
+                    continue  # next time
             if want is None or not high or want >= high:
                 self._still.pop(tp, None)
                 continue
@@ -151,19 +194,45 @@ class InOrder:
             now = (want, read, seen)
             if self._still.get(tp) != now:
                 self._still[tp] = now  # moving (or first seen behind): look again next time
+                self._still_since[tp] = time.monotonic()
                 continue
-            if read is not None and read > (want - 1 if seen is None else seen):
-                continue  # the agent holds records it has not taken yet: busy, not stalled
+            handed_over = read is not None and read > (want - 1 if seen is None else seen)
+            if handed_over and self.buffered() != 0:
+                self._warn_if_stalled(tp, now)  # busy: the agent holds records it has not taken
+                continue
             log.info(
-                "%s: %s[%d] has records up to %d but stays at %d (Faust read %s): seeking again",
+                "%s: %s[%d] has records up to %d but stays at %d (Faust read %s, agent took %s, "
+                "%s buffered): seeking again",
                 self.name,
                 tp.topic,
                 tp.partition,
                 high - 1,
                 want,
                 read,
+                seen,
+                self.buffered(),
             )
             await self._seek(tp, want)
+
+    def _warn_if_stalled(self, tp: Any, now: tuple[int, int | None, int | None]) -> None:
+        since = self._still_since.get(tp)
+        if since is None or time.monotonic() - since < self.STALL_WARN_S:
+            return
+        self._still_since[tp] = float("inf")  # once per stall
+        tasks = [a.actor_task for a in list(getattr(self.agent, "_actors", ()))]
+        log.warning(
+            "%s: %s[%d] stalled: no progress for %.0f s at offset %d (Faust read %s, agent took "
+            "%s, %s buffered); the agent waits in:\n  %s",
+            self.name,
+            tp.topic,
+            tp.partition,
+            self.STALL_WARN_S,
+            now[0],
+            now[1],
+            now[2],
+            self.buffered(),
+            "\n  ".join(line for task in tasks for line in [*await_chain(task), "--"]),
+        )
 
     async def _seek(self, tp: Any, offset: int) -> None:
         self._sought[tp] = offset

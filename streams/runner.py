@@ -167,7 +167,7 @@ class StageRunner(_InputRunner):
             app.timer(interval=1.0, name=f"{stage.name}-deadlines")(self._send_ticks)
         self.topic = app.topic(*self.input_topics(), value_serializer="raw", key_serializer="raw")
         self._ticked: dict[str, int] = {}
-        app.agent(self.topic, name=stage.name, concurrency=1)(self._run)
+        self.in_order.agent = app.agent(self.topic, name=stage.name, concurrency=1)(self._run)
 
     def input_topics(self) -> list[str]:
         names = super().input_topics()
@@ -255,7 +255,7 @@ class SinkRunner(_InputRunner):
         self.sink = sink
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=sink.name)
         topic = app.topic(*self.input_topics(), value_serializer="raw", key_serializer="raw")
-        app.agent(topic, name=sink.name, concurrency=1)(self._run)
+        self.in_order.agent = app.agent(topic, name=sink.name, concurrency=1)(self._run)
 
     async def _run(self, stream: faust.StreamT) -> None:
         log.info("%s: writing %s", self.sink.name, ", ".join(self.sink.inputs()))

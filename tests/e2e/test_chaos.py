@@ -19,15 +19,17 @@ ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 def recovery_progress(folder: Path, lines: int = 40) -> list[str]:
     """What each chaos worker last logged of its table recovery (Faust's `Recovery` lines and
-    its "Remaining for active recovery" tables) and of records fetched again (`InOrder`):
-    where a stalled partition stands."""
+    its "Remaining for active recovery" tables), of records fetched again and of stalled agents
+    with where they wait (`InOrder`), and of agents Faust restarted: where a stalled partition
+    stands."""
     out = []
     for log in sorted(folder.glob("worker-*.log")):
         text = log.read_text(errors="replace").splitlines()
         kept = [
             line
             for line in text
-            if "Recovery" in line or " again" in line or line.startswith(("│", "|"))
+            if any(w in line for w in ("Recovery", " again", "stalled", "Restarting"))
+            or line.startswith(("│", "|", "  "))
         ]
         out += [f"--- {log.name}", *kept[-lines:]]
     return out
@@ -70,7 +72,9 @@ def test_kills_an_outage_and_hostile_input_lose_nothing(tmp_path: Path) -> None:
     assert verdict.missing_on_topic == []
     assert verdict.unexpected_exits == []
     assert not any(verdict.open_sessions.values()), verdict.open_sessions
-    assert verdict.lag_recovered, verdict.lag_recovery_s
+    assert verdict.lag_recovered, "\n".join(
+        [str(verdict.lag_recovery_s), *recovery_progress(tmp_path / "chaos")]
+    )
     fuzz = result.chaos.fuzz
     assert sum(fuzz["sent"].values()) >= 1000 + 300 - sum(fuzz["refused_by_broker"].values())
     assert not any(fuzz["without_dead_letter"].values()), fuzz["without_dead_letter"]

@@ -202,3 +202,96 @@ def test_a_busy_agent_or_a_moving_partition_is_left_alone() -> None:
         return consumer.seeks
 
     assert asyncio.run(scenario()) == []
+
+
+class Agent:
+    """What `InOrder` reads of a Faust agent: its buffer (the channel's queue) and its actors."""
+
+    def __init__(self, buffered: int, task: Any = None) -> None:
+        self._channel_iterator = SimpleNamespace(queue=SimpleNamespace(qsize=lambda: buffered))
+        self._actors = [SimpleNamespace(actor_task=task)]
+
+
+def test_records_counted_as_handed_over_but_never_in_the_buffer_are_fetched_again() -> None:
+    """Faust moved its read offset past records the agent never got (a hand-over cut short, an
+    agent it restarted): with the buffer empty, the agent is not busy, the records are lost."""
+    tp = TP("cart.weights", 7)
+
+    async def scenario(buffered: int) -> list[tuple[Any, int]]:
+        consumer = Consumer(known=None)
+        consumer._committed_offset[tp] = 860
+        consumer.highwaters[tp] = 1271
+        guard = make_guard(consumer)
+        guard.agent = Agent(buffered)
+        assert await guard.admit(Message(860, tp))
+        consumer._read_offset[tp] = 900  # Faust says it handed on up to 900
+        await guard.check()
+        await guard.check()
+        return consumer.seeks
+
+    assert asyncio.run(scenario(buffered=0)) == [(tp, 861)]
+    assert asyncio.run(scenario(buffered=40)) == []  # they wait in the buffer: busy
+
+
+def test_an_agent_held_without_progress_is_logged_with_where_it_waits(caplog: Any) -> None:
+    tp = TP("cart.weights", 7)
+
+    async def stuck(gate: asyncio.Event) -> None:
+        await gate.wait()
+
+    async def scenario() -> None:
+        gate = asyncio.Event()
+        task = asyncio.ensure_future(stuck(gate))
+        await asyncio.sleep(0)
+        consumer = Consumer(known=None)
+        consumer._committed_offset[tp] = 860
+        consumer.highwaters[tp] = 1271
+        guard = make_guard(consumer)
+        guard.STALL_WARN_S = 0.0
+        guard.agent = Agent(40, task)
+        assert await guard.admit(Message(860, tp))
+        consumer._read_offset[tp] = 900
+        for _ in range(3):
+            await guard.check()
+        gate.set()
+        await task
+        assert consumer.seeks == []
+
+    with caplog.at_level("WARNING"):
+        asyncio.run(scenario())
+    stalls = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
+    assert len(stalls) == 1, stalls  # once per stall
+    assert "cart.weights[7]" in stalls[0] and " stuck" in stalls[0], stalls[0]
+
+
+def test_a_broker_that_never_says_the_committed_offset_holds_up_neither_agent_nor_fetching(
+    monkeypatch: Any,
+) -> None:
+    """aiokafka retries a committed-offset fetch for ever; it runs in the consumer thread's
+    method queue, whose two workers also do every fetch. A bounded wait frees them."""
+    from cartstream.streams import in_order
+
+    tp = TP("cart.weights", 3)
+    monkeypatch.setattr(in_order, "COMMITTED_TIMEOUT_S", 0.05)
+
+    async def scenario() -> tuple[bool, list[tuple[Any, int]], bool]:
+        consumer = Consumer(known=None)
+        never = asyncio.Event()
+
+        async def hangs(_tp: Any) -> int | None:
+            await never.wait()
+            return 31
+
+        consumer._thread._ensure_consumer = lambda: SimpleNamespace(  # type: ignore[method-assign]
+            committed=hangs, seek=consumer._thread.seek
+        )
+        guard = make_guard(consumer)
+        admitted = await guard.admit(Message(40))
+        consumer.highwaters[tp] = 50
+        guard.expected.clear()
+        await guard.check()  # the check skips it this time, it does not hang either
+        return admitted, consumer.seeks, tp in guard.expected
+
+    admitted, seeks, known = asyncio.run(asyncio.wait_for(scenario(), 5))
+    assert not admitted and seeks == [(tp, 40)]  # dropped, and it comes again later
+    assert not known
