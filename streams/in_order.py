@@ -115,10 +115,13 @@ class InOrder:
         self._still.clear()
 
     def buffered(self) -> int | None:
-        """Records in the agent's buffer (None: no agent or buffer to look at yet)."""
-        channel = getattr(self.agent, "_channel_iterator", None)  # never create it from here
-        queue = getattr(channel, "queue", None)
-        return None if queue is None else int(queue.qsize())
+        """Records in the agent's buffers: each actor's stream has a channel of its own, with its
+        own queue (None: no agent or actor to look at yet)."""
+        actors = list(getattr(self.agent, "_actors", ()))
+        queues = [getattr(getattr(a.stream, "channel", None), "queue", None) for a in actors]
+        if not queues or any(q is None for q in queues):
+            return None
+        return sum(int(q.qsize()) for q in queues)
 
     async def admit(self, message: Any) -> bool:
         """True: process this record now. False: it was dropped (see the class doc)."""

@@ -205,11 +205,15 @@ def test_a_busy_agent_or_a_moving_partition_is_left_alone() -> None:
 
 
 class Agent:
-    """What `InOrder` reads of a Faust agent: its buffer (the channel's queue) and its actors."""
+    """What `InOrder` reads of a Faust agent: its actors, each with its task and its stream's
+    own channel (whose queue is the buffer; the agent's `channel_iterator` is only the template
+    Faust clones it from)."""
 
     def __init__(self, buffered: int, task: Any = None) -> None:
-        self._channel_iterator = SimpleNamespace(queue=SimpleNamespace(qsize=lambda: buffered))
-        self._actors = [SimpleNamespace(actor_task=task)]
+        queue = SimpleNamespace(qsize=lambda: buffered)
+        self._channel_iterator = SimpleNamespace(queue=SimpleNamespace(qsize=lambda: 0))
+        stream = SimpleNamespace(channel=SimpleNamespace(queue=queue))
+        self._actors = [SimpleNamespace(actor_task=task, stream=stream)]
 
 
 def test_records_counted_as_handed_over_but_never_in_the_buffer_are_fetched_again() -> None:
