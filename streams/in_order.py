@@ -93,9 +93,15 @@ class InOrder:
     and the agent's buffer is not empty (an empty one means the records Faust counted as handed
     over never arrived: a hand-over cut short by a rebalance, or an agent Faust restarted). A
     partition that stays held without moving for `STALL_WARN_S` is logged as stalled, with where
-    the agent waits."""
+    the agent waits.
+
+    A seek throws away what the consumer fetched ahead for the partition, so one that brought
+    nothing yet is repeated only after a back-off (2 s, doubling to `RESEEK_MAX_S`): under load a
+    fetch can take longer than a second, and seeking again every second would never let it
+    land."""
 
     RESEEK_S = 1.0
+    RESEEK_MAX_S = 8.0
     STALL_WARN_S = 60.0
 
     def __init__(self, app: Any, name: str, topics: Iterable[str]) -> None:
@@ -107,12 +113,16 @@ class InOrder:
         self._still: dict[Any, tuple[int, int | None, int | None]] = {}
         self._still_since: dict[Any, float] = {}
         self.agent: Any = None  # the Faust agent, once the runner made it (for its buffer)
+        self.clock = time.monotonic
+        # partition -> (offset sought, when, how long to give it before seeking there again)
+        self._last_seek: dict[Any, tuple[int, float, float]] = {}
 
     def reset(self) -> None:
         self.expected.clear()
         self.seen.clear()
         self._sought.clear()
         self._still.clear()
+        self._last_seek.clear()
 
     def buffered(self) -> int | None:
         """Records in the agent's buffers: each actor's stream has a channel of its own, with its
@@ -197,12 +207,15 @@ class InOrder:
             now = (want, read, seen)
             if self._still.get(tp) != now:
                 self._still[tp] = now  # moving (or first seen behind): look again next time
-                self._still_since[tp] = time.monotonic()
+                self._still_since[tp] = self.clock()
                 continue
             handed_over = read is not None and read > (want - 1 if seen is None else seen)
             if handed_over and self.buffered() != 0:
                 self._warn_if_stalled(tp, now)  # busy: the agent holds records it has not taken
                 continue
+            last = self._last_seek.get(tp)
+            if last is not None and last[0] == want and self.clock() - last[1] < last[2]:
+                continue  # the last seek here may still be on its way
             log.info(
                 "%s: %s[%d] has records up to %d but stays at %d (Faust read %s, agent took %s, "
                 "%s buffered): seeking again",
@@ -219,7 +232,7 @@ class InOrder:
 
     def _warn_if_stalled(self, tp: Any, now: tuple[int, int | None, int | None]) -> None:
         since = self._still_since.get(tp)
-        if since is None or time.monotonic() - since < self.STALL_WARN_S:
+        if since is None or self.clock() - since < self.STALL_WARN_S:
             return
         self._still_since[tp] = float("inf")  # once per stall
         tasks = [a.actor_task for a in list(getattr(self.agent, "_actors", ()))]
@@ -239,4 +252,9 @@ class InOrder:
 
     async def _seek(self, tp: Any, offset: int) -> None:
         self._sought[tp] = offset
+        last = self._last_seek.get(tp)
+        wait = 2 * self.RESEEK_S
+        if last is not None and last[0] == offset:
+            wait = min(2 * last[2], self.RESEEK_MAX_S)
+        self._last_seek[tp] = (offset, self.clock(), wait)
         await seek(self.app.consumer, tp, offset)

@@ -93,9 +93,19 @@ class Consumer:
         return {tp: 12 for tp in tps}  # retention removed 0..11
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def make_guard(consumer: Consumer) -> InOrder:
     flow = SimpleNamespace(consumer=consumer, flow_control=Flow())
-    return InOrder(flow, "reason", ["cart.weights", "cart.sessions"])
+    guard = InOrder(flow, "reason", ["cart.weights", "cart.sessions"])
+    guard.clock = Clock()
+    return guard
 
 
 def test_records_reach_the_agent_in_order_with_none_missing() -> None:
@@ -111,12 +121,22 @@ def test_records_reach_the_agent_in_order_with_none_missing() -> None:
         assert not await guard.admit(Message(949))  # still missing: no second seek at once
         await guard.check()
         assert len(consumer.seeks) == 1  # the first look only notes where it stands
-        await guard.check()  # ... but nothing moved for a whole interval: seek again
+        await guard.check()  # nothing moved for a whole interval, but the seek gets 2 s
+        assert len(consumer.seeks) == 1
+        guard.clock.now += 2.0
+        await guard.check()  # ... and brought nothing: seek again
         assert consumer.seeks == [(tp, 889), (tp, 889)]
+        await guard.check()
+        guard.clock.now += 3.0
+        await guard.check()  # the next one gets 4 s
+        assert len(consumer.seeks) == 2
+        guard.clock.now += 1.0
+        await guard.check()
+        assert len(consumer.seeks) == 3
         guard.app.flow_control.active = False  # a rebalance: it seeks to the committed offsets
         await guard.check()
         await guard.check()
-        assert len(consumer.seeks) == 2
+        assert len(consumer.seeks) == 3
         guard.app.flow_control.active = True
         assert [await guard.admit(Message(o)) for o in (889, 890, 891)] == [True, True, True]
         assert not await guard.admit(Message(890))  # processed already
@@ -125,7 +145,7 @@ def test_records_reach_the_agent_in_order_with_none_missing() -> None:
         return consumer.seeks
 
     seeks = asyncio.run(scenario())
-    assert {offset for _, offset in seeks} == {889}
+    assert {offset for _, offset in seeks} == {889} and len(seeks) == 3
 
 
 def test_an_unknown_committed_offset_is_asked_of_the_broker() -> None:
