@@ -128,10 +128,15 @@ class InOrder:
         """Records in the agent's buffers: each actor's stream has a channel of its own, with its
         own queue (None: no agent or actor to look at yet)."""
         actors = list(getattr(self.agent, "_actors", ()))
-        queues = [getattr(getattr(a.stream, "channel", None), "queue", None) for a in actors]
+        queues: list[Any] = [
+            getattr(getattr(a.stream, "channel", None), "queue", None) for a in actors
+        ]
         if not queues or any(q is None for q in queues):
             return None
-        return sum(int(q.qsize()) for q in queues)
+        total = 0
+        for queue in queues:
+            total += int(queue.qsize())
+        return total
 
     async def admit(self, message: Any) -> bool:
         """True: process this record now. False: it was dropped (see the class doc)."""
