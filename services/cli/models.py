@@ -248,3 +248,48 @@ def bench_tls(frames: int, packets: int, frame_kb: int, repeats: int, out: Path)
     bt.write_report(out, trials, command)
     click.echo(bt.table(trials))
     click.echo(f"written to {out}")
+
+
+@bench.command("pipeline")
+@click.option("--modes", default="reasoning,full", show_default=True)
+@click.option("--carts", "carts_list", default="100,300,1000,3000", show_default=True)
+@click.option("--full-carts", default="100,300", show_default=True, help="Carts in full mode.")
+@click.option("--seconds", type=float, default=60.0, show_default=True, help="Per point.")
+@click.option(
+    "--admin-database-url",
+    default="postgresql://postgres@127.0.0.1:5432/postgres",
+    show_default=True,
+    help="A Postgres server where each point creates its own database.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("docs/benchmarks.md"), show_default=True
+)
+@click.option("--work", type=click.Path(path_type=Path), default=Path("cartstream-bench"))
+def bench_pipeline(
+    modes: str,
+    carts_list: str,
+    full_carts: str,
+    seconds: float,
+    admin_database_url: str,
+    out: Path,
+    work: Path,
+) -> None:
+    """N live carts at real-time pace on one worker: latency per hop, lag, CPU, saturation."""
+    from cartstream.core.settings import Settings
+    from cartstream.services.tools import bench_pipeline as bp
+    from cartstream.services.tools.load.recording import Mode
+
+    points = []
+    for mode in [m.strip() for m in modes.split(",") if m.strip()]:
+        sizes = full_carts if mode == "full" else carts_list
+        for carts in [int(n) for n in sizes.split(",") if n.strip()]:
+            click.echo(f"{mode}: {carts} carts for {seconds:.0f} s ...")
+            kind: Mode = "full" if mode == "full" else "reasoning"
+            point = bp.run_point(
+                Settings(), kind, carts, seconds, work / f"{mode}-{carts}", admin_database_url
+            )
+            points.append(point)
+            click.echo("\n".join(bp.table([point])[2:]))
+    command = " ".join(["cartstream", "bench", "pipeline", *sys.argv[3:]])
+    click.echo(bp.report(points, command, out))
+    click.echo(f"written to {out}")

@@ -148,6 +148,12 @@ class Repository:
         with Session(self.engine) as s:
             return int(s.scalar(select(func.count()).select_from(CheckoutRow)) or 0)
 
+    def checkout_times(self) -> list[tuple[datetime, datetime]]:
+        """(requested_at, persisted_at) of every checkout row (the benches' last hop)."""
+        with Session(self.engine) as s:
+            q = select(CheckoutRow.requested_at, CheckoutRow.persisted_at)
+            return [(r, p) for r, p in s.execute(q).all()]
+
     def count_sessions(self, session_ids: list[str]) -> int:
         """How many of these sessions have their checkout row."""
         with Session(self.engine) as s:

@@ -29,6 +29,7 @@ from cartstream.schemas.codec import AvroCodec
 from cartstream.schemas.records import CART_FRAME
 from cartstream.services.kafka.broker import EmbeddedBroker
 from cartstream.services.kafka.topics import ensure_topics
+from cartstream.services.tools.doc_sections import write_section
 
 
 @dataclass(frozen=True)
@@ -231,9 +232,7 @@ loop at its best batch ({best.batch}) spends {best.bare.cpu_ms:.2f} ms per frame
 alone. On a machine where the broker runs elsewhere and the worker has cores of its own, the
 agent's rate is bounded by its own CPU per frame, not the broker's.
 """
-    text = f"""# Benchmarks
-
-## Detector (`cartstream bench detector`)
+    text = f"""## Detector (`cartstream bench detector`)
 
 Model {card["version"]} ({card["bytes"] / 1e6:.2f} MB ONNX, {card["parameters"]:,} parameters,
 **{card["flops_per_frame"] / 1e6:.0f} MFLOPs per frame** at 224x224). Device: {runtime.provider}
@@ -253,5 +252,4 @@ GPU: not measured yet: no GPU machine was lent to the session that produced this
 What tracing costs end to end: [tracing-overhead.md](tracing-overhead.md) (`cartstream bench
 tracing`).
 """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    write_section(out, "detector", text)

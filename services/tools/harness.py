@@ -13,11 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from cartstream.core.settings import Settings
+from cartstream.core.topics import tick_topic_name
 from cartstream.exceptions import CartstreamError
 from cartstream.services.kafka.broker import free_port
+from cartstream.streams.worker import stateful_roles
 
 
 def run_worker_to_exit(env: dict[str, str], timeout_s: float = 120.0) -> tuple[int, str]:
@@ -124,6 +127,21 @@ def cart_auth_env(settings: Settings) -> dict[str, str]:
         env["CARTSTREAM_CART_AUTH__CART_ID"] = auth.cart_id
         env["CARTSTREAM_CART_AUTH__CART_KEY"] = auth.cart_key.get_secret_value()
     return env
+
+
+def consumed_topics(settings: Settings, roles: Sequence[str]) -> list[str]:
+    """The topics a worker with these roles consumes (what a lag probe watches)."""
+    topics = settings.topics
+    inputs = {
+        "detect": [topics.frames],
+        "reason": [topics.weights, topics.sessions, topics.detections],
+        "anomalies": [topics.basket_changes],
+        "reconcile": [topics.basket_changes, topics.reviews],
+        "persist": [topics.checkouts, topics.anomalies],
+    }
+    consumed = [t for r in roles for t in inputs[r]]
+    consumed += [tick_topic_name(settings.app_id, r) for r in stateful_roles(roles)]
+    return sorted(set(consumed))
 
 
 def worker_env(

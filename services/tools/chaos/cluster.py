@@ -24,12 +24,11 @@ from typing import Literal
 from sqlalchemy.engine import make_url
 
 from cartstream.core.settings import Settings
-from cartstream.core.topics import tick_topic_name
 from cartstream.services.kafka.broker import EmbeddedBroker, free_port
 from cartstream.services.kafka.durable import LocalS3
 from cartstream.services.kafka.topics import ensure_tick_topics, ensure_topics
 from cartstream.services.tools.chaos.proxy import FaultProxy, Mode
-from cartstream.services.tools.harness import WorkerProcess, worker_env
+from cartstream.services.tools.harness import WorkerProcess, consumed_topics, worker_env
 from cartstream.streams.app import group_id, parse_roles
 from cartstream.streams.worker import stateful_roles
 
@@ -132,21 +131,10 @@ class Cluster:
 
     def groups(self) -> dict[str, list[str]]:
         """Consumer group -> the topics its workers consume (for the lag probe)."""
-        topics = self.settings.topics
-        inputs = {
-            "detect": [topics.frames],
-            "reason": [topics.weights, topics.sessions, topics.detections],
-            "anomalies": [topics.basket_changes],
-            "reconcile": [topics.basket_changes, topics.reviews],
-            "persist": [topics.checkouts, topics.anomalies],
-        }
         out: dict[str, list[str]] = {}
         for slot in self.slots:
             roles = parse_roles(slot.roles)
-            group = group_id(self.settings, roles)
-            consumed = [t for r in roles for t in inputs[r]]
-            consumed += [tick_topic_name(self.app_id, r) for r in stateful_roles(roles)]
-            out[group] = sorted(set(consumed))
+            out[group_id(self.settings, roles)] = consumed_topics(self.settings, roles)
         return out
 
     # -- workers ------------------------------------------------------------------------------
