@@ -18,6 +18,7 @@ from cartstream.schemas.records import STEP_ACTIONS
 from cartstream.services.kafka.lag import LagProbe
 from cartstream.services.kafka.tail import read_topic
 from cartstream.services.storage.repository import Repository
+from cartstream.services.tools.bench import process_cpu_s
 
 HOPS = ("produce→detection", "last packet→basket change", "checkout request→row")
 
@@ -80,14 +81,6 @@ def hop_latencies(
     }
 
 
-def _cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -136,7 +129,7 @@ class Sampler:
             sample = self._probe.sample()
             cpu, rss = {}, {}
             for name, pid in self.pids().items():
-                used = _cpu_s(pid)
+                used = process_cpu_s(pid)
                 if name in last:
                     t0, u0 = last[name]
                     cpu[name] = round((used - u0) / max(1e-3, now - t0), 3)
