@@ -4,7 +4,6 @@ memory of the worker, the broker and the generator."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
