@@ -265,6 +265,9 @@ def bench_tls(frames: int, packets: int, frame_kb: int, repeats: int, out: Path)
     "--out", type=click.Path(path_type=Path), default=Path("docs/benchmarks.md"), show_default=True
 )
 @click.option("--work", type=click.Path(path_type=Path), default=Path("cartstream-bench"))
+@click.option(
+    "--profile", "profile_carts", default="", help="py-spy the worker at these points (carts)."
+)
 def bench_pipeline(
     modes: str,
     carts_list: str,
@@ -273,12 +276,14 @@ def bench_pipeline(
     admin_database_url: str,
     out: Path,
     work: Path,
+    profile_carts: str,
 ) -> None:
     """N live carts at real-time pace on one worker: latency per hop, lag, CPU, saturation."""
     from cartstream.core.settings import Settings
     from cartstream.services.tools import bench_pipeline as bp
     from cartstream.services.tools.load.recording import Mode
 
+    profiled = {int(n) for n in profile_carts.split(",") if n.strip()}
     points = []
     for mode in [m.strip() for m in modes.split(",") if m.strip()]:
         sizes = full_carts if mode == "full" else carts_list
@@ -286,7 +291,13 @@ def bench_pipeline(
             click.echo(f"{mode}: {carts} carts for {seconds:.0f} s ...")
             kind: Mode = "full" if mode == "full" else "reasoning"
             point = bp.run_point(
-                Settings(), kind, carts, seconds, work / f"{mode}-{carts}", admin_database_url
+                Settings(),
+                kind,
+                carts,
+                seconds,
+                work / f"{mode}-{carts}",
+                admin_database_url,
+                profile=carts in profiled,
             )
             points.append(point)
             click.echo("\n".join(bp.table([point])[2:]))

@@ -16,7 +16,7 @@ import json
 import multiprocessing
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,9 @@ from cartstream.services.tools.harness import WorkerProcess, consumed_topics, wo
 from cartstream.services.tools.load.generator import LoadConfig, LoadStats
 from cartstream.services.tools.load.generator import main as generator_main
 from cartstream.services.tools.load.measure import HOPS, Sampler, Spread, hop_latencies
+from cartstream.services.tools.load.profile import Hot, inclusive
+from cartstream.services.tools.load.profile import start as start_profile
+from cartstream.services.tools.load.profile import summarize as profile_summary
 from cartstream.services.tools.load.recording import Mode
 from cartstream.streams.app import group_id, parse_roles
 from cartstream.streams.worker import stateful_roles
@@ -55,6 +58,8 @@ class Point:
     cpu: dict[str, float]  # mean share of one core while sending
     rss_mb: dict[str, float]
     lag_series: list[tuple[float, int | None]]
+    hot: list[Hot] = field(default_factory=list)  # py-spy: the worker's hottest functions
+    shares: dict[str, float] = field(default_factory=dict)  # of its samples, per suspect
 
     @property
     def target(self) -> tuple[str, float]:
@@ -69,8 +74,29 @@ class Point:
         )
 
 
+# where the issue suspects the time goes: share of the worker's samples with each on the stack
+SUSPECTS = {
+    "tracing (OpenTelemetry spans, export)": "opentelemetry",
+    "Avro encode/decode": "fastavro",
+    "changelog/table writes": "faust/tables",
+    "tick topic": "_send_ticks",
+    "publishing (aiokafka producer)": "aiokafka/producer",
+    "fetching (aiokafka consumer)": "aiokafka/consumer",
+    "JPEG decoding": "imdecode",
+    "inference (onnxruntime)": "onnxruntime",
+    "garbage collection": "gc_collect",
+    "JSON state codec": "json/",
+}
+
+
 def run_point(
-    settings: Settings, mode: Mode, carts: int, seconds: float, folder: Path, admin_url: str
+    settings: Settings,
+    mode: Mode,
+    carts: int,
+    seconds: float,
+    folder: Path,
+    admin_url: str,
+    profile: bool = False,
 ) -> Point:
     folder.mkdir(parents=True, exist_ok=True)
     with EmbeddedBroker(log_path=folder / "broker.log") as broker:
@@ -101,7 +127,10 @@ def run_point(
             groups = {group_id(s, roles): consumed_topics(s, roles)}
             sampler = Sampler(s, groups, lambda: pids)
             sampler.start()
+            spy = _profile_when_armed(folder, worker.proc.pid, seconds) if profile else None
             generator.join(timeout=seconds + 900)
+            if spy is not None:
+                spy.wait(timeout=60)
             if generator.exitcode != 0:
                 raise RuntimeError(f"load generator failed (exit {generator.exitcode})")
             sent_at = time.monotonic() - sampler.started
@@ -116,6 +145,9 @@ def run_point(
                 generator.kill()
             worker.stop()
             drop_database(admin_url, database)
+    raw = folder / "profile.txt"
+    hot = profile_summary(raw) if profile and raw.exists() else []
+    shares = inclusive(raw, list(SUSPECTS.values())) if hot else {}
     begin = sent_at - stats.seconds
     lags = [(t.t_s, t.lag) for t in sampler.ticks]
     end_lag = next((lag for t, lag in reversed(lags) if t <= sent_at and lag is not None), None)
@@ -131,7 +163,20 @@ def run_point(
         cpu={n: sampler.mean_cpu(n, begin, sent_at) for n in ("worker", "broker", "generator")},
         rss_mb={n: sampler.max_rss(n) for n in ("worker", "broker", "generator")},
         lag_series=[(round(t - begin, 1), lag) for t, lag in lags],
+        hot=hot,
+        shares={name: shares.get(needle, 0.0) for name, needle in SUSPECTS.items()} if hot else {},
     )
+
+
+def _profile_when_armed(folder: Path, pid: int, seconds: float) -> Any:
+    """py-spy on the worker from the generator's first send, for the point's length."""
+    armed = folder / "load" / "armed.json"
+    deadline = time.monotonic() + 900
+    while not armed.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    start_ms = json.loads(armed.read_text())["start_ms"]
+    time.sleep(max(0.0, start_ms / 1000.0 - time.time()))
+    return start_profile(pid, seconds, folder / "profile.txt")
 
 
 def _drain(sampler: Sampler, sent_at: float) -> float | None:
@@ -243,6 +288,22 @@ def report(points: list[Point], command: str, doc: Path) -> str:
             )
         )
     lines += ["", f"![latency vs load]({plot_path.name})", ""]
+    for p in (p for p in points if p.hot):
+        lines += [
+            f"### Where the worker's time goes: {p.mode}, {p.carts:,} carts (py-spy, 100 Hz)",
+            "",
+            "| suspect | share of the worker's samples with it on the stack |",
+            "|---|---:|",
+            *[f"| {name} | {100 * share:.1f} % |" for name, share in p.shares.items()],
+            "",
+            "| function (self time) | self | inclusive |",
+            "|---|---:|---:|",
+            *[
+                f"| `{h.function}` | {100 * h.self_share:.1f} % | {100 * h.total_share:.1f} % |"
+                for h in p.hot[:15]
+            ],
+            "",
+        ]
     text = "\n".join(lines)
     write_section(doc, SECTION, text)
     (doc.parent / "benchmarks-pipeline.json").write_text(
