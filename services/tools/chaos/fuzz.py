@@ -35,6 +35,7 @@ from cartstream.schemas.records import CART_FRAME, SESSION_EVENT, WEIGHT_PACKET
 
 FUZZ_PREFIX = "fuzz-"
 FLOOD_FRAMES = 10_000
+HUGE_EVERY = 500  # records per value of several MB
 # kinds that must each end as a dead letter; the rest must be harmless
 DEAD_LETTER_KINDS = (
     "random_bytes",
@@ -82,9 +83,12 @@ class HostileInput:
         ]
 
     def records(self, n: int) -> Iterator[Hostile]:
-        kinds = [*DEAD_LETTER_KINDS, *HARMLESS_KINDS]
+        """Every kind in turn, except values of several MB: one in `HUGE_EVERY` (a broker keeps
+        each; one in 19 of 100 000 records held 16 GB in the embedded broker's memory)."""
+        kinds = [k for k in (*DEAD_LETTER_KINDS, *HARMLESS_KINDS) if k != "huge"]
         for i in range(n):
-            yield self.make(kinds[i % len(kinds)], i)
+            huge = i % HUGE_EVERY == HUGE_EVERY // 2
+            yield self.make("huge" if huge else kinds[i % len(kinds)], i)
 
     def make(self, kind: str, i: int) -> Hostile:
         rng = self.rng
