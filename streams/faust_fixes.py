@@ -87,6 +87,8 @@ def never_count_gaps() -> None:
         return
 
     async def add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+        if tp in getattr(self._read_offset, "floors", ()):
+            return  # records fetched before a seek back, handed over while it re-fetches
         log.warning(
             "%s[%d]: offsets %d..%d were not delivered; not counting them as processed",
             tp.topic,
@@ -230,7 +232,11 @@ def acknowledge_through_the_consumer() -> None:
 
 
 def install() -> None:
-    """Every correction above (idempotent; once per process is enough)."""
+    """Every correction above, and read offsets that honour a seek back (read_offsets.py);
+    idempotent: once per process is enough."""
+    from cartstream.streams import read_offsets
+
+    read_offsets.install()
     acknowledge_through_the_consumer()
     never_commit_skipped_messages()
     never_count_gaps()

@@ -20,6 +20,7 @@ from faust.types import TP
 
 from cartstream.streams.await_chain import await_chain
 from cartstream.streams.faust_fixes import dropped
+from cartstream.streams.read_offsets import ReadOffsets
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,13 @@ async def seek(consumer: Any, tp: Any, offset: int) -> bool:
     except IllegalStateError:
         log.info("%s[%d] is no longer assigned: no seek to %d", tp.topic, tp.partition, offset)
         return False
-    # Faust hands on only records at or past its read offset: the one before `offset`
-    consumer._read_offset[key] = offset - 1 if offset > 0 else None
+    # Faust hands on only records at or past its read offset: the one before `offset`, held
+    # there against records fetched before the seek (see read_offsets.py)
+    offsets = consumer._read_offset
+    if isinstance(offsets, ReadOffsets):
+        offsets.seek(key, offset)
+    else:
+        offsets[key] = offset - 1 if offset > 0 else None
     return True
 
 

@@ -319,3 +319,14 @@ def test_a_broker_that_never_says_the_committed_offset_holds_up_neither_agent_no
     admitted, seeks, known = asyncio.run(asyncio.wait_for(scenario(), 5))
     assert not admitted and seeks == [(tp, 40)]  # dropped, and it comes again later
     assert not known
+
+
+def test_a_seek_holds_fausts_read_offset_below_its_target() -> None:
+    from cartstream.streams.read_offsets import ReadOffsets
+
+    consumer = Consumer(known=40)
+    consumer._read_offset = ReadOffsets()
+    tp = TP("cart.weights", 3)
+    assert asyncio.run(seek(consumer, tp, 41))
+    consumer._read_offset[tp] = 90  # a batch fetched before the seek is handed over
+    assert consumer._read_offset[tp] == 40 and consumer._read_offset.in_refetch(tp)
