@@ -196,7 +196,18 @@ class InOrder:
         return False
 
     async def check(self) -> None:
-        """Seeks back every partition whose records stopped coming (see the class doc)."""
+        """Seeks back every partition whose records stopped coming (see the class doc). A
+        safety net never takes the worker down: Faust crashes the app when a timer raises."""
+        try:
+            await self._check()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "%s: the in-order check failed; it runs again in %.0f s", self.name, self.RESEEK_S
+            )
+
+    async def _check(self) -> None:
         if not self.app.flow_control.is_active():
             self._still.clear()  # a rebalance: it resets this guard and seeks to the commits
             return
@@ -204,7 +215,10 @@ class InOrder:
         for tp in sorted(consumer.assignment()):
             if tp.topic not in self.topics:
                 continue
-            high = consumer.highwater(tp)
+            try:
+                high = consumer.highwater(tp)
+            except AssertionError:  # aiokafka: not assigned any more (a rebalance under way)
+                return
             want = self.expected.get(tp)
             if want is None and high:  # ask the broker only where records may be missing
                 try:

@@ -330,3 +330,25 @@ def test_a_seek_holds_fausts_read_offset_below_its_target() -> None:
     assert asyncio.run(seek(consumer, tp, 41))
     consumer._read_offset[tp] = 90  # a batch fetched before the seek is handed over
     assert consumer._read_offset[tp] == 40 and consumer._read_offset.in_refetch(tp)
+
+
+def test_a_partition_taken_by_a_rebalance_mid_check_never_crashes_the_worker() -> None:
+    """Faust crashes the whole app when a timer raises; aiokafka asserts on the highwater of a
+    partition a rebalance took meanwhile (the documented chaos run lost a worker that way)."""
+    tp = TP("cart.weights", 3)
+
+    async def scenario() -> list[tuple[Any, int]]:
+        consumer = Consumer(known=10)
+        consumer.highwaters[tp] = 50
+
+        def taken(_tp: Any) -> int:
+            raise AssertionError("Partition is not assigned")
+
+        consumer.highwater = taken  # type: ignore[method-assign]
+        guard = make_guard(consumer)
+        await guard.check()
+        consumer.assignment = lambda: {None}  # type: ignore[method-assign,assignment]
+        await guard.check()  # anything else that goes wrong is logged, not raised
+        return consumer.seeks
+
+    assert asyncio.run(scenario()) == []
