@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,17 +51,20 @@ def start(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def _samples(raw: Path) -> Iterator[tuple[str, list[str], int]]:
+    """(whole stack, its frames without the thread's, samples) per line of py-spy's raw output."""
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            yield stack, [f for f in stack.split(";") if not f.startswith("thread ")], int(count)
+
+
 def summarize(raw: Path, top: int = 20) -> list[Hot]:
     """The functions with the most samples, by self time."""
     own: Counter[str] = Counter()
     anywhere: Counter[str] = Counter()
     total = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        frames = [f for f in stack.split(";") if not f.startswith("thread ")]
+    for _, frames, n in _samples(raw):
         if not frames:
             continue
         total += n
@@ -70,8 +74,7 @@ def summarize(raw: Path, top: int = 20) -> list[Hot]:
     if total == 0:
         return []
     return [
-        Hot(f, round(n / total, 4), round(anywhere[f] / total, 4))
-        for f, n in own.most_common(top)
+        Hot(f, round(n / total, 4), round(anywhere[f] / total, 4)) for f, n in own.most_common(top)
     ]
 
 
@@ -79,12 +82,9 @@ def inclusive(raw: Path, needles: list[str]) -> dict[str, float]:
     """Share of samples whose stack contains each needle (a module or function name)."""
     hits: Counter[str] = Counter()
     total = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        total += int(count)
+    for stack, _, n in _samples(raw):
+        total += n
         for needle in needles:
             if needle in stack:
-                hits[needle] += int(count)
+                hits[needle] += n
     return {n: round(hits[n] / total, 4) if total else 0.0 for n in needles}
