@@ -129,7 +129,7 @@ class Sampler:
             cpu, rss = {}, {}
             for name, pid in self.pids().items():
                 used = process_cpu_s(pid)
-                if name in last:
+                if name in last and used >= last[name][1]:  # less: the process is gone
                     t0, u0 = last[name]
                     cpu[name] = round((used - u0) / max(1e-3, now - t0), 3)
                 last[name] = (now, used)

@@ -78,13 +78,14 @@ def summarize(raw: Path, top: int = 20) -> list[Hot]:
     ]
 
 
-def inclusive(raw: Path, needles: list[str]) -> dict[str, float]:
-    """Share of samples whose stack contains each needle (a module or function name)."""
+def inclusive(raw: Path, suspects: dict[str, tuple[str, ...]]) -> dict[str, float]:
+    """Per suspect, the share of samples whose stack contains any of its needles (module or
+    function names)."""
     hits: Counter[str] = Counter()
     total = 0
     for stack, _, n in _samples(raw):
         total += n
-        for needle in needles:
-            if needle in stack:
-                hits[needle] += n
-    return {n: round(hits[n] / total, 4) if total else 0.0 for n in needles}
+        for name, needles in suspects.items():
+            if any(needle in stack for needle in needles):
+                hits[name] += n
+    return {name: round(hits[name] / total, 4) if total else 0.0 for name in suspects}
