@@ -12,10 +12,13 @@ from kafka import KafkaConsumer, TopicPartition
 
 from cartstream.core.broker_check import check_tls
 from cartstream.core.settings import Settings
-from cartstream.exceptions import DecodeError
+from cartstream.exceptions import BrokerError, DecodeError
 from cartstream.schemas.codec import AvroCodec
 
 log = logging.getLogger(__name__)
+
+
+STALL_S = 120.0  # a finite read with partitions short of their end that long fails
 
 
 def read_messages(
@@ -24,8 +27,13 @@ def read_messages(
     from_beginning: bool = True,
     idle_timeout_s: float | None = 5.0,
 ) -> Iterator[Any]:
-    """Raw messages of every partition of `topic` (no consumer group: nothing to join), until
-    none came for `idle_timeout_s`."""
+    """Raw messages of every partition of `topic` (no consumer group: nothing to join).
+
+    A finite read (`idle_timeout_s` set) first reads every partition up to the end offset it
+    had when the read began, however slowly the broker serves it (a topic of multi-MB values
+    can take longer than any idle timeout per fetch), then stops once none came for
+    `idle_timeout_s`. A read that gets nothing for `STALL_S` while short of those ends raises
+    `BrokerError` rather than return a silently short answer."""
     check_tls(settings)
     consumer = KafkaConsumer(
         **settings.kafka.kafka_python_config(),
@@ -45,16 +53,27 @@ def read_messages(
             consumer.seek_to_beginning(*tps)
         else:
             consumer.seek_to_end(*tps)
+        ends = consumer.end_offsets(tps) if tps and idle_timeout_s is not None else {}
         last = time.monotonic()
         while True:
             batch = consumer.poll(timeout_ms=200)
-            if not batch:
-                if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
-                    return
+            now = time.monotonic()
+            if batch:
+                last = now
+                for messages in batch.values():
+                    yield from messages
                 continue
-            last = time.monotonic()
-            for messages in batch.values():
-                yield from messages
+            short = [tp for tp, end in ends.items() if consumer.position(tp) < end]
+            if short:
+                if now - last > STALL_S:
+                    raise BrokerError(
+                        f"reading {topic}: nothing for {STALL_S:.0f} s with partitions "
+                        + ", ".join(str(tp.partition) for tp in short)
+                        + " short of their end offsets"
+                    )
+                continue
+            if idle_timeout_s is not None and now - last > idle_timeout_s:
+                return
     finally:
         consumer.close()
 
