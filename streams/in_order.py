@@ -195,6 +195,19 @@ class InOrder:
             await self._seek(tp, want)
         return False
 
+    async def again(self, messages: Iterable[Any]) -> None:
+        """These admitted records were not processed (their batch failed): none of their
+        acknowledgements may be committed, and each partition is read again from the first of
+        them."""
+        first: dict[Any, int] = {}
+        for message in messages:
+            dropped(message)
+            first[message.tp] = min(message.offset, first.get(message.tp, message.offset))
+        for tp, offset in sorted(first.items()):
+            if self.expected.get(tp, offset) > offset:
+                self.expected[tp] = offset
+            await self._seek(tp, offset)
+
     async def check(self) -> None:
         """Seeks back every partition whose records stopped coming (see the class doc). A
         safety net never takes the worker down: Faust crashes the app when a timer raises."""

@@ -1,11 +1,15 @@
 """Runs a `Stage` as a Faust agent: decode, validate, dead-letter, handle, publish, store state.
 
-Order of effects per input (at-least-once without transactions):
-1. outputs are published and their acks awaited;
-2. only then the key's new state is written to the table (its changelog);
-3. Faust commits the input offset after that.
-A crash between any two steps re-delivers the input; stages skip what their state says they
+A stateful stage takes its inputs in batches (`take_events`, settings `stage_batch`), each
+record handled in order against its key's latest state. Order of effects per batch
+(at-least-once without transactions):
+1. every output of the batch is published and the acks awaited;
+2. only then each key the batch touched has its latest state written to the table (its
+   changelog), once;
+3. Faust commits the batch's input offsets after that.
+A crash between any two steps re-delivers the batch; stages skip what their state says they
 applied, and every output id is derived from its inputs, so downstream dedupe absorbs repeats.
+A sink takes its inputs one at a time (each is a database write that may be retried).
 
 Deadlines (a checkout waiting for its last weight packet, a review that never came) cannot write
 a Faust table from a timer, so a timer sends a `tick` for the key to the stage's own tick topic
@@ -17,26 +21,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import faust
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span, SpanKind
 
 from cartstream.core.ids import now_ms
 from cartstream.core.settings import Settings
 from cartstream.core.telemetry import (
+    current_traceparent,
     mark_error,
     tracer,
 )
 from cartstream.core.topics import changelog_topic_name, tick_topic_name
 from cartstream.exceptions import StoreUnavailable
 from cartstream.streams.in_order import InOrder
-from cartstream.streams.ingress import Ingress
+from cartstream.streams.ingress import Admitted, Ingress
 from cartstream.streams.publish import Publisher, inbound_from, record_processed
-from cartstream.streams.stage import Inbound, Sink, Stage
-from cartstream.streams.tracing import process_span
+from cartstream.streams.stage import Inbound, Outbound, Sink, Stage
+from cartstream.streams.tracing import process_span, record_span
 
 log = logging.getLogger(__name__)
 
@@ -118,18 +124,40 @@ class _InputRunner:
         now = now_ms()
         span = process_span()
         span.set_attribute("cartstream.stage", self.node.name)
-        admitted = self.ingress.admit(inbound, msg.value, now)
-        for out in admitted.outputs:
-            if out.topic == self.settings.topics.dead_letters:
-                mark_error(span, str(out.record["reason"]), str(out.record["error_type"]))
+        admitted = self._admit(inbound, msg.value, now, span)
         if admitted.outputs:
             await self.publisher.publish(admitted.outputs, self.node.name)
         if admitted.record is not None:
             await self._apply(admitted.record, inbound, now)
         record_processed(self.node.name, msg.topic, started, admitted.record is None)
 
+    def _admit(self, inbound: Inbound, value: bytes, now: int, span: Span) -> Admitted:
+        """Decode and validate; a dead letter marks the input's span failed with its reason."""
+        admitted = self.ingress.admit(inbound, value, now)
+        for out in admitted.outputs:
+            if out.topic == self.settings.topics.dead_letters:
+                mark_error(span, str(out.record["reason"]), str(out.record["error_type"]))
+        return admitted
+
     async def _apply(self, record: Mapping[str, Any], inbound: Inbound, now: int) -> None:
         raise NotImplementedError
+
+
+class _Pending:
+    """What one batch did, held back until its outputs are acknowledged: every output in
+    order, and each touched key's latest state (None: forget it) with its input partition."""
+
+    def __init__(self) -> None:
+        self.outputs: list[Outbound] = []
+        self.states: dict[str, tuple[Any, int]] = {}
+
+    def add(self, outputs: Iterable[Outbound]) -> None:
+        """Outputs made inside a record's span continue its trace once that span has ended."""
+        trace = current_traceparent()
+        self.outputs += [
+            replace(o, traceparent=trace) if o.traceparent is None and trace else o
+            for o in outputs
+        ]
 
 
 class StageRunner(_InputRunner):
@@ -140,6 +168,8 @@ class StageRunner(_InputRunner):
         super().__init__(app, stage, settings, publisher)
         partitions = settings.topics.stream_partitions
         self.tick_topic_name = tick_topic_name(settings.app_id, stage.name)
+        self.max_batch = settings.stage_batch.max_size
+        self.within_s = settings.stage_batch.max_wait_ms / 1000.0
         self.table: Any = None
         self.tick_topic: Any = None
         if stage.stateful:
@@ -176,34 +206,75 @@ class StageRunner(_InputRunner):
         return names
 
     async def _run(self, stream: faust.StreamT) -> None:
-        log.info("%s: consuming %s", self.stage.name, ", ".join(self.stage.inputs()))
-        async for event in stream.events():
-            await self.handle(event.message)
+        log.info(
+            "%s: consuming %s in batches of up to %d",
+            self.stage.name,
+            ", ".join(self.stage.inputs()),
+            self.max_batch,
+        )
+        async for events in stream.take_events(self.max_batch, within=self.within_s):
+            messages = [e.message for e in events]
+            try:
+                await self.handle_batch(messages)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Faust would restart the agent and acknowledge the whole batch (take_events
+                # acks in a `finally`): instead its records are read again, and nothing the
+                # batch did was stored. A record that fails every time holds its partition,
+                # loudly, rather than vanish from a bill.
+                log.exception(
+                    "%s: a batch of %d records failed; reading them again in %.1f s",
+                    self.stage.name,
+                    len(messages),
+                    RETRY_FIRST_S,
+                )
+                await self.in_order.again(messages)
+                await asyncio.sleep(RETRY_FIRST_S)
 
-    async def handle(self, msg: Any) -> None:
-        """One input, inside the `process <topic>` span Faust's sensor opened for it."""
-        if msg.topic == self.tick_topic_name:
-            if await self.in_order.admit(msg):  # commits need every partition in order
-                await self._on_tick((msg.key or b"").decode(), now_ms())
-            return
-        await super().handle(msg)
+    async def handle_batch(self, messages: Sequence[Any]) -> None:
+        """Each record in order, inside its own `process <topic>` span, against its key's
+        latest state; then the batch's outputs, acknowledged; then the touched keys' states."""
+        pending = _Pending()
+        for msg in messages:
+            if not await self.in_order.admit(msg):  # commits need every partition in order
+                continue
+            if msg.topic == self.tick_topic_name:
+                self._on_tick((msg.key or b"").decode(), now_ms(), pending)
+                continue
+            started = time.perf_counter()
+            inbound = inbound_from(msg)
+            with record_span(msg, self.app.conf.id, self.stage.name) as span:
+                now = now_ms()
+                admitted = self._admit(inbound, msg.value, now, span)
+                pending.add(admitted.outputs)
+                if admitted.record is not None:
+                    key = self.stage.state_key(admitted.record)
+                    state = self._latest(key, pending)[0]
+                    result = self.stage.handle(state, admitted.record, inbound, now)
+                    pending.add(result.outputs)
+                    pending.states[key] = (result.state, inbound.partition)
+            record_processed(self.stage.name, msg.topic, started, admitted.record is None)
+        if pending.outputs:
+            await self.publisher.publish(pending.outputs, self.stage.name)
+        for key, (state, partition) in pending.states.items():
+            self._store(key, state, partition)
 
-    async def _apply(self, record: Mapping[str, Any], inbound: Inbound, now: int) -> None:
-        # the record's ids are on its `send` span, the parent of this one
-        key = self.stage.state_key(record)
-        stored = self._load(key)
-        result = self.stage.handle(stored.state if stored else None, record, inbound, now)
-        await self.publisher.publish(result.outputs, self.stage.name)
-        self._store(key, result.state, inbound.partition)
-
-    async def _on_tick(self, key: str, now: int) -> None:
+    def _on_tick(self, key: str, now: int, pending: _Pending) -> None:
         self._ticked.pop(key, None)
-        stored = self._load(key)
-        if stored is None or not self.stage.needs_tick(stored.state, now):
+        state, partition = self._latest(key, pending)
+        if state is None or not self.stage.needs_tick(state, now):
             return
-        result = self.stage.tick(stored.state, now)
-        await self.publisher.publish(result.outputs, self.stage.name)
-        self._store(key, result.state, stored.partition)
+        result = self.stage.tick(state, now)
+        pending.add(result.outputs)
+        pending.states[key] = (result.state, partition)
+
+    def _latest(self, key: str, pending: _Pending) -> tuple[Any, int]:
+        """The key's state as the batch left it so far, else as stored (None: no state)."""
+        if key in pending.states:
+            return pending.states[key]
+        stored = self._load(key)
+        return (stored.state, stored.partition) if stored else (None, 0)
 
     def _load(self, key: str) -> _Stored | None:
         """The key's typed state: as this process left it, or read back from the changelog
@@ -218,13 +289,20 @@ class StageRunner(_InputRunner):
         return stored
 
     def _store(self, key: str, state: Any, partition: int) -> None:
+        """The key's state into the table and its changelog, on the partition its inputs come
+        on. Written after the batch, outside Faust's per-event iteration, so the partition is
+        given here (what Faust would take from the current event); forgetting a key writes
+        its tombstone."""
         if self.table is None:
             return
         if state is None:
-            if key in self.table:
-                del self.table[key]
+            if key in self.table.data:
+                del self.table.data[key]
+                self.table.send_changelog(partition, key, value=None, value_serializer="raw")
             return
-        self.table[key] = _Stored(state, partition, self.stage.dump_state)
+        stored = _Stored(state, partition, self.stage.dump_state)
+        self.table.data[key] = stored
+        self.table.send_changelog(partition, key, stored)
 
     async def _send_ticks(self) -> None:
         now = now_ms()

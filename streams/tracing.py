@@ -7,21 +7,27 @@ so every span the stage opens (the `send` of its outputs, the Postgres write) ne
 only reads headers; `Publisher` writes the one `traceparent` per output.
 
 The sensor names spans `<topic> process` (an older draft of the messaging conventions); this
-subclass renames them `process <topic>` and leaves out two kinds of stream:
-- the detect stream: it is consumed in batches (`take_events`), where a span per event cannot
-  stay current while the batch runs; `BatchRunner` opens one span per batch linking every frame;
+subclass renames them `process <topic>` and leaves out the streams consumed in batches
+(`take_events`), where the sensor's span per event cannot be current while the batch runs:
+- the detect stream: `BatchRunner` opens one span per batch linking every frame;
+- the stateful stages' inputs: `StageRunner` opens each record's `process <topic>` span itself
+  (`record_span`), with the sensor's attributes, while it handles that record;
 - the deadline tick topics: a tick carries no trace and would only add root spans.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import faust
 from faust.contrib.opentelemetry import OpenTelemetrySensor
 from faust.types import TP, EventT, StreamT
-from opentelemetry.trace import Span, get_current_span
+from opentelemetry.trace import Span, SpanKind, get_current_span
+
+from cartstream.core.ids import TRACEPARENT
+from cartstream.core.telemetry import message_span
 
 
 class ProcessSpanSensor(OpenTelemetrySensor):  # type: ignore[misc]
@@ -44,6 +50,27 @@ def install_process_spans(app: faust.App, skip_topics: Iterable[str]) -> Process
     sensor = ProcessSpanSensor(skip_topics)
     app.sensors.add(sensor)
     return sensor
+
+
+@contextmanager
+def record_span(message: Any, group: str, stage: str) -> Iterator[Span]:
+    """A `process <topic>` span for one record of a batch, current while it is handled: the
+    child of the `traceparent` in its headers, with the attributes the sensor would give it."""
+    headers = message.headers or {}
+    items = headers.items() if isinstance(headers, dict) else headers
+    parent = next((bytes(v) for k, v in items if k == TRACEPARENT and v), None)
+    attributes: dict[str, Any] = {
+        "messaging.destination.partition.id": str(message.partition),
+        "messaging.kafka.message.offset": message.offset,
+        "messaging.consumer.group.name": group,
+        "cartstream.stage": stage,
+    }
+    if message.key is not None:
+        attributes["messaging.kafka.message.key"] = bytes(message.key).decode("utf-8", "replace")
+    with message_span(
+        "process", message.topic, parent=parent, kind=SpanKind.CONSUMER, attributes=attributes
+    ) as span:
+        yield span
 
 
 def process_span() -> Span:

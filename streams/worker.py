@@ -64,7 +64,7 @@ def build_app(
     app = create_app(settings, roles, has_tables=bool(stateful), web=web)
     publisher = Publisher(app, AvroCodec(), settings.topics.dead_letters)
     ticks = [tick_topic_name(settings.app_id, r) for r in stateful]
-    install_process_spans(app, skip_topics=[settings.topics.frames, *ticks])
+    batched = [settings.topics.frames, *ticks]  # their spans are the runners' own
     add_lag_source(lambda: consumer_lag(app))
     closers: list[Callable[[], None]] = []
     for role in roles:
@@ -78,12 +78,13 @@ def build_app(
             batches = BatchRunner(app, stage, settings, publisher, d.max_batch, d.max_wait_ms)
             closers.insert(0, batches.close)
         else:
-            StageRunner(app, stage, settings, publisher)
+            batched += StageRunner(app, stage, settings, publisher).input_topics()
     if store is not None and "persist" in roles:
         sink = PersistSink(settings, store)
         sink.start()
         closers.insert(0, SinkRunner(app, sink, settings, publisher).close)
         closers.append(sink.close)
+    install_process_spans(app, skip_topics=batched)
     _health_routes(app, settings, roles)
 
     async def _close(sender: object, **_: object) -> None:

@@ -161,6 +161,16 @@ class DetectSettings(_Frozen):
         return self
 
 
+class StageBatchSettings(_Frozen):
+    """How the stateful stages (reason, anomalies, reconcile) take their inputs: up to
+    `max_size` at a time, waiting at most `max_wait_ms` for more. A batch's outputs are
+    acknowledged together and each key's state is written to the changelog once per batch, so a
+    loaded worker does fewer round trips per input; an idle one adds at most `max_wait_ms`."""
+
+    max_size: int = Field(default=256, ge=1, le=10_000)
+    max_wait_ms: float = Field(default=5.0, gt=0)
+
+
 class ReasonSettings(_Frozen):
     """Weight signal processing and the fusion of weight steps with what the cameras saw."""
 
@@ -249,6 +259,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     detect: DetectSettings = DetectSettings()
     reason: ReasonSettings = ReasonSettings()
+    stage_batch: StageBatchSettings = StageBatchSettings()
     cart_auth: CartAuthSettings = CartAuthSettings()
     database_url: SecretStr = SecretStr("postgresql+psycopg://postgres@127.0.0.1:5432/cartstream")
     app_id: str = "cartstream"

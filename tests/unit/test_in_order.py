@@ -11,6 +11,7 @@ from typing import Any
 from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
+from cartstream.streams.faust_fixes import _was_dropped
 from cartstream.streams.in_order import InOrder, seek
 
 WEIGHTS = TP("cart.weights", 3)
@@ -352,3 +353,21 @@ def test_a_partition_taken_by_a_rebalance_mid_check_never_crashes_the_worker() -
         return consumer.seeks
 
     assert asyncio.run(scenario()) == []
+
+
+def test_a_failed_batch_is_read_again_from_its_first_record_and_never_committed() -> None:
+    sessions = TP("cart.sessions", 3)
+
+    async def scenario() -> tuple[InOrder, list[Message]]:
+        consumer = Consumer(known=100)
+        consumer._committed_offset[sessions] = 7
+        guard = make_guard(consumer)
+        batch = [Message(100), Message(7, sessions), Message(101), Message(8, sessions)]
+        assert [await guard.admit(m) for m in batch] == [True] * 4
+        await guard.again(batch)  # the batch's publish failed
+        assert sorted(consumer.seeks) == sorted([(WEIGHTS, 100), (sessions, 7)])
+        assert await guard.admit(Message(100)) and await guard.admit(Message(7, sessions))
+        return guard, batch
+
+    guard, batch = asyncio.run(scenario())
+    assert all(_was_dropped(m) for m in batch)  # their acks move no committed offset

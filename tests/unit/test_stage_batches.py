@@ -1,0 +1,184 @@
+"""The Faust runner takes a stateful stage's inputs in batches: the outputs and states are
+those of one record at a time, each key's state is written once per batch, and only after the
+batch's outputs were acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from cartstream.core.settings import Settings
+from cartstream.models.catalog import Catalog
+from cartstream.schemas.codec import AvroCodec
+from cartstream.services.carts.simulate import SimConfig, cart_events, plan_carts
+from cartstream.streams import runner
+from cartstream.streams.reason import ReasonStage
+from cartstream.streams.stage import Outbound
+
+
+class FakeTable(dict[str, Any]):
+    """A Faust table in a dict, recording what goes to its changelog (partition, key, value)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changelog: list[tuple[int, str, Any]] = []
+
+    @property
+    def data(self) -> FakeTable:
+        return self
+
+    @property
+    def writes(self) -> int:
+        return len(self.changelog)
+
+    def send_changelog(self, partition: int, key: str, value: Any, **_: Any) -> None:
+        self.changelog.append((partition, key, value))
+
+
+class FakeApp:
+    """Just enough of a Faust app to build a StageRunner."""
+
+    def __init__(self) -> None:
+        self.conf = SimpleNamespace(id="batch-test")
+        self.on_partitions_revoked = SimpleNamespace(connect=lambda handler: None)
+        self.table = FakeTable()
+
+    def topic(self, *names: str, **_: Any) -> tuple[str, ...]:
+        return names
+
+    def agent(self, *_: Any, **__: Any) -> Any:
+        return lambda fn: fn
+
+    def timer(self, *_: Any, **__: Any) -> Any:
+        return lambda fn: fn
+
+    def Table(self, *_: Any, **__: Any) -> FakeTable:  # noqa: N802 (Faust's name)
+        return self.table
+
+
+class FakePublisher:
+    """Records what would be published; `fail` makes the broker refuse the batch."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.codec = AvroCodec()
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+        self.fail = fail
+
+    async def publish(self, outputs: Iterable[Outbound], stage: str, **_: Any) -> None:
+        if self.fail:
+            raise ConnectionError("broker gone")
+        # `published_ms` is the wall clock at publication: the one field two runs never share
+        self.sent += [
+            (o.topic, o.key, {k: v for k, v in o.record.items() if k != "published_ms"})
+            for o in outputs
+        ]
+
+
+def _messages(settings: Settings, catalog: Catalog) -> list[SimpleNamespace]:
+    planned = plan_carts(SimConfig(carts=3, sessions=2, seed=11, run_id="b"), catalog)
+    codec = AvroCodec()
+    inputs = ReasonStage(settings, catalog).inputs()
+    messages = []
+    events = [e for e in cart_events(planned, catalog, settings.topics, 50.0) if e[1] in inputs]
+    for offset, (at, topic, key, schema, record) in enumerate(events):
+        messages.append(
+            SimpleNamespace(
+                topic=topic,
+                partition=zlib.crc32(key.encode()) % 8,
+                offset=offset,
+                tp=(topic, zlib.crc32(key.encode()) % 8),
+                key=key.encode(),
+                value=codec.encode(schema, record),
+                headers={},
+                timestamp=at / 1000.0,
+            )
+        )
+    return messages
+
+
+def _runner(
+    settings: Settings, catalog: Catalog, publisher: FakePublisher
+) -> tuple[runner.StageRunner, FakeApp]:
+    app = FakeApp()
+    stage = ReasonStage(settings, catalog)
+    stage.start()
+    stage_runner = runner.StageRunner(app, stage, settings, publisher)  # type: ignore[arg-type]
+
+    async def admit(_: Any) -> bool:
+        return True
+
+    stage_runner.in_order.admit = admit  # type: ignore[method-assign]
+    return stage_runner, app
+
+
+async def _feed(stage_runner: runner.StageRunner, messages: Sequence[Any], batch: int) -> None:
+    for start in range(0, len(messages), batch):
+        await stage_runner.handle_batch(messages[start : start + batch])
+
+
+def _run(
+    settings: Settings, catalog: Catalog, messages: Sequence[Any], batch: int
+) -> tuple[FakePublisher, FakeApp]:
+    publisher = FakePublisher()
+    stage_runner, app = _runner(settings, catalog, publisher)
+    asyncio.run(_feed(stage_runner, messages, batch))
+    stage_runner.stage.close()
+    return publisher, app
+
+
+@pytest.fixture(autouse=True)
+def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both runs see the same wall clock (sessions record when they closed)."""
+    now = int(time.time() * 1000)
+    monkeypatch.setattr(runner, "now_ms", lambda: now)
+
+
+@pytest.fixture
+def weight_settings(settings: Settings) -> Settings:
+    return settings.with_overrides(reason={"mode": "weight"})
+
+
+def test_batches_give_the_outputs_and_states_of_one_record_at_a_time(
+    weight_settings: Settings, catalog: Catalog
+) -> None:
+    messages = _messages(weight_settings, catalog)
+    one, one_app = _run(weight_settings, catalog, messages, batch=1)
+    many, many_app = _run(weight_settings, catalog, messages, batch=64)
+    changes = [s for s in one.sent if s[0] == weight_settings.topics.basket_changes]
+    assert len(changes) >= 6  # the sessions did put items in
+    assert many.sent == one.sent
+    assert {k: v.record for k, v in many_app.table.items()} == {
+        k: v.record for k, v in one_app.table.items()
+    }
+
+
+def test_a_key_is_written_once_per_batch(weight_settings: Settings, catalog: Catalog) -> None:
+    messages = _messages(weight_settings, catalog)
+    _, one_app = _run(weight_settings, catalog, messages, batch=1)
+    _, many_app = _run(weight_settings, catalog, messages, batch=64)
+    batches = [messages[i : i + 64] for i in range(0, len(messages), 64)]
+    keys_per_batch = sum(len({m.key for m in b}) for b in batches)
+    assert one_app.table.writes == len(messages)
+    assert many_app.table.writes <= keys_per_batch < len(messages) / 10
+    # each state goes to the changelog partition its cart's inputs come on
+    cart_partition = {m.key.decode(): m.partition for m in messages}
+    written = [(p, v) for p, _, v in many_app.table.changelog if v is not None]
+    assert len({p for p, _ in written}) > 1
+    assert all(p == cart_partition[v.state.cart_id] == v.partition for p, v in written)
+
+
+def test_no_state_is_stored_when_the_batch_outputs_were_not_acknowledged(
+    weight_settings: Settings, catalog: Catalog
+) -> None:
+    messages = _messages(weight_settings, catalog)
+    stage_runner, app = _runner(weight_settings, catalog, FakePublisher(fail=True))
+    with pytest.raises(ConnectionError):
+        asyncio.run(_feed(stage_runner, messages, batch=len(messages)))
+    assert app.table.writes == 0 and not app.table  # the whole batch comes again
+    stage_runner.stage.close()
