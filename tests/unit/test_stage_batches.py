@@ -58,7 +58,7 @@ class FakeApp:
     def timer(self, *_: Any, **__: Any) -> Any:
         return lambda fn: fn
 
-    def Table(self, *_: Any, **__: Any) -> FakeTable:  # noqa: N802 (Faust's name)
+    def Table(self, *_: Any, **__: Any) -> FakeTable:
         return self.table
 
 
