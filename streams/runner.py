@@ -155,8 +155,7 @@ class _Pending:
         """Outputs made inside a record's span continue its trace once that span has ended."""
         trace = current_traceparent()
         self.outputs += [
-            replace(o, traceparent=trace) if o.traceparent is None and trace else o
-            for o in outputs
+            replace(o, traceparent=trace) if o.traceparent is None and trace else o for o in outputs
         ]
 
 
