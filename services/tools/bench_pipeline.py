@@ -240,16 +240,17 @@ def plot(points: list[Point], path: Path) -> None:
     for mode in sorted({p.mode for p in points}):
         mine = sorted((p for p in points if p.mode == mode), key=lambda p: p.carts)
         for q, style in (("p50", "--"), ("p99", "-")):
-            ys = [getattr(p.hops[HOPS[1]], q) or float("nan") for p in mine]
-            left.plot([p.carts for p in mine], ys, style, marker="o", label=f"{mode} {q}")
+            xy = [(p.carts, getattr(p.hops[HOPS[1]], q)) for p in mine]
+            xy = [(x, max(float(y), 1.0)) for x, y in xy if y is not None]  # log axis: ≥ 1 ms
+            if xy:
+                left.plot(*zip(*xy, strict=True), style, marker="o", label=f"{mode} {q}")
         for p in mine:
             ts = [t for t, lag in p.lag_series if lag is not None]
             lags = [lag for _, lag in p.lag_series if lag is not None]
             right.plot(ts, lags, lw=1, label=f"{mode} {p.carts}")
     for _, limit in TARGET_MS.values():
         left.axhline(limit, color="grey", lw=0.8, ls=":")
-    left.set(xscale="log", xlabel="carts", ylabel="last packet → basket change (ms)")
-    left.set_yscale("symlog", linthresh=10)
+    left.set(xscale="log", yscale="log", xlabel="carts", ylabel="last packet → basket change (ms)")
     right.set(xlabel="seconds from the first send", ylabel="consumer lag (records)")
     right.set_yscale("symlog")
     left.legend(fontsize=7)
