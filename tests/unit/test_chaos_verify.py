@@ -3,8 +3,8 @@ lag recovered."""
 
 from __future__ import annotations
 
-from cartstream.services.tools.chaos.schedule import Fault
-from cartstream.services.tools.chaos.verify import Outcome, Sample, verify
+from cartstream.services.tools.chaos.schedule import Fault, Shape
+from cartstream.services.tools.chaos.verify import Outcome, Sample, against_targets, verify
 
 
 def outcome(checkouts: dict[str, tuple[dict[str, int], str]], published: int = 1) -> Outcome:
@@ -42,3 +42,21 @@ def test_a_lost_or_different_checkout_is_counted_and_explained() -> None:
     (difference,) = verdict.differences
     assert difference["missing"] == {"A": 1} and difference["extra"] == {"C": 1}
     assert verdict.republication_rate == 1.0  # at-least-once: published twice
+
+
+def test_the_targets_table_says_which_bound_a_passing_run_missed() -> None:
+    late = [Sample(t_s=t, lag=lag, committed=0, persisted=0) for t, lag in ((20, 9), (90, 0))]
+    verdict = verify(["s1", "s2"], REFERENCE, REFERENCE, [KILL], late, [])
+    assert verdict.passed  # nothing lost, lag back to 0 in the end ...
+    shape = Shape(kills=20, broker_restarts=0)
+    rows = {
+        target: (measured, met)
+        for target, measured, met in against_targets(verdict, 210, shape, 100_000)
+    }
+    assert rows["lag back to 0 within 60 s of each fault"] == (
+        "0 of 1 faults (slowest: 78.0 s)",
+        False,
+    )
+    assert rows["1 000 sessions"] == ("210", False) and rows["one broker restart"][1] is False
+    assert rows["≥ 20 worker kills"][1] and rows["0 checkouts lost"][1]
+    assert rows["≥ 99.5 % of baskets identical"] == ("100.00%", True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cartstream.services.tools.chaos.run import ChaosResult, RunRecord
-from cartstream.services.tools.chaos.verify import summarize
+from cartstream.services.tools.chaos.verify import against_targets, summarize
 
 BAND_COLOURS = {
     "kill": "#d62728",
@@ -114,11 +114,21 @@ def _markdown(result: ChaosResult, plot_name: str) -> str:
         f"Produced by `{command}` on {time.strftime('%Y-%m-%d')} (2 cores: broker, Postgres,",
         "workers, carts and the fault injector share them).",
         "",
-        f"**Verdict: {'passed' if v.passed else 'FAILED'}.**",
+        f"**Verdict: {'passed' if v.passed else 'FAILED'}** (nothing lost, duplicated, left open",
+        "or unlettered, no unexpected exit, lag back to 0 in the end).",
         "",
         "| measure | value |",
         "|---|---:|",
         *[f"| {name} | {value} |" for name, value in summarize(v)],
+        "",
+        "Against the targets for the documented run:",
+        "",
+        "| target | this run | met |",
+        "|---|---:|:---:|",
+        *[
+            f"| {target} | {measured} | {'yes' if met else '**no**'} |"
+            for target, measured, met in against_targets(v, c.carts * c.sessions, s, c.fuzz_records)
+        ],
         "",
         f"![timeline]({plot_name})",
         "",

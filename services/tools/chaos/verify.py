@@ -22,7 +22,7 @@ from cartstream.core.settings import Settings
 from cartstream.core.topics import changelog_topic_name
 from cartstream.services.kafka.tail import read_messages
 from cartstream.services.storage.repository import Repository
-from cartstream.services.tools.chaos.schedule import Fault
+from cartstream.services.tools.chaos.schedule import Fault, Shape
 
 Basket = dict[str, int]
 
@@ -192,6 +192,45 @@ def summarize(verdict: Verdict) -> list[tuple[str, str]]:
             str(sum(verdict.fuzz_without_dead_letter.values())),
         ),
         ("slowest lag recovery after a fault (s)", _slowest(verdict.lag_recovery_s)),
+    ]
+
+
+LAG_TARGET_S = 60.0  # the issue's bound on lag recovery after each fault
+IDENTICAL_TARGET = 0.995
+
+
+def against_targets(
+    verdict: Verdict, sessions: int, shape: Shape, fuzz_records: int
+) -> list[tuple[str, str, bool]]:
+    """The documented run's targets (issue 13) as (target, measured, met) rows: the run's size
+    and the outcome. The verdict judges what must never happen; these add the bounds."""
+    times = [r["recovered_after_s"] for r in verdict.lag_recovery_s]
+    in_time = sum(1 for t in times if t is not None and t <= LAG_TARGET_S)
+    return [
+        ("1 000 sessions", f"{sessions:,}", sessions >= 1000),
+        ("≥ 20 worker kills", str(shape.kills), shape.kills >= 20),
+        ("1 zombie pause", str(shape.pauses), shape.pauses >= 1),
+        (
+            "a 30 s database outage",
+            f"{shape.db_outages} of {shape.db_outage_s:g} s",
+            shape.db_outages >= 1 and shape.db_outage_s >= 30,
+        ),
+        ("a 20 s broker cut", str(shape.broker_cuts), shape.broker_cuts >= 1),
+        ("one broker restart", str(shape.broker_restarts), shape.broker_restarts >= 1),
+        ("100 000 fuzzed records", f"{fuzz_records:,}", fuzz_records >= 100_000),
+        ("0 checkouts lost", str(len(verdict.lost)), not verdict.lost),
+        ("0 duplicated rows", str(verdict.duplicated_rows), verdict.duplicated_rows == 0),
+        (
+            "≥ 99.5 % of baskets identical",
+            f"{verdict.identical_share:.2%}",
+            verdict.identical_share >= IDENTICAL_TARGET,
+        ),
+        ("0 unexpected exits", str(len(verdict.unexpected_exits)), not verdict.unexpected_exits),
+        (
+            f"lag back to 0 within {LAG_TARGET_S:.0f} s of each fault",
+            f"{in_time} of {len(times)} faults (slowest: {_slowest(verdict.lag_recovery_s)} s)",
+            in_time == len(times),
+        ),
     ]
 
 
