@@ -52,6 +52,8 @@ def ensure_tick_topics(settings: Settings, stages: list[str]) -> dict[str, int]:
 def ensure_topics(settings: Settings, topics: dict[str, int] | None = None) -> dict[str, int]:
     """Create every missing topic; return name -> partition count as the cluster reports it."""
     wanted = topics if topics is not None else settings.topics.all_topics()
+    if not wanted:  # a worker with no stateful role wants no tick topic
+        return {}
     admin = admin_client(settings)
     try:
         existing = set(admin.list_topics())
@@ -74,7 +76,10 @@ def ensure_topics(settings: Settings, topics: dict[str, int] | None = None) -> d
 
 
 def partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Partitions of these topics (none asked: none; kafka-python would describe them all)."""
     counts: dict[str, int] = {}
-    for meta in admin.describe_topics(names):
-        counts[str(meta.get("name") or meta.get("topic"))] = len(meta.get("partitions") or [])
+    for meta in admin.describe_topics(names) if names else []:
+        name = str(meta.get("name") or meta.get("topic"))
+        if name in names:
+            counts[name] = len(meta.get("partitions") or [])
     return counts

@@ -36,3 +36,11 @@ def test_a_tick_topic_with_the_wrong_partition_count_is_refused(
     ensure_topics(settings, {tick_topic_name(settings.app_id, "reason"): 3})
     with pytest.raises(BrokerError, match="must have 8 partitions"):
         ensure_tick_topics(settings, ["reason"])
+
+
+def test_a_worker_without_a_stateful_role_wants_no_tick_topic(
+    broker_settings: Callable[..., Settings],
+) -> None:
+    settings = broker_settings()
+    ensure_topics(settings)  # the cluster has topics: none of them is asked for
+    assert ensure_tick_topics(settings, []) == {}
