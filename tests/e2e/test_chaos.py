@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cartstream.core.settings import Settings
-from cartstream.services.tools.chaos.run import ChaosConfig, run_chaos
+from cartstream.services.tools.chaos.run import ChaosConfig, ChaosResult, run_chaos
 from cartstream.services.tools.chaos.schedule import Shape
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
@@ -61,21 +61,64 @@ def test_kills_an_outage_and_hostile_input_lose_nothing(tmp_path: Path) -> None:
         deadline_s=150.0,
         worker_log_level="info",  # a loss must come with the workers' recovery progress
     )
-    said: list[str] = []
-    result = run_chaos(config, Settings(), said.append)
-    verdict = result.verdict
+    result, said = run(config)
     assert [f.kind for f in result.faults].count("kill") == 2
+    assert_nothing_lost(result, said, tmp_path)
+    fuzz = result.chaos.fuzz
+    assert sum(fuzz["sent"].values()) >= 1000 + 300 - sum(fuzz["refused_by_broker"].values())
+    assert not any(fuzz["without_dead_letter"].values()), fuzz["without_dead_letter"]
+
+
+def test_the_charts_split_deployment_loses_nothing_under_kills_and_an_outage(
+    tmp_path: Path,
+) -> None:
+    """detect, reason+anomalies+reconcile and persist as separate processes, as the chart
+    deploys them (a worker without a stateful role once crashed at start-up)."""
+    shape = Shape(
+        kills=2,
+        pauses=0,
+        db_outages=1,
+        broker_cuts=0,
+        workers=3,
+        kill_restart_s=(0.0, 2.0),
+        db_outage_s=10.0,
+        warmup_s=4.0,
+        recovery_s=6.0,
+    )
+    config = ChaosConfig(
+        folder=tmp_path,
+        admin_database_url=ADMIN_URL,
+        seed=8,
+        carts=3,
+        sessions=2,
+        speed=8.0,
+        topology="split",
+        workers=1,
+        shape=shape,
+        fuzz_records=200,
+        flood_frames=0,
+        deadline_s=150.0,
+        worker_log_level="info",
+    )
+    result, said = run(config)
+    assert len(list((tmp_path / "chaos").glob("worker-*.log"))) == 3  # one process a role group
+    assert_nothing_lost(result, said, tmp_path)
+
+
+def run(config: ChaosConfig) -> tuple[ChaosResult, list[str]]:
+    said: list[str] = []
+    return run_chaos(config, Settings(), said.append), said
+
+
+def assert_nothing_lost(result: ChaosResult, said: list[str], folder: Path) -> None:
+    verdict = result.verdict
     assert verdict.requested > 0
-    assert verdict.lost == [], "\n".join([*said, *recovery_progress(tmp_path / "chaos")])
+    assert verdict.lost == [], "\n".join([*said, *recovery_progress(folder / "chaos")])
     assert verdict.duplicated_rows == 0
     assert verdict.differences == [], verdict.differences
     assert verdict.missing_on_topic == []
     assert verdict.unexpected_exits == []
     assert not any(verdict.open_sessions.values()), verdict.open_sessions
     assert verdict.lag_recovered, "\n".join(
-        [str(verdict.lag_recovery_s), *recovery_progress(tmp_path / "chaos")]
+        [str(verdict.lag_recovery_s), *recovery_progress(folder / "chaos")]
     )
-    fuzz = result.chaos.fuzz
-    assert sum(fuzz["sent"].values()) >= 1000 + 300 - sum(fuzz["refused_by_broker"].values())
-    assert not any(fuzz["without_dead_letter"].values()), fuzz["without_dead_letter"]
-    assert verdict.passed
