@@ -20,6 +20,7 @@ from cartstream.services.carts.simulate import SimConfig, cart_events, plan_cart
 from cartstream.streams import runner
 from cartstream.streams.reason import ReasonStage
 from cartstream.streams.stage import Outbound
+from tests.unit.test_persist_sink import FakeApp as SinkRunnerApp
 
 
 class FakeTable(dict[str, Any]):
@@ -41,22 +42,13 @@ class FakeTable(dict[str, Any]):
         self.changelog.append((partition, key, value))
 
 
-class FakeApp:
-    """Just enough of a Faust app to build a StageRunner."""
+class FakeApp(SinkRunnerApp):
+    """Just enough of a Faust app to build a StageRunner: a sink runner's, with tables."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.conf = SimpleNamespace(id="batch-test")
-        self.on_partitions_revoked = SimpleNamespace(connect=lambda handler: None)
         self.table = FakeTable()
-
-    def topic(self, *names: str, **_: Any) -> tuple[str, ...]:
-        return names
-
-    def agent(self, *_: Any, **__: Any) -> Any:
-        return lambda fn: fn
-
-    def timer(self, *_: Any, **__: Any) -> Any:
-        return lambda fn: fn
 
     def Table(self, *_: Any, **__: Any) -> FakeTable:
         return self.table
