@@ -151,8 +151,10 @@ class _Pending:
         self.outputs: list[Outbound] = []
         self.states: dict[str, tuple[Any, int]] = {}
 
-    def add(self, outputs: Iterable[Outbound]) -> None:
+    def add(self, outputs: Sequence[Outbound]) -> None:
         """Outputs made inside a record's span continue its trace once that span has ended."""
+        if not outputs:
+            return
         trace = current_traceparent()
         self.outputs += [
             replace(o, traceparent=trace) if o.traceparent is None and trace else o for o in outputs
@@ -243,7 +245,7 @@ class StageRunner(_InputRunner):
                 continue
             started = time.perf_counter()
             inbound = inbound_from(msg)
-            with record_span(msg, self.app.conf.id, self.stage.name) as span:
+            with record_span(inbound, self.app.conf.id, self.stage.name) as span:
                 now = now_ms()
                 admitted = self._admit(inbound, msg.value, now, span)
                 pending.add(admitted.outputs)

@@ -26,8 +26,8 @@ from faust.contrib.opentelemetry import OpenTelemetrySensor
 from faust.types import TP, EventT, StreamT
 from opentelemetry.trace import Span, SpanKind, get_current_span
 
-from cartstream.core.ids import TRACEPARENT
 from cartstream.core.telemetry import message_span
+from cartstream.streams.stage import Inbound
 
 
 class ProcessSpanSensor(OpenTelemetrySensor):  # type: ignore[misc]
@@ -53,22 +53,23 @@ def install_process_spans(app: faust.App, skip_topics: Iterable[str]) -> Process
 
 
 @contextmanager
-def record_span(message: Any, group: str, stage: str) -> Iterator[Span]:
+def record_span(inbound: Inbound, group: str, stage: str) -> Iterator[Span]:
     """A `process <topic>` span for one record of a batch, current while it is handled: the
-    child of the `traceparent` in its headers, with the attributes the sensor would give it."""
-    headers = message.headers or {}
-    items = headers.items() if isinstance(headers, dict) else headers
-    parent = next((bytes(v) for k, v in items if k == TRACEPARENT and v), None)
+    child of the record's `traceparent`, with the attributes the sensor would give it."""
     attributes: dict[str, Any] = {
-        "messaging.destination.partition.id": str(message.partition),
-        "messaging.kafka.message.offset": message.offset,
+        "messaging.destination.partition.id": str(inbound.partition),
+        "messaging.kafka.message.offset": inbound.offset,
         "messaging.consumer.group.name": group,
         "cartstream.stage": stage,
     }
-    if message.key is not None:
-        attributes["messaging.kafka.message.key"] = bytes(message.key).decode("utf-8", "replace")
+    if inbound.key is not None:
+        attributes["messaging.kafka.message.key"] = bytes(inbound.key).decode("utf-8", "replace")
     with message_span(
-        "process", message.topic, parent=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        "process",
+        inbound.topic,
+        parent=inbound.traceparent,
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
     ) as span:
         yield span
 

@@ -13,7 +13,6 @@ import faust
 from cartstream.core.metrics import add_lag_source, prometheus_text, setup_metrics
 from cartstream.core.settings import Settings
 from cartstream.core.telemetry import setup_tracing
-from cartstream.core.topics import tick_topic_name
 from cartstream.exceptions import ConfigurationError
 from cartstream.models.catalog import Catalog
 from cartstream.schemas.codec import AvroCodec
@@ -63,8 +62,7 @@ def build_app(
     stateful = stateful_roles(roles)
     app = create_app(settings, roles, has_tables=bool(stateful), web=web)
     publisher = Publisher(app, AvroCodec(), settings.topics.dead_letters)
-    ticks = [tick_topic_name(settings.app_id, r) for r in stateful]
-    batched = [settings.topics.frames, *ticks]  # their spans are the runners' own
+    batched: list[str] = []  # topics consumed in batches: their spans are the runners' own
     add_lag_source(lambda: consumer_lag(app))
     closers: list[Callable[[], None]] = []
     for role in roles:
@@ -77,6 +75,7 @@ def build_app(
             d = settings.detect
             batches = BatchRunner(app, stage, settings, publisher, d.max_batch, d.max_wait_ms)
             closers.insert(0, batches.close)
+            batched += stage.inputs()
         else:
             batched += StageRunner(app, stage, settings, publisher).input_topics()
     if store is not None and "persist" in roles:

@@ -76,10 +76,9 @@ def ensure_topics(settings: Settings, topics: dict[str, int] | None = None) -> d
 
 
 def partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
-    """Partitions of these topics (none asked: none; kafka-python would describe them all)."""
+    """Partitions of these topics; `names` must not be empty (kafka-python would describe every
+    topic of the cluster)."""
     counts: dict[str, int] = {}
-    for meta in admin.describe_topics(names) if names else []:
-        name = str(meta.get("name") or meta.get("topic"))
-        if name in names:
-            counts[name] = len(meta.get("partitions") or [])
+    for meta in admin.describe_topics(names):
+        counts[str(meta.get("name") or meta.get("topic"))] = len(meta.get("partitions") or [])
     return counts

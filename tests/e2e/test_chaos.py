@@ -5,6 +5,7 @@ input while carts shop; every checkout must equal the fault-free run's (the docu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,31 +36,40 @@ def recovery_progress(folder: Path, lines: int = 40) -> list[str]:
     return out
 
 
-def test_kills_an_outage_and_hostile_input_lose_nothing(tmp_path: Path) -> None:
+def ci_config(tmp_path: Path, slots: int, **overrides: Any) -> ChaosConfig:
+    """A CI-sized run: two kills and a 10 s database outage over `slots` worker processes."""
     shape = Shape(
         kills=2,
         pauses=0,
         db_outages=1,
         broker_cuts=0,
-        workers=2,
+        workers=slots,
         kill_restart_s=(0.0, 2.0),
         db_outage_s=10.0,
         warmup_s=4.0,
         recovery_s=6.0,
     )
-    config = ChaosConfig(
+    return ChaosConfig(
         folder=tmp_path,
         admin_database_url=ADMIN_URL,
+        speed=8.0,
+        shape=shape,
+        deadline_s=150.0,
+        worker_log_level="info",  # a loss must come with the workers' recovery progress
+        **overrides,
+    )
+
+
+def test_kills_an_outage_and_hostile_input_lose_nothing(tmp_path: Path) -> None:
+    config = ci_config(
+        tmp_path,
+        slots=2,
         seed=7,
         carts=4,
         sessions=3,
-        speed=8.0,
         workers=2,
-        shape=shape,
         fuzz_records=1000,
         flood_frames=300,
-        deadline_s=150.0,
-        worker_log_level="info",  # a loss must come with the workers' recovery progress
     )
     result, said = run(config)
     assert [f.kind for f in result.faults].count("kill") == 2
@@ -74,31 +84,16 @@ def test_the_charts_split_deployment_loses_nothing_under_kills_and_an_outage(
 ) -> None:
     """detect, reason+anomalies+reconcile and persist as separate processes, as the chart
     deploys them (a worker without a stateful role once crashed at start-up)."""
-    shape = Shape(
-        kills=2,
-        pauses=0,
-        db_outages=1,
-        broker_cuts=0,
-        workers=3,
-        kill_restart_s=(0.0, 2.0),
-        db_outage_s=10.0,
-        warmup_s=4.0,
-        recovery_s=6.0,
-    )
-    config = ChaosConfig(
-        folder=tmp_path,
-        admin_database_url=ADMIN_URL,
+    config = ci_config(
+        tmp_path,
+        slots=3,
         seed=8,
         carts=3,
         sessions=2,
-        speed=8.0,
         topology="split",
         workers=1,
-        shape=shape,
         fuzz_records=200,
         flood_frames=0,
-        deadline_s=150.0,
-        worker_log_level="info",
     )
     result, said = run(config)
     assert len(list((tmp_path / "chaos").glob("worker-*.log"))) == 3  # one process a role group
