@@ -14,7 +14,7 @@ import faust
 
 from cartstream.core.settings import Settings
 from cartstream.exceptions import ConfigurationError
-from cartstream.streams import faust_fixes
+from cartstream.streams import broker_workarounds, faust_fixes
 
 log = logging.getLogger(__name__)
 
@@ -55,31 +55,6 @@ def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
     return None
 
 
-def _limit_fetch_wait(max_wait_ms: int) -> None:
-    """Faust builds its aiokafka consumer with fetch_max_wait_ms=1500 and no setting for it.
-
-    On Kafka that costs nothing (a fetch returns as soon as records arrive); on a broker that
-    answers only when the wait expires it is latency on every hop, so the broker profile can
-    lower it. Applied to the consumer object before it starts, once per process.
-    """
-    from faust.transport.drivers import aiokafka as driver
-
-    thread_cls = driver.AIOKafkaConsumerThread
-    original = thread_cls._create_worker_consumer
-    if getattr(original, "_cartstream_fetch_wait", None) == max_wait_ms:
-        return
-    original = getattr(original, "_cartstream_original", original)
-
-    def create(self: object, transport: object) -> object:
-        consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = max_wait_ms
-        return consumer
-
-    create._cartstream_fetch_wait = max_wait_ms  # type: ignore[attr-defined]
-    create._cartstream_original = original  # type: ignore[attr-defined]
-    thread_cls._create_worker_consumer = create
-
-
 def create_app(
     settings: Settings, roles: Sequence[str], has_tables: bool, web: bool = False
 ) -> faust.App:
@@ -90,7 +65,9 @@ def create_app(
     # the one-record-per-batch workaround protects table recovery; stateless workers skip it
     batch_bytes = tuning.producer_max_batch_bytes if has_tables else 16384
     if tuning.fetch_max_wait_ms is not None:
-        _limit_fetch_wait(tuning.fetch_max_wait_ms)
+        broker_workarounds.limit_fetch_wait(tuning.fetch_max_wait_ms)
+    if tuning.end_offsets_from_fetch:
+        broker_workarounds.end_offsets_from_fetch()
     brokers = ";".join(f"kafka://{b}" for b in settings.kafka.bootstrap_list)
     settings.faust_datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(

@@ -221,8 +221,10 @@ class InOrder:
             )
 
     async def _check(self) -> None:
-        if not self.app.flow_control.is_active():
-            self._still.clear()  # a rebalance: it resets this guard and seeks to the commits
+        if not self.app.flow_control.is_active() or getattr(self.app, "in_recovery", False):
+            # a rebalance resets this guard and seeks to the commits; during table recovery
+            # Faust resumes the flow but keeps the agents' partitions paused: nothing can move
+            self._still.clear()
             return
         consumer = self.app.consumer
         for tp in sorted(consumer.assignment()):

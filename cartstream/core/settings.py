@@ -122,14 +122,17 @@ class BrokerTuning(_Frozen):
     producer_max_batch_bytes: int = 16384
     consumer_session_timeout_ms: int = 30000
     fetch_max_wait_ms: int | None = None  # None: the client's default
+    end_offsets_from_fetch: bool = False  # raise ListOffsets' end offsets to a fetch's
 
     @classmethod
     def for_profile(cls, profile: BrokerProfile) -> BrokerTuning:
         if profile == "tansu":
             # Tansu 0.6 (the embedded test/demo broker) needs three workarounds; real Kafka none:
             # - a group join waits session_timeout/2, so keep the session short;
-            # - ListOffsets(latest) counts only the first record of the newest batch, so a
-            #   recovering table would stop early unless every record is its own batch;
+            # - ListOffsets(latest) counts only the first record of the newest batch (on S3
+            #   storage: of the newest second's first batch), so table recovery takes the end
+            #   offsets from a fetch's high watermark (streams/broker_workarounds.py), and
+            #   every changelog record is its own batch as well;
             # - a fetch is answered only when fetch_max_wait expires, even when records
             #   arrive sooner (Faust waits 1.5 s), so every hop would add up to that.
             return cls(
@@ -138,6 +141,7 @@ class BrokerTuning(_Frozen):
                 producer_max_batch_bytes=1,
                 consumer_session_timeout_ms=6000,
                 fetch_max_wait_ms=20,
+                end_offsets_from_fetch=True,
             )
         return cls()
 

@@ -1,14 +1,16 @@
 """Consumer lag of a worker group, from outside: end offsets minus committed offsets.
 
-On the embedded broker the end offset can be reported low (Tansu counts only the first record
-of the newest batch, and briefly after a restart), so a lag read here is a lower bound and is
-never below zero; what was processed is verified from the outputs, not from these numbers.
+The embedded broker reports ListOffsets' end offsets low (Tansu counts only the first record of
+the newest batch; see streams/broker_workarounds.py), so the probe raises each to the high
+watermark of a fetch at that offset, which is right. A lag read here is never below zero; what
+was processed is verified from the outputs, not from these numbers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterable, Mapping
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -31,7 +33,13 @@ class LagProbe:
         if self._admin is None or self._consumer is None:
             cfg = self.settings.kafka.kafka_python_config()
             self._admin = KafkaAdminClient(**cfg, request_timeout_ms=3000)
-            self._consumer = KafkaConsumer(**cfg, request_timeout_ms=3000)
+            self._consumer = KafkaConsumer(
+                **cfg,
+                request_timeout_ms=3000,
+                enable_auto_commit=False,
+                fetch_max_wait_ms=self.settings.tuning.fetch_max_wait_ms or 100,
+                max_partition_fetch_bytes=1,
+            )
         return self._admin, self._consumer
 
     def sample(self) -> tuple[int, int] | None:
@@ -46,7 +54,7 @@ class LagProbe:
                     for t in topics
                     for p in sorted(consumer.partitions_for_topic(t) or ())
                 ]
-                ends = consumer.end_offsets(partitions)
+                ends = end_offsets(consumer, partitions)
                 offsets = admin.list_group_offsets({group: partitions}).get(group, {})
                 for tp in partitions:
                     meta = offsets.get(tp)
@@ -65,3 +73,22 @@ class LagProbe:
                 with contextlib.suppress(Exception):
                     client.close()
         self._admin = self._consumer = None
+
+
+def end_offsets(
+    consumer: KafkaConsumer, partitions: list[TopicPartition], wait_s: float = 2.0
+) -> dict[TopicPartition, int]:
+    """ListOffsets' end offsets, each raised to the high watermark of a fetch at that offset
+    (a partition whose fetch does not answer within `wait_s` keeps its listed offset). The
+    consumer is assigned `partitions`: it must be one kept for probing."""
+    listed = {tp: int(v or 0) for tp, v in consumer.end_offsets(partitions).items()}
+    consumer.unsubscribe()  # a fresh assignment forgets the previous high watermarks
+    consumer.assign(partitions)
+    for tp in partitions:
+        consumer.seek(tp, listed[tp])
+    deadline = time.monotonic() + wait_s
+    while any(consumer.highwater(tp) is None for tp in partitions):
+        if time.monotonic() > deadline:
+            break
+        consumer.poll(timeout_ms=20, max_records=1, update_offsets=False)
+    return {tp: max(end, consumer.highwater(tp) or 0) for tp, end in listed.items()}

@@ -54,9 +54,15 @@ def read_messages(
         else:
             consumer.seek_to_end(*tps)
         ends = consumer.end_offsets(tps) if tps and idle_timeout_s is not None else {}
+        unraised = set(ends)  # ListOffsets can answer low (see lag.end_offsets): a fetch cannot
         last = time.monotonic()
         while True:
             batch = consumer.poll(timeout_ms=200)
+            for tp in list(unraised):
+                high = consumer.highwater(tp)
+                if high is not None:
+                    ends[tp] = max(ends[tp], high)
+                    unraised.discard(tp)
             now = time.monotonic()
             if batch:
                 last = now

@@ -139,6 +139,12 @@ def test_records_reach_the_agent_in_order_with_none_missing() -> None:
         await guard.check()
         assert len(consumer.seeks) == 3
         guard.app.flow_control.active = True
+        guard.app.in_recovery = True  # table recovery: the agents' partitions stay paused
+        guard.clock.now += 10.0
+        await guard.check()
+        await guard.check()
+        assert len(consumer.seeks) == 3
+        guard.app.in_recovery = False
         assert [await guard.admit(Message(o)) for o in (889, 890, 891)] == [True, True, True]
         assert not await guard.admit(Message(890))  # processed already
         guard.reset()  # a rebalance: start from the committed offset again
