@@ -164,9 +164,8 @@ def evaluate(
     bootstrap = ctx.find_root().params.get("bootstrap")
     modes = MODES if mode == "all" else (mode,)
     results = [
-        evaluate_mode(
-            cli_settings(ctx), m, sessions, seed, bootstrap, run_dir, as_json, anomalies
-        ) for m in modes
+        evaluate_mode(cli_settings(ctx), m, sessions, seed, bootstrap, run_dir, as_json, anomalies)
+        for m in modes
     ]
     command = f"cartstream eval --sessions {sessions} --seed {seed} --mode {mode}"
     command += " --anomalies" if anomalies else ""
