@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 
 from cartstream.models.catalog import Catalog
 from cartstream.models.detector import INPUT_SIZE, CartDetector, count_flops
+from cartstream.models.registry import content_version
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,6 @@ def export_onnx(model: CartDetector, path: Path) -> None:
         dynamo=True,
         external_data=False,
     )
-
-
-def content_version(path: Path) -> str:
-    return "det-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def write_card(

@@ -25,6 +25,7 @@ from cartstream.core.settings import Settings
 from cartstream.exceptions import ConfigurationError
 from cartstream.models.catalog import Catalog
 from cartstream.models.inference import DetectorRuntime, FrameDetections, decode_jpegs, frame_stats
+from cartstream.models.registry import resolve_model
 from cartstream.schemas.codec import AvroCodec
 from cartstream.schemas.records import (
     CART_FRAME,
@@ -74,8 +75,11 @@ class DetectStage:
             return
         # `in_flight` batches are inferred at once (see runner.BatchRunner): share the cores
         threads = self.config.threads or max(1, (os.cpu_count() or 2) // self.in_flight)
+        model_path = resolve_model(
+            self.config.model_path, self.config.registry, self.config.model_version
+        )
         runtime = self._given or DetectorRuntime(
-            self.config.model_path,
+            model_path,
             threshold=self.config.score_threshold,
             device=self.config.device,
             threads=threads,
@@ -83,7 +87,7 @@ class DetectStage:
         if runtime.skus != [s.sku for s in self.catalog.skus]:
             raise ConfigurationError(
                 f"detector {runtime.version} was trained on another catalog "
-                f"(detect.model_path={self.config.model_path or 'the bundled artifact'})"
+                f"(model {model_path or 'bundled with the package'})"
             )
         runtime.initialize()
         runtime.warm_up(self.config.max_batch)

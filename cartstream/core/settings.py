@@ -150,7 +150,9 @@ class DetectSettings(_Frozen):
     """The detect stage: which model, where it runs, how frames are batched."""
 
     enabled: bool = True  # False: validate frames only, publish no detections
-    model_path: Path | None = None  # None: the artifact bundled with the package
+    model_path: Path | None = None  # None: the registry's model, else the bundled artifact
+    registry: Path | None = None  # a model registry folder (models/registry.py)
+    model_version: str = "promoted"  # which registered version: `promoted` or a version
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_batch: int = Field(default=32, ge=1, le=1024)
     max_wait_ms: float = Field(default=5.0, ge=0)

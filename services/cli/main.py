@@ -338,11 +338,14 @@ def _register_model_commands() -> None:
     from cartstream.services.cli.chaos import chaos
     from cartstream.services.cli.eval import evaluate
     from cartstream.services.cli.models import bench, models
+    from cartstream.services.cli.registry import COMMANDS as REGISTRY_COMMANDS
     from cartstream.services.cli.review import review
     from cartstream.services.cli.trace import trace
 
     cli.add_command(review)
     cli.add_command(trace)
+    for command in REGISTRY_COMMANDS:
+        models.add_command(command)
     cli.add_command(models)
     cli.add_command(bench)
     cli.add_command(evaluate)

@@ -12,6 +12,7 @@ import click
 from rich.console import Console
 
 from cartstream.models.inference import BUNDLED_MODEL
+from cartstream.services.cli.registry import open_registry, registry_option
 
 console = Console(stderr=True)
 TRAINED_MODEL = Path("cartstream-models/detector.onnx")  # not the shipped artifact
@@ -46,7 +47,16 @@ def models() -> None:
     multiple=True,
     help="A folder from `cartstream review export`; its verified images join the training set.",
 )
+@click.option(
+    "--register/--no-register",
+    default=True,
+    show_default=True,
+    help="Register the model (parent: the promoted version); promoting it is a separate step.",
+)
+@registry_option
+@click.pass_context
 def train_detector(
+    ctx: click.Context,
     seed: int,
     images: int,
     epochs: int,
@@ -55,6 +65,8 @@ def train_detector(
     replace_bundled: bool,
     eval_images: int,
     extra: tuple[Path, ...],
+    register: bool,
+    registry: Path | None,
 ) -> None:
     """Render scenes, train, export ONNX, evaluate on held-out scenes, write the model card.
 
@@ -99,7 +111,14 @@ def train_detector(
         f"trained in {result.seconds / 60:.1f} min, mAP@0.5 {report.map50:.3f}, "
         f"count accuracy {report.count_accuracy:.3f}"
     )
-    if out != BUNDLED_MODEL:
+    if register:
+        reg = open_registry(ctx, registry)
+        entry = reg.register(out, parent=reg.promoted(), source=f"train-detector --seed {seed}")
+        console.print(
+            f"registered in {reg.root} (parent {entry.parent or 'none'}); "
+            f"`cartstream models promote {entry.version}` makes workers load it"
+        )
+    elif out != BUNDLED_MODEL:
         console.print(f"workers use it with CARTSTREAM_DETECT__MODEL_PATH={out.resolve()}")
 
 

@@ -154,3 +154,26 @@ def test_the_optional_service_monitor_renders() -> None:
     validate(monitor)
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
+
+
+def test_a_model_registry_volume_makes_workers_load_its_promoted_model() -> None:
+    docs = render({"detector": {"registryClaim": "models", "version": "det-0123456789ab"}})
+    for doc in docs:
+        validate(doc)
+    (config,) = by_kind(docs, "ConfigMap").values()
+    assert config["data"]["CARTSTREAM_DETECT__REGISTRY"] == "/var/lib/cartstream/models"
+    assert config["data"]["CARTSTREAM_DETECT__MODEL_VERSION"] == "det-0123456789ab"
+    detect = next(d for n, d in by_kind(docs, "Deployment").items() if n.endswith("detect"))
+    pod = detect["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "model-registry"]
+    assert volume["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert {
+        "name": "model-registry",
+        "mountPath": "/var/lib/cartstream/models",
+        "readOnly": True,
+    } in mounts
+    assert (
+        "CARTSTREAM_DETECT__REGISTRY"
+        not in by_kind(render({}), "ConfigMap")["cs-cartstream"]["data"]
+    )

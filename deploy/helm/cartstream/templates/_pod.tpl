@@ -39,6 +39,11 @@
   mountPath: /etc/cartstream/kafka-ca
   readOnly: true
 {{- end }}
+{{- if .Values.detector.registryClaim }}
+- name: model-registry
+  mountPath: /var/lib/cartstream/models
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{- define "cartstream.volumes" -}}
@@ -48,5 +53,11 @@
 - name: kafka-ca
   secret:
     secretName: {{ .Values.kafka.tlsCaSecret.name }}
+{{- end }}
+{{- if .Values.detector.registryClaim }}
+- name: model-registry
+  persistentVolumeClaim:
+    claimName: {{ .Values.detector.registryClaim }}
+    readOnly: true
 {{- end }}
 {{- end -}}

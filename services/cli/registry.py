@@ -1,0 +1,133 @@
+"""`cartstream models register | list | show | promote | rollback`: the detector registry
+(models/registry.py). Workers load the promoted version when `detect.registry` is set
+(CARTSTREAM_DETECT__REGISTRY, the chart's `detector.registry`), so a rollout is a promotion
+and a restart, with no code or image change."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from cartstream.models.registry import PROMOTED, Registered, Registry
+from cartstream.services.cli.context import cli_settings
+
+DEFAULT_REGISTRY = Path("cartstream-models/registry")
+
+registry_option = click.option(
+    "--registry",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help=f"The registry folder (default: detect.registry, else {DEFAULT_REGISTRY}).",
+)
+
+
+def open_registry(ctx: click.Context, path: Path | None) -> Registry:
+    return Registry(path or cli_settings(ctx).detect.registry or DEFAULT_REGISTRY)
+
+
+def _metric(model: Registered, name: str) -> str:
+    value = model.metrics.get(name)
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+
+@click.command("register")
+@click.argument("model", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--parent", default=None, help="The version it was trained from (default: promoted).")
+@registry_option
+@click.pass_context
+def register(ctx: click.Context, model: Path, parent: str | None, registry: Path | None) -> None:
+    """Register a trained model (ONNX file with its .card.json) under its content version."""
+    reg = open_registry(ctx, registry)
+    if parent is None:
+        parent = reg.promoted()
+    entry = reg.register(model, parent=parent)
+    click.echo(f"{entry.version} registered in {reg.root} (parent {entry.parent or 'none'})")
+
+
+@click.command("list")
+@registry_option
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def list_models(ctx: click.Context, registry: Path | None, as_json: bool) -> None:
+    """Every registered version, its metrics, and which one is promoted."""
+    reg = open_registry(ctx, registry)
+    promoted = reg.promoted()
+    rows = reg.versions()
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "version": r.version,
+                        "promoted": r.version == promoted,
+                        "parent": r.parent,
+                        "registered_at": r.registration.get("registered_at"),
+                        "metrics": r.metrics,
+                    }
+                    for r in rows
+                ],
+                indent=1,
+            )
+        )
+        return
+    if not rows:
+        click.echo(f"no models registered in {reg.root}")
+        return
+    click.echo(f"{'':2}{'version':<18}{'registered':<27}{'parent':<18}{'mAP@0.5':>8}{'count':>8}")
+    for r in rows:
+        mark = "* " if r.version == promoted else "  "
+        click.echo(
+            f"{mark}{r.version:<18}{r.registration.get('registered_at')!s:<27}"
+            f"{r.parent or '-':<18}{_metric(r, 'map50'):>8}{_metric(r, 'count_accuracy'):>8}"
+        )
+    click.echo("(* promoted)" if promoted else "(nothing promoted: workers use the bundled model)")
+
+
+@click.command("show")
+@click.argument("version", default=PROMOTED)
+@registry_option
+@click.pass_context
+def show(ctx: click.Context, version: str, registry: Path | None) -> None:
+    """One version's registration, card and promotion history (default: the promoted one)."""
+    reg = open_registry(ctx, registry)
+    entry = reg.get(version)
+    history = [p.__dict__ for p in reg.history() if p.version == entry.version]
+    card = {k: v for k, v in entry.card.items() if k != "classes"}
+    out = {
+        "version": entry.version,
+        "promoted": entry.version == reg.promoted(),
+        "path": str(entry.model_path),
+        "registration": entry.registration,
+        "card": card,
+        "classes": len(entry.card.get("classes") or []),
+        "promotions": history,
+    }
+    click.echo(json.dumps(out, indent=1))
+
+
+@click.command("promote")
+@click.argument("version")
+@click.option("--reason", default="", help="Recorded with the promotion.")
+@registry_option
+@click.pass_context
+def promote(ctx: click.Context, version: str, reason: str, registry: Path | None) -> None:
+    """Make VERSION the one workers load (at their next start)."""
+    reg = open_registry(ctx, registry)
+    done = reg.promote(version, reason=reason)
+    click.echo(f"{done.version} promoted (was {done.previous or 'nothing'}); restart the workers")
+
+
+@click.command("rollback")
+@click.option("--reason", default="", help="Recorded with the rollback.")
+@registry_option
+@click.pass_context
+def rollback(ctx: click.Context, reason: str, registry: Path | None) -> None:
+    """Promote again the version promoted before the current one."""
+    reg = open_registry(ctx, registry)
+    done = reg.rollback(reason=reason)
+    click.echo(f"rolled back to {done.version} (from {done.previous}); restart the workers")
+
+
+COMMANDS = (register, list_models, show, promote, rollback)
