@@ -119,7 +119,18 @@ def evaluate_detector(
     batch_size: int = 64,
 ) -> EvalReport:
     frames, truth = render_dataset(catalog, images, HELD_OUT_OFFSET + seed)
+    return evaluate_frames(runtime, catalog, frames, truth, batch_size)
+
+
+def evaluate_frames(
+    runtime: DetectorRuntime,
+    catalog: Catalog,
+    frames: np.ndarray,
+    truth: list[BoxList],
+    batch_size: int = 64,
+) -> EvalReport:
+    """Scores on given frames and their true boxes (held-out scenes, verified review frames)."""
     found: list[FrameDetections] = []
-    for i in range(0, images, batch_size):  # mAP ranks every detection, down to a low score
+    for i in range(0, len(frames), batch_size):  # mAP ranks every detection, down to a low score
         found += runtime.run(frames[i : i + batch_size], threshold=MAP_MIN_SCORE)
     return score_detections(catalog, truth, found, runtime.threshold)

@@ -82,6 +82,7 @@ class Promotion:
     previous: str | None
     by: str
     reason: str
+    gate: dict[str, Any] | None = None  # the promotion gate's verdict, when it ran
 
 
 class Registry:
@@ -176,10 +177,17 @@ class Registry:
             shutil.rmtree(staging, ignore_errors=True)
         return self._load(final)
 
-    def promote(self, version: str, reason: str = "", by: str | None = None) -> Promotion:
-        """Workers started (or restarted) from now on load `version`."""
+    def promote(
+        self,
+        version: str,
+        reason: str = "",
+        by: str | None = None,
+        gate: dict[str, Any] | None = None,
+    ) -> Promotion:
+        """Workers started (or restarted) from now on load `version`. `gate`: the promotion
+        gate's verdict (models/promotion_gate.py), kept with the record; the caller decides."""
         target = self.get(version).version
-        return self._append(target, "promote", reason, by)
+        return self._append(target, "promote", reason, by, gate)
 
     def rollback(self, reason: str = "", by: str | None = None) -> Promotion:
         """Promote again the version that was promoted before the current one."""
@@ -195,9 +203,14 @@ class Registry:
     # -- internals -------------------------------------------------------------------------
 
     def _append(
-        self, version: str, action: Literal["promote", "rollback"], reason: str, by: str | None
+        self,
+        version: str,
+        action: Literal["promote", "rollback"],
+        reason: str,
+        by: str | None,
+        gate: dict[str, Any] | None = None,
     ) -> Promotion:
-        promotion = Promotion(_now(), version, action, self.promoted(), by or _who(), reason)
+        promotion = Promotion(_now(), version, action, self.promoted(), by or _who(), reason, gate)
         self.root.mkdir(parents=True, exist_ok=True)
         with (self.root / PROMOTIONS_FILE).open("a") as f:
             f.write(json.dumps(promotion.__dict__) + "\n")

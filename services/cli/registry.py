@@ -110,12 +110,62 @@ def show(ctx: click.Context, version: str, registry: Path | None) -> None:
 @click.command("promote")
 @click.argument("version")
 @click.option("--reason", default="", help="Recorded with the promotion.")
+@click.option("--force", is_flag=True, help="Skip the promotion gate (recorded as forced).")
+@click.option("--gate-images", type=int, default=300, show_default=True)
+@click.option("--gate-seed", type=int, default=0, show_default=True)
+@click.option(
+    "--verified",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    multiple=True,
+    help="An exported review queue whose verified frames the gate also scores.",
+)
+@click.option("--max-slowdown", type=float, default=1.25, show_default=True)
 @registry_option
 @click.pass_context
-def promote(ctx: click.Context, version: str, reason: str, registry: Path | None) -> None:
-    """Make VERSION the one workers load (at their next start)."""
+def promote(
+    ctx: click.Context,
+    version: str,
+    reason: str,
+    force: bool,
+    gate_images: int,
+    gate_seed: int,
+    verified: tuple[Path, ...],
+    max_slowdown: float,
+    registry: Path | None,
+) -> None:
+    """Make VERSION the one workers load (at their next start), if it passes the gate: no worse
+    than the promoted model on held-out scenes (and verified review frames), and not slower
+    than --max-slowdown times it."""
+    from cartstream.models.catalog import Catalog
+    from cartstream.models.promotion_gate import GateBounds, run_gate
+
     reg = open_registry(ctx, registry)
-    done = reg.promote(version, reason=reason)
+    candidate = reg.get(version)
+    champion = reg.promoted()
+    verdict = None
+    if champion is not None and champion != candidate.version and not force:
+        result = run_gate(
+            reg.model_path(champion),
+            candidate.model_path,
+            Catalog.load(cli_settings(ctx).catalog_path),
+            images=gate_images,
+            seed=gate_seed,
+            verified=verified,
+            bounds=GateBounds(max_slowdown=max_slowdown),
+        )
+        verdict = result.as_dict()
+        for s in result.sets:
+            click.echo(f"{s.name}: champion {s.champion}, candidate {s.candidate}")
+        click.echo(
+            f"ms per frame: champion {result.champion_ms:.2f}, candidate {result.candidate_ms:.2f}"
+        )
+        if not result.passed:
+            raise click.ClickException(
+                f"{candidate.version} refused by the promotion gate: " + "; ".join(result.refusals)
+            )
+    done = reg.promote(
+        candidate.version, reason=reason or ("forced" if force else ""), gate=verdict
+    )
     click.echo(f"{done.version} promoted (was {done.previous or 'nothing'}); restart the workers")
 
 

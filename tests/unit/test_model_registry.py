@@ -129,7 +129,8 @@ def test_the_cli_registers_promotes_lists_and_rolls_back(tmp_path: Path) -> None
     run("register", str(a), *where)
     run("promote", content_version(a), *where)
     run("register", str(b), *where)  # its parent: the promoted version
-    run("promote", content_version(b)[:9], "--reason", "better counts", *where)
+    # fake models cannot be run, so the gate is skipped (and that is recorded)
+    run("promote", content_version(b)[:9], "--reason", "better counts", "--force", *where)
     listed = json.loads(run("list", "--json", *where))
     assert [(m["version"], m["promoted"], m["parent"]) for m in listed] == [
         (content_version(a), False, None),
@@ -140,5 +141,8 @@ def test_the_cli_registers_promotes_lists_and_rolls_back(tmp_path: Path) -> None
     shown = json.loads(run("show", *where))
     assert shown["version"] == content_version(a) and shown["promoted"]
     assert [p["action"] for p in shown["promotions"]] == ["promote", "rollback"]
+    assert json.loads(run("show", content_version(b), *where))["promotions"][0]["reason"] == (
+        "better counts"
+    )
     refused = runner.invoke(cli, ["models", "promote", "det-ffffffffffff", *where], obj={})
     assert refused.exit_code != 0 and "not registered" in str(refused.exception or refused.output)
