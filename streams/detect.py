@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 from cartstream.core.ids import derived_id
@@ -25,7 +27,7 @@ from cartstream.core.settings import Settings
 from cartstream.exceptions import ConfigurationError
 from cartstream.models.catalog import Catalog
 from cartstream.models.inference import DetectorRuntime, FrameDetections, decode_jpegs, frame_stats
-from cartstream.models.registry import resolve_model
+from cartstream.models.registry import PROMOTED, Registry, resolve_model
 from cartstream.schemas.codec import AvroCodec
 from cartstream.schemas.records import (
     CART_FRAME,
@@ -61,6 +63,7 @@ class DetectStage:
         self.catalog = catalog
         self.runtime: DetectorRuntime | None = None
         self._given = runtime
+        self._checked_at = 0.0  # when `maybe_switch` last looked at the registry
         self.codec = AvroCodec()
 
     def start(self) -> None:
@@ -73,12 +76,22 @@ class DetectStage:
                 "validated and dead-lettered when bad, but no detections are published"
             )
             return
+        self.runtime = self._given or self._load(
+            resolve_model(self.config.model_path, self.config.registry, self.config.model_version)
+        )
+        self._checked_at = time.monotonic()
+        log.info(
+            "detect: model %s on %s, batches of up to %d within %.1f ms",
+            self.runtime.version,
+            self.runtime.provider,
+            self.config.max_batch,
+            self.config.max_wait_ms,
+        )
+
+    def _load(self, model_path: Path | None) -> DetectorRuntime:
         # `in_flight` batches are inferred at once (see runner.BatchRunner): share the cores
         threads = self.config.threads or max(1, (os.cpu_count() or 2) // self.in_flight)
-        model_path = resolve_model(
-            self.config.model_path, self.config.registry, self.config.model_version
-        )
-        runtime = self._given or DetectorRuntime(
+        runtime = DetectorRuntime(
             model_path,
             threshold=self.config.score_threshold,
             device=self.config.device,
@@ -91,14 +104,51 @@ class DetectStage:
             )
         runtime.initialize()
         runtime.warm_up(self.config.max_batch)
-        self.runtime = runtime
-        log.info(
-            "detect: model %s on %s, batches of up to %d within %.1f ms",
-            runtime.version,
-            runtime.provider,
-            self.config.max_batch,
-            self.config.max_wait_ms,
+        return runtime
+
+    def follows_promotions(self) -> bool:
+        """Whether this stage switches models when the registry promotes another one."""
+        c = self.config
+        return (
+            self._given is None
+            and c.model_path is None
+            and c.registry is not None
+            and c.model_version == PROMOTED
+            and c.promotion_check_s > 0
         )
+
+    def maybe_switch(self, now: float | None = None) -> bool:
+        """Between batches: load the registry's promoted model if it is not the one running
+        (looked up at most every `detect.promotion_check_s`). The switch happens between two
+        batches, so no frame is skipped; a frame delivered again after it is detected by the new
+        model, and reason keeps the first detection of each frame. A model that cannot be loaded
+        (another catalog, a broken file) is logged and the running one kept."""
+        if self.runtime is None or not self.follows_promotions():
+            return False
+        now = time.monotonic() if now is None else now
+        if now - self._checked_at < self.config.promotion_check_s:
+            return False
+        self._checked_at = now
+        assert self.config.registry is not None
+        registry = Registry(self.config.registry)
+        try:
+            promoted = registry.promoted()
+            if promoted is None or promoted == self.runtime.version:
+                return False
+            runtime = self._load(registry.model_path(promoted))
+        except Exception as exc:  # onnxruntime's own errors too: keep detecting
+            log.error(
+                "detect: cannot switch to the promoted model: %s; keeping %s",
+                exc,
+                self.runtime.version,
+            )
+            return False
+        old, self.runtime = self.runtime, runtime
+        log.warning(
+            "detect: switched from model %s to the promoted %s", old.version, runtime.version
+        )
+        old.close()  # one batch in flight at a time (`in_flight`): nobody is using it
+        return True
 
     def close(self) -> None:
         if self.runtime is not None:
@@ -151,6 +201,7 @@ class DetectStage:
         """Detections (and review frames, dead letters) for a batch of valid frame records."""
         if self.runtime is None or not records:
             return []
+        self.maybe_switch()
         frames = [cast(CartFrame, r) for r in records]
         images, decoded = decode_jpegs([f["jpeg"] for f in frames])
         outputs: list[Outbound] = []

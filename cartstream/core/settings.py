@@ -153,6 +153,7 @@ class DetectSettings(_Frozen):
     model_path: Path | None = None  # None: the registry's model, else the bundled artifact
     registry: Path | None = None  # a model registry folder (models/registry.py)
     model_version: str = "promoted"  # which registered version: `promoted` or a version
+    promotion_check_s: float = Field(default=10.0, ge=0)  # follow promotions (0: never)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_batch: int = Field(default=32, ge=1, le=1024)
     max_wait_ms: float = Field(default=5.0, ge=0)

@@ -4,14 +4,12 @@ and the detect stage loading the promoted model."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from cartstream.core.settings import Settings
 from cartstream.models.catalog import Catalog
-from cartstream.models.inference import BUNDLED_MODEL
 from cartstream.models.registry import (
     Registry,
     RegistryError,
@@ -92,23 +90,39 @@ def test_an_explicit_path_wins_then_the_registry_then_the_bundled_model(tmp_path
     assert resolve_model(None, None, "promoted") is None
 
 
-def test_the_detect_stage_loads_the_promoted_model(tmp_path: Path, catalog: Catalog) -> None:
+def test_the_detect_stage_loads_the_promoted_model_and_follows_promotions(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    from tests.model_variants import copy_bundled, variant
+
     registry = Registry(tmp_path / "registry")
-    copy = tmp_path / "bundled" / "detector.onnx"
-    copy.parent.mkdir()
-    shutil.copyfile(BUNDLED_MODEL, copy)
-    shutil.copyfile(BUNDLED_MODEL.with_suffix(".card.json"), copy.with_suffix(".card.json"))
-    entry = registry.register(copy)
-    registry.promote(entry.version)
-    settings = Settings().with_overrides(detect={"registry": registry.root, "threads": 1})
+    first = registry.register(copy_bundled(tmp_path / "a"))
+    second = registry.register(variant(tmp_path / "b", 0.0))
+    registry.promote(first.version)
+    settings = Settings().with_overrides(
+        detect={"registry": registry.root, "threads": 1, "promotion_check_s": 5.0}
+    )
     stage = DetectStage(settings, catalog)
     stage.start()
     try:
-        assert stage.runtime is not None
-        assert stage.runtime.model_path == entry.model_path
-        assert stage.runtime.version == entry.version
+        assert stage.runtime is not None and stage.runtime.version == first.version
+        assert stage.follows_promotions()
+        registry.promote(second.version)
+        assert not stage.maybe_switch(now=stage._checked_at + 1.0)  # not looked at yet
+        assert stage.maybe_switch(now=stage._checked_at + 5.0)
+        assert stage.runtime.version == second.version
+        broken = tmp_path / "c" / "detector.onnx"  # a registered file onnxruntime cannot load
+        broken.parent.mkdir()
+        broken.write_bytes(b"not a model")
+        card = {**second.card, "version": content_version(broken)}
+        broken.with_suffix(".card.json").write_text(json.dumps(card))
+        registry.promote(registry.register(broken).version)
+        assert not stage.maybe_switch(now=stage._checked_at + 5.0)  # cannot load: keeps running
+        assert stage.runtime.version == second.version
     finally:
         stage.close()
+    pinned = settings.with_overrides(detect={"model_version": first.version})
+    assert not DetectStage(pinned, catalog).follows_promotions()
 
 
 def test_the_cli_registers_promotes_lists_and_rolls_back(tmp_path: Path) -> None:

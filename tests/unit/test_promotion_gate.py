@@ -3,18 +3,11 @@ models: a deliberately worse candidate is refused, an equally good one passes.""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
-import numpy as np
-import onnx
-from onnx import numpy_helper
-
 from cartstream.models.catalog import Catalog
-from cartstream.models.inference import BUNDLED_MODEL
 from cartstream.models.promotion_gate import GateBounds, SetScore, judge, run_gate
-from cartstream.models.registry import content_version
+from tests.model_variants import copy_bundled, variant
 
 
 def scores(map50: float, count: float) -> dict[str, float]:
@@ -35,39 +28,16 @@ def test_a_candidate_worse_on_any_set_or_too_slow_is_refused() -> None:
     assert [r.split(" ms")[0] for r in slow.refusals] == ["5.10"]
 
 
-def _variant(folder: Path, noise: float) -> Path:
-    """The bundled model with its weights perturbed (`noise` x each tensor's spread; 0: the same
-    weights, different bytes) and a card naming its own version."""
-    model = onnx.load(str(BUNDLED_MODEL))
-    rng = np.random.default_rng(7)
-    for tensor in model.graph.initializer:
-        values = numpy_helper.to_array(tensor)
-        if values.dtype == np.float32 and values.size > 16:
-            values = values + rng.normal(0, noise * float(values.std()), values.shape)
-            tensor.CopyFrom(numpy_helper.from_array(values.astype(np.float32), tensor.name))
-    model.metadata_props.add(key="variant", value=str(noise))
-    folder.mkdir(parents=True)
-    path = folder / "detector.onnx"
-    onnx.save(model, str(path))
-    card = json.loads(BUNDLED_MODEL.with_suffix(".card.json").read_text())
-    card["version"] = content_version(path)
-    path.with_suffix(".card.json").write_text(json.dumps(card))
-    return path
-
-
 def test_the_gate_refuses_a_worse_model_and_passes_an_equal_one(
     tmp_path: Path, catalog: Catalog
 ) -> None:
-    champion = tmp_path / "champion" / "detector.onnx"
-    champion.parent.mkdir()
-    shutil.copyfile(BUNDLED_MODEL, champion)
-    shutil.copyfile(BUNDLED_MODEL.with_suffix(".card.json"), champion.with_suffix(".card.json"))
+    champion = copy_bundled(tmp_path / "champion")
     bounds = GateBounds(max_slowdown=3.0)  # two cores shared with other tests: timing is loose
-    worse = run_gate(champion, _variant(tmp_path / "worse", 0.5), catalog, 48, bounds=bounds)
+    worse = run_gate(champion, variant(tmp_path / "worse", 0.5), catalog, 48, bounds=bounds)
     assert not worse.passed
     assert any(r.startswith("map50 on held-out") for r in worse.refusals), worse.refusals
     (held_out,) = worse.sets
     assert held_out.candidate["map50"] < held_out.champion["map50"]
-    equal = run_gate(champion, _variant(tmp_path / "equal", 0.0), catalog, 48, bounds=bounds)
+    equal = run_gate(champion, variant(tmp_path / "equal", 0.0), catalog, 48, bounds=bounds)
     assert equal.passed, equal.refusals
     assert equal.sets[0].candidate == equal.sets[0].champion

@@ -1,0 +1,93 @@
+"""A model rollout through the registry reaches a running detect worker on the real broker:
+after `promote`, its detections carry the new version, and every frame sent before, during and
+after the switch has a detection."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from kafka import KafkaProducer
+
+from cartstream.core.settings import Settings
+from cartstream.models.catalog import Catalog
+from cartstream.models.registry import Registry
+from cartstream.models.train import render_dataset
+from cartstream.schemas.codec import AvroCodec
+from cartstream.schemas.records import CART_FRAME
+from cartstream.services.kafka.tail import read_topic
+from cartstream.services.kafka.topics import ensure_topics
+from cartstream.services.tools.bench import frame_records
+from cartstream.services.tools.harness import WorkerProcess, worker_env
+from tests.model_variants import copy_bundled, variant
+
+BEFORE, DURING_MAX, AFTER = 12, 150, 12
+
+
+def test_a_promotion_reaches_a_running_worker_without_losing_a_frame(
+    broker_settings: Callable[..., Settings], pg_url: str, tmp_path: Path, catalog: Catalog
+) -> None:
+    settings = broker_settings()
+    ensure_topics(settings)
+    registry = Registry(tmp_path / "registry")
+    first = registry.register(copy_bundled(tmp_path / "a"))
+    second = registry.register(variant(tmp_path / "b", 0.0))
+    registry.promote(first.version)
+    ready = tmp_path / "ready"
+    env = worker_env(settings, settings.app_id, pg_url, ready)
+    env["CARTSTREAM_DETECT__REGISTRY"] = str(registry.root)
+    env["CARTSTREAM_DETECT__PROMOTION_CHECK_S"] = "1"
+    worker = WorkerProcess(env, tmp_path / "worker.log", roles="detect")
+    images, _ = render_dataset(catalog, 4, seed=77)
+    records = frame_records(images, BEFORE + DURING_MAX + AFTER)
+    codec = AvroCodec()
+    producer = KafkaProducer(**settings.kafka.kafka_python_config())
+    sent: list[str] = []
+
+    def send(n: int) -> None:
+        for record in records[len(sent) : len(sent) + n]:
+            producer.send(
+                settings.topics.frames,
+                key=str(record["cart_id"]).encode(),
+                value=codec.encode(CART_FRAME, record),
+            ).get(timeout=10)
+            sent.append(str(record["event_id"]))
+
+    def versions() -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for d, _ in read_topic(settings, settings.topics.detections, idle_timeout_s=0.5):
+            found.setdefault(d["frame_event_id"], set()).add(d["model_version"])
+        return found
+
+    try:
+        worker.wait_ready(ready, timeout_s=90)
+        send(BEFORE)
+        registry.promote(second.version, reason="rollout test")
+        switched_at = None
+        deadline = time.monotonic() + 60
+        while (
+            switched_at is None and time.monotonic() < deadline and len(sent) < BEFORE + DURING_MAX
+        ):
+            send(1)
+            time.sleep(0.2)
+            seen = versions()
+            switched_at = next(
+                (i for i, frame in enumerate(sent) if second.version in seen.get(frame, set())),
+                None,
+            )
+        assert switched_at is not None, "the worker never switched to the promoted model"
+        send(AFTER)
+        deadline = time.monotonic() + 60
+        seen = versions()
+        while len(seen) < len(sent) and time.monotonic() < deadline:
+            time.sleep(1)
+            seen = versions()
+        alive = worker.alive()
+    finally:
+        producer.close()
+        worker.stop()
+    assert alive
+    assert set(seen) == set(sent)  # no frame lost across the switch
+    assert set().union(*seen.values()) == {first.version, second.version}
+    assert all(seen[f] == {second.version} for f in sent[-AFTER:])
