@@ -37,6 +37,7 @@ SESSION_REVIEW = "session_review"
 CHECKOUT = "checkout"
 DEAD_LETTER = "dead_letter"
 REVIEW_FRAME = "review_frame"
+SHADOW_DETECTION = "shadow_detection"
 
 
 class CartFrame(TypedDict):
@@ -97,6 +98,21 @@ class Detection(TypedDict):
     boxes: list[DetectionBox]
     brightness: float  # v2: mean grey level 0-255 (-1: not measured)
     contrast: float  # v2: grey-level standard deviation
+
+
+class ShadowDetection(TypedDict):
+    event_id: str
+    frame_event_id: str
+    cart_id: str
+    store_id: str
+    camera_id: int
+    capture_time_ms: int
+    champion_version: str
+    candidate_version: str
+    champion_boxes: list[DetectionBox]
+    candidate_boxes: list[DetectionBox]
+    champion_ms: float
+    candidate_ms: float
 
 
 class ReviewFrame(TypedDict):

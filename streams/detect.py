@@ -15,6 +15,7 @@ disabled the stage validates frames and publishes nothing, and says so at start-
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -33,10 +34,12 @@ from cartstream.schemas.records import (
     CART_FRAME,
     DETECTION,
     REVIEW_FRAME,
+    SHADOW_DETECTION,
     CartFrame,
     Detection,
     DetectionBox,
     ReviewFrame,
+    ShadowDetection,
 )
 from cartstream.schemas.validation import validate_frame
 from cartstream.streams.deadletter import dead_letter
@@ -64,6 +67,7 @@ class DetectStage:
         self.runtime: DetectorRuntime | None = None
         self._given = runtime
         self._checked_at = 0.0  # when `maybe_switch` last looked at the registry
+        self.shadow: DetectorRuntime | None = None  # a candidate beside it (detect.shadow_*)
         self.codec = AvroCodec()
 
     def start(self) -> None:
@@ -80,6 +84,17 @@ class DetectStage:
             resolve_model(self.config.model_path, self.config.registry, self.config.model_version)
         )
         self._checked_at = time.monotonic()
+        if self.config.shadow_version is not None:
+            if self.config.registry is None:
+                raise ConfigurationError("detect.shadow_version names a version of detect.registry")
+            shadow = Registry(self.config.registry).model_path(self.config.shadow_version)
+            self.shadow = self._load(shadow)
+            log.warning(
+                "detect: shadow model %s on %.0f %% of frames, published to %s",
+                self.shadow.version,
+                100 * self.config.shadow_share,
+                self.topics.detections_shadow,
+            )
         log.info(
             "detect: model %s on %s, batches of up to %d within %.1f ms",
             self.runtime.version,
@@ -151,9 +166,10 @@ class DetectStage:
         return True
 
     def close(self) -> None:
-        if self.runtime is not None:
-            self.runtime.close()
-            self.runtime = None
+        for runtime in (self.runtime, self.shadow):
+            if runtime is not None:
+                runtime.close()
+        self.runtime = self.shadow = None
 
     def inputs(self) -> Mapping[str, str]:
         return {self.topics.frames: CART_FRAME}
@@ -223,12 +239,60 @@ class DetectStage:
         if not good:
             return outputs
         batch = images if len(good) == len(frames) else images[good]
+        started = time.perf_counter()
         results = self.runtime.run(batch)
+        champion_ms = (time.perf_counter() - started) * 1000 / len(good)
         brightness, contrast = frame_stats(batch)
         for n, (i, found) in enumerate(zip(good, results, strict=True)):
             quality = (float(brightness[n]), float(contrast[n]))
             outputs += self._outputs(frames[i], found, inbounds[i].traceparent, quality)
+        if self.shadow is not None:
+            share = self.config.shadow_share
+            chosen = [n for n, i in enumerate(good) if shadowed(frames[i]["event_id"], share)]
+            if chosen:
+                started = time.perf_counter()
+                candidates = self.shadow.run(batch[chosen])
+                candidate_ms = (time.perf_counter() - started) * 1000 / len(chosen)
+                for n, found in zip(chosen, candidates, strict=True):
+                    i = good[n]
+                    outputs.append(
+                        self._shadow_output(
+                            frames[i], results[n], found, (champion_ms, candidate_ms), inbounds[i]
+                        )
+                    )
         return outputs
+
+    def _shadow_output(
+        self,
+        frame: CartFrame,
+        champion: FrameDetections,
+        candidate: FrameDetections,
+        ms: tuple[float, float],
+        inbound: Inbound,
+    ) -> Outbound:
+        assert self.runtime is not None and self.shadow is not None
+        versions = (self.runtime.version, self.shadow.version)
+        record: ShadowDetection = {
+            "event_id": derived_id("shadow-detection", frame["event_id"], *versions),
+            "frame_event_id": frame["event_id"],
+            "cart_id": frame["cart_id"],
+            "store_id": frame["store_id"],
+            "camera_id": frame["camera_id"],
+            "capture_time_ms": frame["capture_time_ms"],
+            "champion_version": versions[0],
+            "candidate_version": versions[1],
+            "champion_boxes": _boxes(self.runtime, champion),
+            "candidate_boxes": _boxes(self.shadow, candidate),
+            "champion_ms": ms[0],
+            "candidate_ms": ms[1],
+        }
+        return Outbound(
+            self.topics.detections_shadow,
+            frame["cart_id"],
+            SHADOW_DETECTION,
+            record,
+            inbound.traceparent,
+        )
 
     def _outputs(
         self,
@@ -239,18 +303,7 @@ class DetectStage:
     ) -> list[Outbound]:
         assert self.runtime is not None
         version = self.runtime.version
-        skus = self.runtime.skus
-        boxes: list[DetectionBox] = [
-            {
-                "sku": skus[int(c)],
-                "score": float(s),
-                "x0": float(b[0]),
-                "y0": float(b[1]),
-                "x1": float(b[2]),
-                "y1": float(b[3]),
-            }
-            for c, s, b in zip(found.classes, found.scores, found.boxes, strict=True)
-        ]
+        boxes = _boxes(self.runtime, found)
         detection: Detection = {
             "event_id": derived_id("detection", frame["event_id"], version),
             "frame_event_id": frame["event_id"],
@@ -292,3 +345,25 @@ class DetectStage:
 
     def tick(self, state: None, now_ms: int) -> Result[None]:
         return Result(None)
+
+
+def _boxes(runtime: DetectorRuntime, found: FrameDetections) -> list[DetectionBox]:
+    skus = runtime.skus
+    return [
+        {
+            "sku": skus[int(c)],
+            "score": float(s),
+            "x0": float(b[0]),
+            "y0": float(b[1]),
+            "x1": float(b[2]),
+            "y1": float(b[3]),
+        }
+        for c, s, b in zip(found.classes, found.scores, found.boxes, strict=True)
+    ]
+
+
+def shadowed(frame_event_id: str, share: float) -> bool:
+    """Whether the shadow model sees this frame: a fixed share of frames, chosen by a hash of
+    the frame's id, so a re-delivered frame is chosen again (or not) the same way."""
+    digest = hashlib.blake2b(frame_event_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < share * 2**64

@@ -93,6 +93,7 @@ class TopicSettings(_Frozen):
     checkouts: str = "checkouts"
     dead_letters: str = "dead-letters"
     review_frames: str = "cart.review-frames"
+    detections_shadow: str = "cart.detections.shadow"  # a candidate model's (shadow deployment)
     stream_partitions: int = Field(default=8, ge=1, le=4096)
     output_partitions: int = Field(default=4, ge=1, le=4096)
     replication_factor: int = Field(default=1, ge=1, le=7)
@@ -107,7 +108,13 @@ class TopicSettings(_Frozen):
             self.basket_changes,
             self.reviews,
         ]
-        outputs = [self.anomalies, self.checkouts, self.dead_letters, self.review_frames]
+        outputs = [
+            self.anomalies,
+            self.checkouts,
+            self.dead_letters,
+            self.review_frames,
+            self.detections_shadow,
+        ]
         return {
             **dict.fromkeys(streams, self.stream_partitions),
             **dict.fromkeys(outputs, self.output_partitions),
@@ -154,6 +161,8 @@ class DetectSettings(_Frozen):
     registry: Path | None = None  # a model registry folder (models/registry.py)
     model_version: str = "promoted"  # which registered version: `promoted` or a version
     promotion_check_s: float = Field(default=10.0, ge=0)  # follow promotions (0: never)
+    shadow_version: str | None = None  # a registered candidate run beside the model in use
+    shadow_share: float = Field(default=0.1, ge=0, le=1)  # of frames (chosen by event id)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_batch: int = Field(default=32, ge=1, le=1024)
     max_wait_ms: float = Field(default=5.0, ge=0)

@@ -6,11 +6,14 @@ and a restart, with no code or image change."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import click
 
 from cartstream.models.registry import PROMOTED, Registered, Registry
+from cartstream.schemas.records import ShadowDetection
 from cartstream.services.cli.context import cli_settings
 
 DEFAULT_REGISTRY = Path("cartstream-models/registry")
@@ -180,4 +183,55 @@ def rollback(ctx: click.Context, reason: str, registry: Path | None) -> None:
     click.echo(f"rolled back to {done.version} (from {done.previous}); restart the workers")
 
 
-COMMANDS = (register, list_models, show, promote, rollback)
+@click.command("shadow-report")
+@click.option(
+    "--verified",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    multiple=True,
+    help="An exported review queue: its verified frames score both models.",
+)
+@click.option("--idle", type=float, default=2.0, show_default=True, help="Seconds of quiet.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def shadow_report(
+    ctx: click.Context, verified: tuple[Path, ...], idle: float, as_json: bool
+) -> None:
+    """Compare a shadow candidate with the champion on the frames both saw (agreement,
+    confusions, accuracy on verified frames, latency), from cart.detections.shadow."""
+    from cartstream.services.kafka.tail import read_topic
+    from cartstream.services.tools.shadow_report import compare, verified_labels
+
+    settings = cli_settings(ctx)
+    records = (
+        r for r, _ in read_topic(settings, settings.topics.detections_shadow, idle_timeout_s=idle)
+    )
+    report = compare(
+        cast(Iterator[ShadowDetection], records),
+        verified_labels(verified),
+        settings.detect.score_threshold,
+    )
+    out = report.as_dict()
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+        return
+    click.echo(f"{out['frames']} frames seen by both models")
+    for pair in out["models"]:
+        click.echo(
+            f"  champion {pair['champion']}  candidate {pair['candidate']}: {pair['frames']}"
+        )
+    click.echo(f"agreement (same SKUs at the operating threshold): {out['agreement']:.4f}")
+    for c in out["confusions"]:
+        click.echo(f"  champion {c['champion']:<22} candidate {c['candidate']:<22} {c['frames']}x")
+    if out["verified_frames"]:
+        click.echo(
+            f"on {out['verified_frames']} verified frames: champion "
+            f"{out['champion_accuracy_on_verified']:.4f}, candidate "
+            f"{out['candidate_accuracy_on_verified']:.4f}"
+        )
+    click.echo(
+        f"ms per frame p50/p99: champion {out['champion_ms_p50_p99']}, "
+        f"candidate {out['candidate_ms_p50_p99']}"
+    )
+
+
+COMMANDS = (register, list_models, show, promote, rollback, shadow_report)

@@ -121,8 +121,8 @@ def test_the_detect_stage_loads_the_promoted_model_and_follows_promotions(
         assert stage.runtime.version == second.version
     finally:
         stage.close()
-    pinned = settings.with_overrides(detect={"model_version": first.version})
-    assert not DetectStage(pinned, catalog).follows_promotions()
+    pinned = {**settings.detect.model_dump(), "model_version": first.version}
+    assert not DetectStage(settings.with_overrides(detect=pinned), catalog).follows_promotions()
 
 
 def test_the_cli_registers_promotes_lists_and_rolls_back(tmp_path: Path) -> None:

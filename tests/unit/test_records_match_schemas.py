@@ -22,6 +22,7 @@ RECORD_TYPES = {
     records.CHECKOUT: records.Checkout,
     records.DEAD_LETTER: records.DeadLetter,
     records.REVIEW_FRAME: records.ReviewFrame,
+    records.SHADOW_DETECTION: records.ShadowDetection,
 }
 PRIMITIVES = {
     "string": str,
