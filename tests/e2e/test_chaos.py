@@ -115,5 +115,5 @@ def assert_nothing_lost(result: ChaosResult, said: list[str], folder: Path) -> N
     assert verdict.unexpected_exits == []
     assert not any(verdict.open_sessions.values()), verdict.open_sessions
     assert verdict.lag_recovered, "\n".join(
-        [str(verdict.lag_recovery_s), *recovery_progress(folder / "chaos")]
+        [str(verdict.lag_recovery_s), *said, *recovery_progress(folder / "chaos")]
     )

@@ -323,6 +323,10 @@ class Timeline:
             self.step()
             if self.samples and self.samples[-1].lag == 0:
                 return
+        behind = self.sampler.probe.behind
+        self.say(
+            f"lag still {self.samples[-1].lag if self.samples else None}: " + "; ".join(behind[:20])
+        )
 
     def close(self) -> None:
         self.sampler.stop()
