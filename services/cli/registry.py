@@ -17,6 +17,7 @@ from cartstream.schemas.records import ShadowDetection
 from cartstream.services.cli.context import cli_settings
 
 DEFAULT_REGISTRY = Path("cartstream-models/registry")
+FOLLOW = "workers on `promoted` switch within detect.promotion_check_s, others at their next start"
 
 registry_option = click.option(
     "--registry",
@@ -136,7 +137,7 @@ def promote(
     max_slowdown: float,
     registry: Path | None,
 ) -> None:
-    """Make VERSION the one workers load (at their next start), if it passes the gate: no worse
+    """Make VERSION the one workers load, if it passes the gate: no worse
     than the promoted model on held-out scenes (and verified review frames), and not slower
     than --max-slowdown times it."""
     from cartstream.models.catalog import Catalog
@@ -169,7 +170,7 @@ def promote(
     done = reg.promote(
         candidate.version, reason=reason or ("forced" if force else ""), gate=verdict
     )
-    click.echo(f"{done.version} promoted (was {done.previous or 'nothing'}); restart the workers")
+    click.echo(f"{done.version} promoted (was {done.previous or 'nothing'}); {FOLLOW}")
 
 
 @click.command("rollback")
@@ -180,7 +181,7 @@ def rollback(ctx: click.Context, reason: str, registry: Path | None) -> None:
     """Promote again the version promoted before the current one."""
     reg = open_registry(ctx, registry)
     done = reg.rollback(reason=reason)
-    click.echo(f"rolled back to {done.version} (from {done.previous}); restart the workers")
+    click.echo(f"rolled back to {done.version} (from {done.previous}); {FOLLOW}")
 
 
 @click.command("shadow-report")
