@@ -68,7 +68,9 @@ class BatchRunner:
         self.max_batch = max_batch
         self.within_s = max(max_wait_ms, 0.1) / 1000.0  # 0 would mean "wait for a full batch"
         self.executor = ThreadPoolExecutor(stage.in_flight, thread_name_prefix=stage.name)
-        self.in_order = in_order(app, stage.name, stage.inputs().keys())
+        self.in_order = in_order(
+            app, stage.name, stage.inputs().keys(), sequential=stage.in_flight == 1
+        )
         self.ingress = Ingress(settings, publisher.codec, stage)
         self.batches = 0
         self.frames = 0

@@ -84,10 +84,13 @@ class _Stored:
         return self.record
 
 
-def in_order(app: faust.App, name: str, topics: Iterable[str]) -> InOrder:
-    """An `InOrder` for the agent `name` consuming `topics`: started afresh at every rebalance,
-    and checked for partitions whose records stopped coming every `InOrder.RESEEK_S`."""
-    guard = InOrder(app, name, topics)
+def in_order(
+    app: faust.App, name: str, topics: Iterable[str], *, sequential: bool = True
+) -> InOrder:
+    """An `InOrder` for the agent `name` consuming `topics` (`sequential`: one batch at a time):
+    started afresh at every rebalance, and checked for partitions whose records stopped coming
+    every `InOrder.RESEEK_S`."""
+    guard = InOrder(app, name, topics, sequential=sequential)
 
     async def _reset(sender: object, *_: object, **__: object) -> None:
         guard.reset()

@@ -377,3 +377,47 @@ def test_a_failed_batch_is_read_again_from_its_first_record_and_never_committed(
 
     batch = asyncio.run(scenario())
     assert all(_was_dropped(m) for m in batch)  # their acks move no committed offset
+
+
+def test_a_record_two_agents_read_becomes_committable_after_one_of_them_seeks_back() -> None:
+    """basket.changes goes to anomalies and reconcile; a seek by one re-delivers to both. Each
+    offset needs one delivery that no agent dropped, or the committed offset never moves."""
+    changes = TP("basket.changes", 2)
+
+    async def scenario() -> tuple[list[Message], list[Message], Consumer]:
+        consumer = Consumer(known=None)
+        consumer._committed_offset[changes] = 77
+        consumer.highwaters[changes] = 91
+        flow = SimpleNamespace(consumer=consumer, flow_control=Flow())
+        anomalies = InOrder(flow, "anomalies", ["basket.changes"])
+        reconcile = InOrder(flow, "reconcile", ["basket.changes"])
+        first = [Message(o, changes) for o in range(77, 91)]
+        for message in first:  # reconcile took all; anomalies missed 77..89 (a full buffer)
+            assert await reconcile.admit(message)
+        assert not await anomalies.admit(first[-1])  # 90 past 77: dropped, sought back to 77
+        again = [Message(o, changes) for o in range(77, 91)]
+        for message in again:  # the re-delivery reaches both agents
+            assert await anomalies.admit(message)
+            assert not await reconcile.admit(message)  # processed already
+        return first, again, consumer
+
+    first, again, consumer = asyncio.run(scenario())
+    assert consumer.seeks == [(changes, 77)]
+    assert _was_dropped(first[-1])
+    assert not any(_was_dropped(m) for m in again)  # every offset 77..90 can be committed
+
+
+def test_a_concurrent_agent_never_commits_a_copy_of_a_record_still_in_flight() -> None:
+    frames = TP("cart.frames", 1)
+
+    async def scenario() -> Message:
+        consumer = Consumer(known=None)
+        consumer._committed_offset[frames] = 10
+        flow = SimpleNamespace(consumer=consumer, flow_control=Flow())
+        detect = InOrder(flow, "detect", ["cart.frames"], sequential=False)
+        assert await detect.admit(Message(10, frames))  # in an inference batch right now
+        copy = Message(10, frames)
+        assert not await detect.admit(copy)
+        return copy
+
+    assert _was_dropped(asyncio.run(scenario()))  # the first delivery's ack commits it
