@@ -67,6 +67,7 @@ class DetectStage:
         self.runtime: DetectorRuntime | None = None
         self._given = runtime
         self._checked_at = 0.0  # when `maybe_switch` last looked at the registry
+        self._refused: str | None = None  # a promoted version that would not load: not retried
         self.shadow: DetectorRuntime | None = None  # a candidate beside it (detect.shadow_*)
         self.codec = AvroCodec()
 
@@ -137,7 +138,8 @@ class DetectStage:
         (looked up at most every `detect.promotion_check_s`). The switch happens between two
         batches, so no frame is skipped; a frame delivered again after it is detected by the new
         model, and reason keeps the first detection of each frame. A model that cannot be loaded
-        (another catalog, a broken file) is logged and the running one kept."""
+        (another catalog, a broken file) is logged once and the running one kept until another
+        version is promoted."""
         if self.runtime is None or not self.follows_promotions():
             return False
         now = time.monotonic() if now is None else now
@@ -146,14 +148,18 @@ class DetectStage:
         self._checked_at = now
         assert self.config.registry is not None
         registry = Registry(self.config.registry)
+        promoted: str | None = None
         try:
             promoted = registry.promoted()
-            if promoted is None or promoted == self.runtime.version:
+            if promoted in (None, self.runtime.version, self._refused):
                 return False
             runtime = self._load(registry.model_path(promoted))
         except Exception as exc:  # onnxruntime's own errors too: keep detecting
+            self._refused = promoted
             log.error(
-                "detect: cannot switch to the promoted model: %s; keeping %s",
+                "detect: cannot switch to the promoted model %s: %s; keeping %s until another "
+                "version is promoted",
+                promoted,
                 exc,
                 self.runtime.version,
             )

@@ -74,10 +74,11 @@ class LagProbe:
                 for tp in partitions:
                     meta = offsets.get(tp)
                     done = meta.offset if meta is not None and meta.offset >= 0 else 0
+                    end = int(ends.get(tp) or 0)
                     committed += done
-                    lag += max(0, int(ends.get(tp) or 0) - done)
-                    if int(ends.get(tp) or 0) > done:
-                        behind.append(f"{group} {tp.topic}[{tp.partition}] {done}/{ends[tp]}")
+                    lag += max(0, end - done)
+                    if end > done:
+                        behind.append(f"{group} {tp.topic}[{tp.partition}] {done}/{end}")
             self.behind = behind
             return lag, committed
         except (KafkaError, OSError, ValueError, AssertionError) as exc:

@@ -119,6 +119,14 @@ def test_the_detect_stage_loads_the_promoted_model_and_follows_promotions(
         registry.promote(registry.register(broken).version)
         assert not stage.maybe_switch(now=stage._checked_at + 5.0)  # cannot load: keeps running
         assert stage.runtime.version == second.version
+        loads: list[Path | None] = []
+        load = stage._load
+        stage._load = lambda path: (loads.append(path), load(path))[1]  # type: ignore[method-assign]
+        assert not stage.maybe_switch(now=stage._checked_at + 5.0)
+        assert loads == []  # the broken version is not loaded again at every check
+        registry.promote(first.version)  # until another is promoted
+        assert stage.maybe_switch(now=stage._checked_at + 5.0) and len(loads) == 1
+        assert stage.runtime.version == first.version
     finally:
         stage.close()
     pinned = {**settings.detect.model_dump(), "model_version": first.version}
