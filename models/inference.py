@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -140,6 +140,21 @@ def decode_jpegs(jpegs: Sequence[bytes], size: int = INPUT_SIZE) -> tuple[np.nda
         batch[i] = img
         ok[i] = True
     return batch, ok
+
+
+class Detector(Protocol):
+    """What the detect stage needs of a detector: in process (`DetectorRuntime`) or behind an
+    inference server (`remote.RemoteDetector`)."""
+
+    skus: list[str]
+    provider: str
+
+    @property
+    def version(self) -> str: ...
+
+    def run(self, images: np.ndarray, threshold: float | None = None) -> list[FrameDetections]: ...
+
+    def close(self) -> None: ...
 
 
 class DetectorRuntime:

@@ -27,8 +27,15 @@ from cartstream.core.ids import derived_id
 from cartstream.core.settings import Settings
 from cartstream.exceptions import ConfigurationError
 from cartstream.models.catalog import Catalog
-from cartstream.models.inference import DetectorRuntime, FrameDetections, decode_jpegs, frame_stats
+from cartstream.models.inference import (
+    Detector,
+    DetectorRuntime,
+    FrameDetections,
+    decode_jpegs,
+    frame_stats,
+)
 from cartstream.models.registry import PROMOTED, Registry, resolve_model
+from cartstream.models.remote import RemoteDetector
 from cartstream.schemas.codec import AvroCodec
 from cartstream.schemas.records import (
     CART_FRAME,
@@ -57,14 +64,14 @@ class DetectStage:
     in_flight = 1
 
     def __init__(
-        self, settings: Settings, catalog: Catalog, runtime: DetectorRuntime | None = None
+        self, settings: Settings, catalog: Catalog, runtime: Detector | None = None
     ) -> None:
         """Cheap: the model is loaded by `start` (initialize / execute(batch) / finalize)."""
         self.settings = settings
         self.topics = settings.topics
         self.config = settings.detect
         self.catalog = catalog
-        self.runtime: DetectorRuntime | None = None
+        self.runtime: Detector | None = None
         self._given = runtime
         self._checked_at = 0.0  # when `maybe_switch` last looked at the registry
         self._refused: str | None = None  # a promoted version that would not load: not retried
@@ -81,9 +88,14 @@ class DetectStage:
                 "validated and dead-lettered when bad, but no detections are published"
             )
             return
-        self.runtime = self._given or self._load(
-            resolve_model(self.config.model_path, self.config.registry, self.config.model_version)
-        )
+        if self._given is None and self.config.endpoint is not None:
+            self.runtime = self._remote(self.config.endpoint)
+        else:
+            self.runtime = self._given or self._load(
+                resolve_model(
+                    self.config.model_path, self.config.registry, self.config.model_version
+                )
+            )
         self._checked_at = time.monotonic()
         if self.config.shadow_version is not None:
             if self.config.registry is None:
@@ -122,11 +134,23 @@ class DetectStage:
         runtime.warm_up(self.config.max_batch)
         return runtime
 
+    def _remote(self, endpoint: str) -> Detector:
+        """The detector behind an inference server; the server owns model and version."""
+        remote = RemoteDetector(
+            endpoint,
+            [s.sku for s in self.catalog.skus],
+            threshold=self.config.score_threshold,
+            timeout_s=self.config.endpoint_timeout_s,
+        ).initialize()
+        remote.warm_up(1)
+        return remote
+
     def follows_promotions(self) -> bool:
         """Whether this stage switches models when the registry promotes another one."""
         c = self.config
         return (
             self._given is None
+            and c.endpoint is None
             and c.model_path is None
             and c.registry is not None
             and c.model_version == PROMOTED
@@ -353,7 +377,7 @@ class DetectStage:
         return Result(None)
 
 
-def _boxes(runtime: DetectorRuntime, found: FrameDetections) -> list[DetectionBox]:
+def _boxes(runtime: Detector, found: FrameDetections) -> list[DetectionBox]:
     skus = runtime.skus
     return [
         {

@@ -169,11 +169,17 @@ class DetectSettings(_Frozen):
     score_threshold: float = Field(default=0.3, gt=0, lt=1)
     review_below: float = Field(default=0.6, gt=0, le=1)  # best score under this: review
     threads: int | None = Field(default=None, ge=1)
+    # an Open Inference Protocol server to call instead of in-process inference
+    # (`cartstream serve detector`): grpc://host:port (recommended) or http://host:port
+    endpoint: str | None = Field(default=None, pattern=r"^(grpc|http)://[^/\s]+$")
+    endpoint_timeout_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _model_exists(self) -> DetectSettings:
         if self.model_path is not None and not self.model_path.is_file():
             raise ValueError(f"detect.model_path {self.model_path} does not exist")
+        if self.endpoint is not None and self.shadow_version is not None:
+            raise ValueError("detect.shadow_version runs in process: not with detect.endpoint")
         return self
 
 

@@ -340,6 +340,7 @@ def _register_model_commands() -> None:
     from cartstream.services.cli.models import bench, models
     from cartstream.services.cli.registry import COMMANDS as REGISTRY_COMMANDS
     from cartstream.services.cli.review import review
+    from cartstream.services.cli.serve import serve
     from cartstream.services.cli.trace import trace
 
     cli.add_command(review)
@@ -350,6 +351,7 @@ def _register_model_commands() -> None:
     cli.add_command(bench)
     cli.add_command(evaluate)
     cli.add_command(chaos)
+    cli.add_command(serve)
 
 
 _register_model_commands()
