@@ -196,6 +196,28 @@ def bench_detector(batches: str, agent_frames: int, seconds: float, out: Path) -
         sys.exit(1)
 
 
+@bench.command("serving")
+@click.option("--batch", type=int, default=8, show_default=True, help="Frames per request.")
+@click.option("--clients", default="1,4", show_default=True)
+@click.option("--seconds", type=float, default=8.0, show_default=True)
+@click.option("--max-batch", type=int, default=32, show_default=True)
+@click.option("--max-wait-ms", type=float, default=5.0, show_default=True)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("docs/benchmarks.md"), show_default=True
+)
+def bench_serving(
+    batch: int, clients: str, seconds: float, max_batch: int, max_wait_ms: float, out: Path
+) -> None:
+    """Detector frames/s in process vs over the Open Inference Protocol (gRPC and HTTP)."""
+    from cartstream.services.tools.bench_serving import run_serving_bench, table, write_report
+
+    counts = [int(c) for c in clients.split(",") if c.strip()]
+    rows = run_serving_bench(batch, counts, seconds, max_batch, max_wait_ms)
+    write_report(out, rows, max_batch, max_wait_ms)
+    click.echo(table(rows))
+    click.echo(f"written to {out}")
+
+
 @bench.command("tracing")
 @click.option("--carts", type=int, default=6, show_default=True)
 @click.option("--sessions", type=int, default=5, show_default=True, help="Sessions per cart.")

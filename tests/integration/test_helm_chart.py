@@ -177,3 +177,26 @@ def test_a_model_registry_volume_makes_workers_load_its_promoted_model() -> None
         "CARTSTREAM_DETECT__REGISTRY"
         not in by_kind(render({}), "ConfigMap")["cs-cartstream"]["data"]
     )
+
+
+def test_the_optional_inference_deployment_serves_detect_workers() -> None:
+    assert not [n for n in by_kind(render({}), "Deployment") if n.endswith("inference")]
+    docs = render({"inference": {"enabled": True, "gpu": True, "maxBatch": 64}})
+    for doc in docs:
+        validate(doc)
+    deployments = by_kind(docs, "Deployment")
+    pod = deployments["cs-cartstream-inference"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"][:2] == ["serve", "detector"] and "--max-batch=64" in container["args"]
+    assert container["image"].startswith("ghcr.io/cartstream/cartstream-gpu:")
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    service = by_kind(docs, "Service")["cs-cartstream-inference"]
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"http": 8080, "grpc": 8081}
+    detect = deployments["cs-cartstream-detect"]["spec"]["template"]["spec"]["containers"][0]
+    assert {
+        "name": "CARTSTREAM_DETECT__ENDPOINT",
+        "value": "grpc://cs-cartstream-inference:8081",
+    } in (detect["env"])
+    reason = deployments["cs-cartstream-reason"]["spec"]["template"]["spec"]["containers"][0]
+    assert all(e["name"] != "CARTSTREAM_DETECT__ENDPOINT" for e in reason["env"])
