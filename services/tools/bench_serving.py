@@ -131,13 +131,12 @@ def run_serving_bench(
     try:
         for scheme, port in (("grpc", server.grpc), ("http", server.http)):
             for n in clients:
-                remotes: list[Detector] = []
+                remotes: list[RemoteDetector] = []
                 for _ in range(n):
-                    remote = RemoteDetector(f"{scheme}://127.0.0.1:{port}", skus).initialize()
-                    remote.warm_up(1)
-                    remotes.append(remote)
+                    remotes.append(RemoteDetector(f"{scheme}://127.0.0.1:{port}", skus))
+                    remotes[-1].initialize().warm_up(1)
                 cpu, started = process_cpu_s(server.proc.pid), time.perf_counter()
-                done, waits = _drive(remotes, frames, seconds)
+                done, waits = _drive(list(remotes), frames, seconds)
                 wall = time.perf_counter() - started
                 cpu = process_cpu_s(server.proc.pid) - cpu
                 rows.append(_row(f"remote {scheme}", n, batch, done, waits, wall, cpu))
