@@ -119,6 +119,7 @@ class InOrder:
     RESEEK_S = 1.0
     RESEEK_MAX_S = 8.0
     STALL_WARN_S = 60.0
+    COMMIT_STALL_S = 10.0
 
     def __init__(
         self, app: Any, name: str, topics: Iterable[str], *, sequential: bool = True
@@ -135,6 +136,8 @@ class InOrder:
         self.clock = time.monotonic
         # partition -> (offset sought, when, how long to give it before seeking there again)
         self._last_seek: dict[Any, tuple[int, float, float]] = {}
+        # partition -> (committed offset, since when) while it stays below what was processed
+        self._commit_behind: dict[Any, tuple[int, float]] = {}
 
     def reset(self) -> None:
         self.expected.clear()
@@ -142,6 +145,7 @@ class InOrder:
         self._sought.clear()
         self._still.clear()
         self._last_seek.clear()
+        self._commit_behind.clear()
 
     def buffered(self) -> int | None:
         """Records in the agent's buffers: each actor's stream has a channel of its own, with its
@@ -257,6 +261,8 @@ class InOrder:
                     continue  # next time
             if want is None or not high or want >= high:
                 self._still.pop(tp, None)
+                if want is not None and high:
+                    await self._check_commit(tp, want)  # caught up: is it committed too?
                 continue
             read, seen = consumer._read_offset.get(tp), self.seen.get(tp)
             now = (want, read, seen)
@@ -284,6 +290,40 @@ class InOrder:
                 self.buffered(),
             )
             await self._seek(tp, want)
+
+    async def _check_commit(self, tp: Any, want: int) -> None:
+        """The agent processed every record up to `want`, but the group's committed offset
+        stays below it for `COMMIT_STALL_S`: some deliveries' acknowledgements did not count
+        (made while a rebalance had the flow suspended, or dropped by another agent reading the
+        topic). The records from the committed offset on are delivered again; the agent has
+        processed them (they are below its expected offset), so it acknowledges them without
+        processing them again and the commit moves (`admit`). Sequential agents only: a
+        concurrent one drops such copies."""
+        committed = self.app.consumer._committed_offset.get(tp)
+        if not self.sequential or committed is None or committed >= want:
+            self._commit_behind.pop(tp, None)
+            return
+        now = self.clock()
+        behind = self._commit_behind.get(tp)
+        if behind is None or behind[0] != committed:
+            self._commit_behind[tp] = (committed, now)  # first seen behind, or moving
+            return
+        if now - behind[1] < self.COMMIT_STALL_S or self.buffered():
+            return
+        log.info(
+            "%s: %s[%d] processed up to %d but committed at %d for %.0f s: delivering %d..%d "
+            "again so that their acknowledgements count",
+            self.name,
+            tp.topic,
+            tp.partition,
+            want - 1,
+            committed,
+            now - behind[1],
+            committed,
+            want - 1,
+        )
+        self._commit_behind[tp] = (committed, now)
+        await self._seek(tp, committed)
 
     def _warn_if_stalled(self, tp: Any, now: tuple[int, int | None, int | None]) -> None:
         since = self._still_since.get(tp)

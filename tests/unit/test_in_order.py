@@ -421,3 +421,35 @@ def test_a_concurrent_agent_never_commits_a_copy_of_a_record_still_in_flight() -
         return copy
 
     assert _was_dropped(asyncio.run(scenario()))  # the first delivery's ack commits it
+
+
+def test_processed_records_whose_commit_stalls_are_delivered_again_to_count() -> None:
+    """The agent took 5..9, but their acknowledgements did not count (a rebalance had the flow
+    suspended): the committed offset stays at 5. After `COMMIT_STALL_S` the records come again
+    and are acknowledged as processed, without processing them twice."""
+    tp = TP("anomalies", 2)
+
+    async def scenario(sequential: bool) -> tuple[Consumer, list[Message]]:
+        consumer = Consumer(known=None)
+        consumer._committed_offset[tp] = 5
+        consumer.highwaters[tp] = 10
+        flow = SimpleNamespace(consumer=consumer, flow_control=Flow())
+        guard = InOrder(flow, "persist", ["anomalies"], sequential=sequential)
+        guard.clock = Clock()
+        assert [await guard.admit(Message(o, tp)) for o in range(5, 10)] == [True] * 5
+        await guard.check()  # caught up, committed behind: noted
+        guard.clock.now += 5.0
+        await guard.check()
+        assert consumer.seeks == []  # Faust commits every second: give it time
+        guard.clock.now += 6.0
+        await guard.check()
+        again = [Message(o, tp) for o in range(5, 10)]
+        if consumer.seeks:
+            assert [await guard.admit(m) for m in again] == [False] * 5  # not processed twice
+        return consumer, again
+
+    consumer, again = asyncio.run(scenario(sequential=True))
+    assert consumer.seeks == [(tp, 5)]
+    assert not any(_was_dropped(m) for m in again)  # their acknowledgements count
+    consumer, _ = asyncio.run(scenario(sequential=False))
+    assert consumer.seeks == []  # a concurrent agent drops such copies: no use seeking
