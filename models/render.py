@@ -13,6 +13,7 @@ A scene is what one of the cart's two cameras sees: the basket floor, items alre
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Sequence
@@ -148,6 +149,14 @@ class SceneRenderer:
         self.size = size
         self.params = params or SceneParams()
         self._looks = {s.sku: make_look(s, size / FRAME_SIZE) for s in catalog.skus}
+
+    def repackaged(self, sku: str, colors: tuple[str, str]) -> SceneRenderer:
+        """The same scenes with `sku` drawn in new packaging colours (a drift scenario)."""
+        other = SceneRenderer.__new__(SceneRenderer)
+        other.catalog, other.size, other.params = self.catalog, self.size, self.params
+        item = dataclasses.replace(self.catalog[sku], colors=colors)
+        other._looks = {**self._looks, sku: make_look(item, self.size / FRAME_SIZE)}
+        return other
 
     def _paste(
         self,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,7 +28,9 @@ from cartstream.core.ids import derived_id
 from cartstream.core.settings import Settings
 from cartstream.exceptions import ConfigurationError
 from cartstream.models.catalog import Catalog
+from cartstream.models.drift import DriftMonitor, DriftReading, DriftReference, Observation
 from cartstream.models.inference import (
+    BUNDLED_MODEL,
     Detector,
     DetectorRuntime,
     FrameDetections,
@@ -76,6 +79,9 @@ class DetectStage:
         self._checked_at = 0.0  # when `maybe_switch` last looked at the registry
         self._refused: str | None = None  # a promoted version that would not load: not retried
         self.shadow: DetectorRuntime | None = None  # a candidate beside it (detect.shadow_*)
+        self.drift: DriftMonitor | None = None  # live detections vs the model's reference
+        self._drifting: set[tuple[tuple[str, ...], str]] = set()
+        self._drift_lock = threading.Lock()  # batches run in `in_flight` threads
         self.codec = AvroCodec()
 
     def start(self) -> None:
@@ -97,6 +103,7 @@ class DetectStage:
                 )
             )
         self._checked_at = time.monotonic()
+        self.drift = self._drift_monitor()
         if self.config.shadow_version is not None:
             if self.config.registry is None:
                 raise ConfigurationError("detect.shadow_version names a version of detect.registry")
@@ -133,6 +140,55 @@ class DetectStage:
         runtime.initialize()
         runtime.warm_up(self.config.max_batch)
         return runtime
+
+    def _drift_monitor(self) -> DriftMonitor | None:
+        """Drift monitoring against `detect.drift_reference`, else the reference beside the
+        model file, else the bundled model's (the same cameras and catalog); None without one."""
+        c = self.config
+        model = getattr(self.runtime, "model_path", None)
+        candidates = [c.drift_reference] if c.drift_reference is not None else []
+        if model is not None:
+            candidates.append(Path(model).with_suffix(".drift.json"))
+        candidates.append(BUNDLED_MODEL.with_suffix(".drift.json"))
+        path = next((p for p in candidates if p is not None and p.is_file()), None)
+        if path is None:
+            log.info("detect: no drift reference (run `cartstream models drift-reference`)")
+            return None
+        reference = DriftReference.load(path)
+        log.info("detect: drift monitored against %s (%s)", path, reference.source)
+        return DriftMonitor(reference, c.drift_window, c.drift_min_samples, c.drift_alert_psi)
+
+    def drift_readings(self) -> list[DriftReading]:
+        """PSI per store camera and SKU with a full enough window (for the metrics)."""
+        with self._drift_lock:
+            return self.drift.readings() if self.drift is not None else []
+
+    def _watch_drift(self, outputs: Sequence[Outbound]) -> None:
+        """Feed the monitor; log a scope when it starts drifting and when it is back."""
+        with self._drift_lock:
+            if self.drift is not None:
+                self._observe(self.drift, outputs)
+
+    def _observe(self, drift: DriftMonitor, outputs: Sequence[Outbound]) -> None:
+        zone = self.settings.reason.hand_zone_y
+        for out in outputs:
+            if out.topic == self.topics.detections:
+                drift.observe(Observation.of_detection(out.record, zone))
+        readings = drift.readings()
+        now = {(r.scope, r.feature) for r in readings if r.drifting}
+        for r in readings:
+            if (r.scope, r.feature) in now - self._drifting:
+                log.warning(
+                    "detect: drift: %s %s PSI %.2f over the last %d frames (alert at %.2f)",
+                    "/".join(r.scope),
+                    r.feature,
+                    r.psi,
+                    r.samples,
+                    drift.alert_psi,
+                )
+        for scope, feature in sorted(self._drifting - now):
+            log.info("detect: drift: %s %s back within bounds", "/".join(scope), feature)
+        self._drifting = now
 
     def _remote(self, endpoint: str) -> Detector:
         """The detector behind an inference server; the server owns model and version."""
@@ -290,6 +346,7 @@ class DetectStage:
                             frames[i], results[n], found, (champion_ms, candidate_ms), inbounds[i]
                         )
                     )
+        self._watch_drift(outputs)
         return outputs
 
     def _shadow_output(

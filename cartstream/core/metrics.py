@@ -12,6 +12,7 @@
 | `cartstream.dead_letters` | counter | stage, error_type, reason |
 | `cartstream.auth.failures` | counter | stage, topic, mode (enforce, report), reason |
 | `cartstream.consumer.lag` | gauge | topic, partition, group |
+| `cartstream.drift.psi` | gauge | scope (store, sku), feature, store, camera or sku |
 
 Instruments come from the global meter; until `setup_metrics` installs a provider they record
 nothing, so stages and tests use them unconditionally. Prometheus names follow the exporter's
@@ -48,6 +49,8 @@ _NUMBERS = re.compile(r"\b[0-9a-f]{8,}\b|-?\d+(\.\d+)?")
 
 LagSource = Callable[[], Iterable[tuple[str, int, str, int]]]  # topic, partition, group, lag
 _lag_sources: list[LagSource] = []
+DriftSource = Callable[[], Iterable[tuple[dict[str, str], float]]]  # attributes, PSI
+_drift_sources: list[DriftSource] = []
 _installed = False
 _prometheus = False
 
@@ -86,6 +89,17 @@ def _observe_lag(options: CallbackOptions) -> Iterable[Observation]:
                     "messaging.consumer.group.name": group,
                 },
             )
+
+
+def _observe_drift(options: CallbackOptions) -> Iterable[Observation]:
+    for source in list(_drift_sources):
+        for attributes, value in source():
+            yield Observation(value, attributes)
+
+
+def add_drift_source(source: DriftSource) -> None:
+    """Each detect stage's drift monitor, read at every metrics collection."""
+    _drift_sources.append(source)
 
 
 # Instruments field -> (OTel name, unit, description, bucket boundaries: None for a counter)
@@ -140,6 +154,12 @@ def instruments() -> Instruments:
         callbacks=[_observe_lag],
         unit="{message}",
         description="Records in the partition not yet processed (high watermark - position)",
+    )
+    meter.create_observable_gauge(
+        "cartstream.drift.psi",
+        callbacks=[_observe_drift],
+        unit="{psi}",
+        description="Population stability index of live detections against the reference",
     )
     made: dict[str, Any] = {}
     for field, (name, unit, description, buckets) in INSTRUMENTS.items():

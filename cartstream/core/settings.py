@@ -173,11 +173,19 @@ class DetectSettings(_Frozen):
     # (`cartstream serve detector`): grpc://host:port (recommended) or http://host:port
     endpoint: str | None = Field(default=None, pattern=r"^(grpc|http)://[^/\s]+$")
     endpoint_timeout_s: float = Field(default=10.0, gt=0)
+    # drift monitoring (models/drift.py): the reference (None: `<model>.drift.json` beside the
+    # model in use, else the bundled model's), the window per scope, and when PSI alerts
+    drift_reference: Path | None = None
+    drift_window: int = Field(default=480, ge=10)
+    drift_min_samples: int = Field(default=240, ge=10)
+    drift_alert_psi: float = Field(default=0.25, gt=0)
 
     @model_validator(mode="after")
     def _model_exists(self) -> DetectSettings:
         if self.model_path is not None and not self.model_path.is_file():
             raise ValueError(f"detect.model_path {self.model_path} does not exist")
+        if self.drift_min_samples > self.drift_window:
+            raise ValueError("detect.drift_min_samples cannot exceed detect.drift_window")
         if self.endpoint is not None and self.shadow_version is not None:
             raise ValueError("detect.shadow_version runs in process: not with detect.endpoint")
         return self

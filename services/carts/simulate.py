@@ -17,10 +17,10 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -58,6 +58,23 @@ class SimConfig:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     profile: ShopperProfile = field(default_factory=ShopperProfile)
     rate_hz: float = DEFAULT_RATE_HZ
+
+
+@dataclass(frozen=True)
+class SceneChange:
+    """What the cameras see changes from `from_ms` (cart clock) on, for drift scenarios:
+    `lighting` scales every frame of `store_id` by `gain`; `packaging` draws `sku` in the
+    packaging colours `colors` in every store."""
+
+    kind: Literal["lighting", "packaging"]
+    from_ms: int
+    store_id: str | None = None
+    gain: float = 0.5
+    sku: str | None = None
+    colors: tuple[str, str] = ("#d81b60", "#fdd835")
+
+    def applies(self, store_id: str, at_ms: int) -> bool:
+        return at_ms >= self.from_ms and self.store_id in (None, store_id)
 
 
 @dataclass(frozen=True)
@@ -125,8 +142,10 @@ def _session_events(
     topics: TopicSettings,
     rate_hz: float,
     renderer: SceneRenderer,
+    changes: Sequence[tuple[SceneChange, SceneRenderer | None]] = (),
 ) -> Iterator[tuple[int, str, str, dict[str, Any]]]:
-    """(cart time ms, topic, schema, record) for one session, in time order."""
+    """(cart time ms, topic, schema, record) for one session, in time order; `changes` with
+    the renderer each packaging change draws with."""
     rng = np.random.default_rng((*ps.seed, 1))
     ids: dict[str, Any] = {
         "cart_id": ps.cart_id,
@@ -175,13 +194,18 @@ def _session_events(
                 inside += [done.sku] * done.quantity
             elif done.sku in inside:
                 inside.remove(done.sku)
+        at_ms = ps.start_ms + int(at_s * 1000)
+        now = [c for c in changes if c[0].applies(ps.store_id, at_ms)]
+        draw = next((r for c, r in now if r is not None), renderer)
         for cam in range(CAMERAS):
             hand = in_hand if hidden not in (cam, ALL_CAMERAS) else None
-            img, _labels = renderer.render(rng, cam, hand, inside, max(1, count))
+            img, _labels = draw.render(rng, cam, hand, inside, max(1, count))
+            for change, _ in now:
+                if change.kind == "lighting":
+                    img = np.clip(img * change.gain, 0, 255).astype(np.uint8)
             dark = ps.plan.dark_camera
             if dark is not None and dark[0] == cam and at_s >= dark[1]:
                 img = covered_lens(rng, img.shape)
-            at_ms = ps.start_ms + int(at_s * 1000)
             frame: dict[str, Any] = {
                 "event_id": str(uuid.uuid4()),
                 **ids,
@@ -224,17 +248,26 @@ def _session_events(
 
 
 def cart_events(
-    sessions: list[PlannedSession], catalog: Catalog, topics: TopicSettings, rate_hz: float
+    sessions: list[PlannedSession],
+    catalog: Catalog,
+    topics: TopicSettings,
+    rate_hz: float,
+    changes: Sequence[SceneChange] = (),
 ) -> Iterator[tuple[int, str, str, str, dict[str, Any]]]:
-    """All carts' events merged by cart time: (time ms, topic, key, schema, record)."""
+    """All carts' events merged by cart time: (time ms, topic, key, schema, record); `changes`
+    alter what the cameras see (drift scenarios)."""
     renderer = SceneRenderer(catalog)
+    drawn = [
+        (c, renderer.repackaged(c.sku, c.colors) if c.kind == "packaging" and c.sku else None)
+        for c in changes
+    ]
 
     def one_cart(
         cart_sessions: list[PlannedSession],
     ) -> Iterator[tuple[int, str, str, str, dict[str, Any]]]:
         for ps in cart_sessions:
             for at, topic, schema, record in _session_events(
-                ps, catalog, topics, rate_hz, renderer
+                ps, catalog, topics, rate_hz, renderer, drawn
             ):
                 yield at, topic, ps.cart_id, schema, record
 

@@ -336,6 +336,7 @@ def demo(
 
 def _register_model_commands() -> None:
     from cartstream.services.cli.chaos import chaos
+    from cartstream.services.cli.drift import COMMANDS as DRIFT_COMMANDS
     from cartstream.services.cli.eval import evaluate
     from cartstream.services.cli.models import bench, models
     from cartstream.services.cli.registry import COMMANDS as REGISTRY_COMMANDS
@@ -345,7 +346,7 @@ def _register_model_commands() -> None:
 
     cli.add_command(review)
     cli.add_command(trace)
-    for command in REGISTRY_COMMANDS:
+    for command in (*REGISTRY_COMMANDS, *DRIFT_COMMANDS):
         models.add_command(command)
     cli.add_command(models)
     cli.add_command(bench)

@@ -17,7 +17,11 @@ CHART = DEPLOY / "cartstream"
 PRODUCTION = yaml.safe_load((DEPLOY / "values-production.yaml").read_text())
 KUBERNETES = "1.30.0"
 ROLES = {"detect", "reason", "anomalies", "reconcile", "persist"}
-CRDS = {"ScaledObject": "keda.sh/v1alpha1", "ServiceMonitor": "monitoring.coreos.com/v1"}
+CRDS = {
+    "ScaledObject": "keda.sh/v1alpha1",
+    "ServiceMonitor": "monitoring.coreos.com/v1",
+    "PrometheusRule": "monitoring.coreos.com/v1",
+}
 
 
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -200,3 +204,17 @@ def test_the_optional_inference_deployment_serves_detect_workers() -> None:
     } in (detect["env"])
     reason = deployments["cs-cartstream-reason"]["spec"]["template"]["spec"]["containers"][0]
     assert all(e["name"] != "CARTSTREAM_DETECT__ENDPOINT" for e in reason["env"])
+
+
+def test_the_drift_alert_rule_renders() -> None:
+    assert not by_kind(render({}), "PrometheusRule")
+    docs = render({"alerts": {"enabled": True, "driftPsi": 0.3, "driftFor": "10m"}})
+    (rule,) = by_kind(docs, "PrometheusRule").values()
+    validate(rule)
+    (alert,) = rule["spec"]["groups"][0]["rules"]
+    assert alert["alert"] == "CartstreamDetectorDrift" and alert["for"] == "10m"
+    assert alert["expr"].startswith(
+        'max by (scope, feature, store, camera, sku) (cartstream_drift_psi{feature!="contrast"})'
+    )
+    assert alert["expr"].endswith(">= 0.3")
+    assert "{{ $labels.store }}" in alert["annotations"]["summary"]

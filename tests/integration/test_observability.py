@@ -42,6 +42,9 @@ def test_a_checkout_trace_reaches_every_frame_and_packet_through_a_collector(
                 "CARTSTREAM_OTEL_ENDPOINT": collector.grpc_endpoint,
                 "CARTSTREAM_OTEL_PROTOCOL": "grpc",
                 "CARTSTREAM_OTEL_METRICS_INTERVAL_S": "1",
+                # a drift reading after a few frames per camera (the bundled reference)
+                "CARTSTREAM_DETECT__DRIFT_WINDOW": "10",
+                "CARTSTREAM_DETECT__DRIFT_MIN_SAMPLES": "10",
             }
         )
         worker = WorkerProcess(env, tmp_path / "worker.log", web=True)
@@ -83,6 +86,7 @@ def test_a_checkout_trace_reaches_every_frame_and_packet_through_a_collector(
         "cartstream.detect.batch.duration",
         "cartstream.checkout.latency",
         "cartstream.consumer.lag",
+        "cartstream.drift.psi",
     ):
         assert name in sink.metric_names, sorted(sink.metric_names)
     scraped = _prometheus_samples(prometheus)
@@ -91,6 +95,7 @@ def test_a_checkout_trace_reaches_every_frame_and_packet_through_a_collector(
     for family in (
         "cartstream_checkout_latency_seconds_bucket",
         "cartstream_consumer_lag",
+        "cartstream_drift_psi",
         "cartstream_detect_batch_size_bucket",
         "cartstream_stage_duration_seconds_bucket",
     ):
