@@ -48,6 +48,8 @@ class RemoteDetector:
         self.top_k = 0
         self._version = "unknown"
         self._local = threading.local()
+        self._clients: list[Any] = []  # every thread's, to close them all
+        self._lock = threading.Lock()
 
     @property
     def version(self) -> str:
@@ -70,6 +72,8 @@ class RemoteDetector:
                     network_timeout=self.timeout_s,
                 )
             self._local.client = client
+            with self._lock:
+                self._clients.append(client)
         return client
 
     def initialize(self) -> RemoteDetector:
@@ -159,7 +163,9 @@ class RemoteDetector:
         return frames
 
     def close(self) -> None:
-        client = getattr(self._local, "client", None)
-        if client is not None:
+        """Closes every thread's connection (the detect stage infers in several threads)."""
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
             client.close()
-            self._local.client = None
+        self._local = threading.local()
