@@ -47,6 +47,8 @@ class RemoteDetector:
         self.provider = f"remote {endpoint}"
         self.top_k = 0
         self._version = "unknown"
+        # gRPC answers protobuf messages unless asked for dicts, as HTTP gives
+        self._as_json: dict[str, bool] = {"as_json": True} if parts.scheme == "grpc" else {}
         self._local = threading.local()
         self._clients: list[Any] = []  # every thread's, to close them all
         self._lock = threading.Lock()
@@ -56,21 +58,25 @@ class RemoteDetector:
         """The model version of this thread's last answer (the server may switch models)."""
         return str(getattr(self._local, "version", self._version))
 
+    def _protocol(self) -> Any:
+        """tritonclient's module for this endpoint's transport."""
+        if self.scheme == "grpc":
+            import tritonclient.grpc as grpc_protocol
+
+            return grpc_protocol
+        import tritonclient.http as http_protocol
+
+        return http_protocol
+
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
         if client is None:
-            if self.scheme == "grpc":
-                import tritonclient.grpc as grpcclient
-
-                client = grpcclient.InferenceServerClient(self.address)
-            else:
-                import tritonclient.http as httpclient
-
-                client = httpclient.InferenceServerClient(
-                    self.address,
-                    connection_timeout=self.timeout_s,
-                    network_timeout=self.timeout_s,
-                )
+            options: dict[str, Any] = (
+                {}
+                if self.scheme == "grpc"
+                else {"connection_timeout": self.timeout_s, "network_timeout": self.timeout_s}
+            )
+            client = self._protocol().InferenceServerClient(self.address, **options)
             self._local.client = client
             with self._lock:
                 self._clients.append(client)
@@ -82,18 +88,12 @@ class RemoteDetector:
         client = self._client()
         try:
             ready = client.is_model_ready(self.model_name)
-            metadata = client.get_model_metadata(self.model_name)
+            metadata = client.get_model_metadata(self.model_name, **self._as_json)
         except Exception as exc:  # tritonclient raises its own error types per transport
             raise ConfigurationError(f"detector endpoint {self.endpoint}: {exc}") from exc
         if not ready:
             raise ConfigurationError(f"detector endpoint {self.endpoint}: model not ready")
-        outputs = metadata["outputs"] if isinstance(metadata, dict) else metadata.outputs
-        shapes = {
-            (o["name"] if isinstance(o, dict) else o.name): list(
-                o["shape"] if isinstance(o, dict) else o.shape
-            )
-            for o in outputs
-        }
+        shapes = {o["name"]: o["shape"] for o in metadata["outputs"]}
         missing = sorted(set(OUTPUTS) - set(shapes))
         if missing:
             raise ConfigurationError(f"detector endpoint {self.endpoint} lacks outputs {missing}")
@@ -107,23 +107,15 @@ class RemoteDetector:
 
     def run(self, images: np.ndarray, threshold: float | None = None) -> list[FrameDetections]:
         """Detections for a uint8 NHWC batch of BGR frames (score >= threshold)."""
-        client = self._client()
-        if self.scheme == "grpc":
-            import tritonclient.grpc as protocol
-        else:
-            import tritonclient.http as protocol  # type: ignore[no-redef]
+        client, protocol = self._client(), self._protocol()
         tensor = protocol.InferInput("images", list(images.shape), "UINT8")
         tensor.set_data_from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
         outputs = [protocol.InferRequestedOutput(name) for name in OUTPUTS]
         kwargs = {"client_timeout": self.timeout_s} if self.scheme == "grpc" else {}
         result = client.infer(self.model_name, [tensor], outputs=outputs, **kwargs)
-        response = result.get_response()
-        version = (
-            response.get("model_version")
-            if isinstance(response, dict)
-            else getattr(response, "model_version", "")
+        self._local.version = result.get_response(**self._as_json).get("model_version") or (
+            "unknown"
         )
-        self._local.version = version or "unknown"
         return self._frames(
             result.as_numpy("count"),
             result.as_numpy("sku"),

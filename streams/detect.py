@@ -58,6 +58,9 @@ from cartstream.streams.stage import Inbound, Outbound, Result
 log = logging.getLogger(__name__)
 
 
+DRIFT_LOG_CHECK_S = 1.0  # how often a detect stage looks whether a scope started drifting
+
+
 class DetectStage:
     name = "detect"
     stateful = False
@@ -82,6 +85,7 @@ class DetectStage:
         self.drift: DriftMonitor | None = None  # live detections vs the model's reference
         self._drifting: set[tuple[tuple[str, ...], str]] = set()
         self._drift_lock = threading.Lock()  # batches run in `in_flight` threads
+        self._drift_checked = 0.0  # when the windows were last read for the log
         self.codec = AvroCodec()
 
     def start(self) -> None:
@@ -174,6 +178,10 @@ class DetectStage:
         for out in outputs:
             if out.topic == self.topics.detections:
                 drift.observe(Observation.of_detection(out.record, zone))
+        clock = time.monotonic()
+        if clock - self._drift_checked < DRIFT_LOG_CHECK_S:
+            return  # PSI of every window is not worth computing for every batch
+        self._drift_checked = clock
         readings = drift.readings()
         now = {(r.scope, r.feature) for r in readings if r.drifting}
         for r in readings:

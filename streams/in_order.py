@@ -85,8 +85,8 @@ class InOrder:
     Per partition it expects the next offset (the committed offset after an assignment, see
     `start_offset`, then the last processed + 1). A record past the expected offset means records
     were not delivered: it is dropped (not committable) and the consumer is sought back to the
-    expected offset. A record below it was processed already and is dropped too. Rebalances
-    start afresh (`reset`).
+    expected offset. A record below it was processed already: it is not processed again (see
+    below for how it is acknowledged). Rebalances start afresh (`reset`).
 
     Several agents can read one topic (basket.changes goes to anomalies and reconcile), and a
     seek by one re-delivers the records to all of them. A record's offset is committable only

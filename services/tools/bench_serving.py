@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tabulate import tabulate
 
 from cartstream.models.catalog import Catalog
 from cartstream.models.inference import Detector, DetectorRuntime
@@ -148,18 +149,32 @@ def run_serving_bench(
 
 
 def table(rows: list[ServingRow]) -> str:
-    lines = [
-        "| path | clients | frames/request | frames/s | request p50 ms | request p99 ms "
-        "| server CPU ms/frame |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        cpu = f"{r.server_cpu_ms:.2f}" if r.server_cpu_ms else "-"
-        lines.append(
-            f"| {r.path} | {r.clients} | {r.batch} | {r.fps:.0f} | {r.p50_ms:.1f} "
-            f"| {r.p99_ms:.1f} | {cpu} |"
+    return str(
+        tabulate(
+            [
+                [
+                    r.path,
+                    r.clients,
+                    r.batch,
+                    round(r.fps),
+                    round(r.p50_ms, 1),
+                    round(r.p99_ms, 1),
+                    round(r.server_cpu_ms, 2) if r.server_cpu_ms else "-",
+                ]
+                for r in rows
+            ],
+            headers=[
+                "path",
+                "clients",
+                "frames/request",
+                "frames/s",
+                "request p50 ms",
+                "request p99 ms",
+                "server CPU ms/frame",
+            ],
+            tablefmt="github",
         )
-    return "\n".join(lines)
+    )
 
 
 def write_report(out: Path, rows: list[ServingRow], max_batch: int, max_wait_ms: float) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tabulate import tabulate
+
 from cartstream.core.ids import now_ms
 from cartstream.core.settings import Settings
 from cartstream.models.catalog import Catalog
@@ -126,20 +128,36 @@ def run_scenario(
 
 
 def table(results: Sequence[ScenarioResult]) -> str:
-    lines = [
-        "| scenario | frames | simulated min | change at min | first alert (min after change) "
-        "| false alarms before the change | what alerted first |",
-        "|---|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in results:
-        change = f"{r.change_at_min:.1f}" if r.change_at_min is not None else "-"
-        alert = f"{r.first_alert_min:.1f}" if r.first_alert_min is not None else "none"
-        false = f"{r.alarms_before}/{r.checks_before}"
-        lines.append(
-            f"| {r.name} | {r.frames} | {r.minutes:.1f} | {change} | {alert} | {false} "
-            f"| {'; '.join(r.alerting) or '-'} |"
+    def minutes(value: float | None, missing: str) -> str:
+        return f"{value:.1f}" if value is not None else missing
+
+    return str(
+        tabulate(
+            [
+                [
+                    r.name,
+                    r.frames,
+                    f"{r.minutes:.1f}",
+                    minutes(r.change_at_min, "-"),
+                    minutes(r.first_alert_min, "none"),
+                    f"{r.alarms_before}/{r.checks_before}",
+                    "; ".join(r.alerting) or "-",
+                ]
+                for r in results
+            ],
+            headers=[
+                "scenario",
+                "frames",
+                "simulated min",
+                "change at min",
+                "first alert (min after change)",
+                "false alarms before the change",
+                "what alerted first",
+            ],
+            tablefmt="github",
+            disable_numparse=True,
         )
-    return "\n".join(lines)
+    )
 
 
 def write_report(out: Path, results: Sequence[ScenarioResult], settings: Settings) -> None:
