@@ -25,6 +25,8 @@ AnomalyKind = Literal[
 ]
 Severity = Literal["INFO", "WARNING", "CRITICAL"]
 CheckoutStatus = Literal["APPROVED", "NEEDS_REVIEW"]
+DecisionAction = Literal["APPROVE", "CORRECT", "REJECT"]
+FinalStatus = Literal["APPROVED", "CORRECTED", "REJECTED"]
 
 # Schema (file) name of each record type.
 CART_FRAME = "cart_frame"
@@ -38,6 +40,7 @@ CHECKOUT = "checkout"
 DEAD_LETTER = "dead_letter"
 REVIEW_FRAME = "review_frame"
 SHADOW_DETECTION = "shadow_detection"
+CHECKOUT_DECISION = "checkout_decision"
 
 
 class CartFrame(TypedDict):
@@ -216,6 +219,33 @@ class Checkout(TypedDict):
     review_reasons: list[str]
     anomaly_ids: list[str]
     reasoning: str
+
+
+class QuantityChange(TypedDict):
+    sku: str
+    quantity_before: int
+    quantity_after: int
+
+
+class CheckoutDecision(TypedDict):
+    """A store employee's decision on a checkout (`checkout_decision.v1.avsc`)."""
+
+    decision_id: str
+    checkout_id: str
+    session_id: str
+    cart_id: str
+    store_id: str
+    action: DecisionAction
+    final_status: FinalStatus
+    staff: str
+    decided_ms: int
+    previous_status: str
+    items: list[CheckoutItem]
+    item_count: int
+    subtotal_cents: int
+    currency: str
+    changes: list[QuantityChange]
+    note: str
 
 
 class DeadLetter(TypedDict):

@@ -1,9 +1,10 @@
-"""Persist: checkouts and anomalies -> Postgres (or the demo's SQLite), idempotently.
+"""Persist: checkouts, anomalies, staff decisions -> Postgres (or the demo's SQLite), idempotently.
 
-A `Sink`: inputs `checkouts` and `anomalies`, run by `streams.runner.SinkRunner` on the broker
-and by `MemoryPipeline` in tests, through the same decode / dead-letter / span / metrics path as
-every stage. The store is injected (`CheckoutStore`; the SQL one is
-`services.storage.repository.Repository`), so this layer never imports the database code.
+A `Sink`: inputs `checkouts`, `anomalies` and `checkout.decisions` (from the console), run by
+`streams.runner.SinkRunner` on the broker and by `MemoryPipeline` in tests, through the same
+decode / dead-letter / span / metrics path as every stage. The store is injected
+(`CheckoutStore`; the SQL one is `services.storage.repository.Repository`), so this layer
+never imports the database code.
 
 Invariants:
 - a write is `INSERT ... ON CONFLICT DO NOTHING` on an id derived from the event, so a
@@ -21,7 +22,14 @@ from typing import Any, Protocol, cast
 from cartstream.core.ids import now_ms
 from cartstream.core.metrics import instruments
 from cartstream.core.settings import Settings
-from cartstream.schemas.records import ANOMALY, CHECKOUT, Anomaly, Checkout
+from cartstream.schemas.records import (
+    ANOMALY,
+    CHECKOUT,
+    CHECKOUT_DECISION,
+    Anomaly,
+    Checkout,
+    CheckoutDecision,
+)
 from cartstream.streams.stage import Inbound
 
 
@@ -31,6 +39,10 @@ class CheckoutStore(Protocol):
     def save_checkout(self, checkout: Checkout) -> bool: ...
 
     def save_anomaly(self, anomaly: Anomaly) -> bool: ...
+
+    def save_decision(self, decision: CheckoutDecision) -> bool:
+        """Append a staff decision to the checkout's audit trail (its latest is final)."""
+        ...
 
     def describe(self) -> dict[str, str]:
         """`db.system.name` and `db.namespace` for the write spans."""
@@ -54,13 +66,21 @@ class PersistSink:
         self.store.close()
 
     def inputs(self) -> Mapping[str, str]:
-        return {self.topics.checkouts: CHECKOUT, self.topics.anomalies: ANOMALY}
+        return {
+            self.topics.checkouts: CHECKOUT,
+            self.topics.anomalies: ANOMALY,
+            self.topics.checkout_decisions: CHECKOUT_DECISION,
+        }
 
     def validate(self, record: Mapping[str, Any], inbound: Inbound, now_ms: int) -> None:
         return None  # produced by our own stages with the same schema; decoding suffices
 
     def _table(self, inbound: Inbound) -> str:
-        return "checkouts" if inbound.topic == self.topics.checkouts else "anomalies"
+        if inbound.topic == self.topics.checkouts:
+            return "checkouts"
+        if inbound.topic == self.topics.checkout_decisions:
+            return "checkout_decisions"
+        return "anomalies"
 
     def operation(self, inbound: Inbound) -> tuple[str, dict[str, str]]:
         table = self._table(inbound)
@@ -72,8 +92,11 @@ class PersistSink:
         }
 
     def write(self, record: Mapping[str, Any], inbound: Inbound) -> bool:
-        if self._table(inbound) == "checkouts":
+        table = self._table(inbound)
+        if table == "checkouts":
             new = self.store.save_checkout(cast(Checkout, record))
+        elif table == "checkout_decisions":
+            new = self.store.save_decision(cast(CheckoutDecision, record))
         else:
             new = self.store.save_anomaly(cast(Anomaly, record))
         if new:
@@ -84,7 +107,10 @@ class PersistSink:
     def _count(self, record: Mapping[str, Any], inbound: Inbound) -> None:
         """Rows written for the first time (re-deliveries are not counted twice)."""
         meter = instruments()
-        if self._table(inbound) == "checkouts":
+        table = self._table(inbound)
+        if table == "checkout_decisions":
+            return
+        if table == "checkouts":
             status = str(record["status"])
             meter.checkouts.add(1, {"status": status})
             latency_s = max(0.0, (now_ms() - int(record["requested_ms"])) / 1000)

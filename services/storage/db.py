@@ -13,6 +13,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     func,
@@ -98,3 +99,65 @@ class CheckoutAnomalyRow(Base):
         ForeignKey("checkouts.checkout_id", ondelete="CASCADE"), primary_key=True
     )
     anomaly_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+
+
+class DecisionRow(Base):
+    """A staff decision on a checkout (append-only: the audit trail). The latest per checkout
+    gives its final status (the view `checkout_final_status`)."""
+
+    __tablename__ = "checkout_decisions"
+
+    decision_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    checkout_id: Mapped[str] = mapped_column(String(36), index=True)
+    session_id: Mapped[str] = mapped_column(String(128))
+    cart_id: Mapped[str] = mapped_column(String(128))
+    store_id: Mapped[str] = mapped_column(String(128), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    final_status: Mapped[str] = mapped_column(String(16))
+    previous_status: Mapped[str] = mapped_column(String(16))
+    staff: Mapped[str] = mapped_column(String(128))
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JsonType)
+    item_count: Mapped[int] = mapped_column(Integer)
+    subtotal_cents: Mapped[int] = mapped_column(BigInteger)
+    changes: Mapped[list[dict[str, Any]]] = mapped_column(JsonType)
+    note: Mapped[str] = mapped_column(Text)
+    persisted_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class StaffUserRow(Base):
+    """A console login: store staff see one store (`store_id`), an admin every store."""
+
+    __tablename__ = "staff_users"
+
+    username: Mapped[str] = mapped_column(String(128), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    store_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class FrameLabelRow(Base):
+    """A person's verified label of one camera frame (with its JPEG, so the label outlives the
+    broker's retention): what `cartstream review labels` exports for `train-detector --extra`."""
+
+    __tablename__ = "frame_labels"
+
+    label_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    frame_event_id: Mapped[str] = mapped_column(String(64), index=True)
+    cart_id: Mapped[str] = mapped_column(String(128))
+    store_id: Mapped[str] = mapped_column(String(128), index=True)
+    session_id: Mapped[str] = mapped_column(String(128))
+    camera_id: Mapped[int] = mapped_column(Integer)
+    capture_time_ms: Mapped[int] = mapped_column(BigInteger)
+    verdict: Mapped[str] = mapped_column(String(16))
+    predicted_sku: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    sku: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    boxes: Mapped[list[dict[str, Any]]] = mapped_column(JsonType)
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+    staff: Mapped[str] = mapped_column(String(128))
+    labelled_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

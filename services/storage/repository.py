@@ -19,12 +19,28 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, selectinload
 
 from cartstream.exceptions import StoreUnavailable
-from cartstream.schemas.records import Anomaly, Checkout
+from cartstream.schemas.records import Anomaly, Checkout, CheckoutDecision
 from cartstream.services.storage.db import (
     AnomalyRow,
     CheckoutAnomalyRow,
     CheckoutItemRow,
     CheckoutRow,
+    DecisionRow,
+)
+
+DECISION_COLUMNS = (
+    "decision_id",
+    "checkout_id",
+    "session_id",
+    "cart_id",
+    "store_id",
+    "action",
+    "final_status",
+    "previous_status",
+    "staff",
+    "item_count",
+    "subtotal_cents",
+    "note",
 )
 
 
@@ -141,6 +157,18 @@ class Repository:
         with self._transaction() as conn:
             stmt = self._insert(AnomalyRow).values(**row).on_conflict_do_nothing()
             return conn.execute(stmt.returning(AnomalyRow.anomaly_id)).first() is not None
+
+    def save_decision(self, decision: CheckoutDecision) -> bool:
+        """Append a staff decision (never updated: the table is the audit trail)."""
+        row = {
+            **{k: decision[k] for k in DECISION_COLUMNS},  # type: ignore[literal-required]
+            "decided_at": _when(decision["decided_ms"]),
+            "items": list(decision["items"]),
+            "changes": list(decision["changes"]),
+        }
+        with self._transaction() as conn:
+            stmt = self._insert(DecisionRow).values(**row).on_conflict_do_nothing()
+            return conn.execute(stmt.returning(DecisionRow.decision_id)).first() is not None
 
     # -- reads ---------------------------------------------------------------------------
 

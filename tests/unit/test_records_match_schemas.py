@@ -23,6 +23,7 @@ RECORD_TYPES = {
     records.DEAD_LETTER: records.DeadLetter,
     records.REVIEW_FRAME: records.ReviewFrame,
     records.SHADOW_DETECTION: records.ShadowDetection,
+    records.CHECKOUT_DECISION: records.CheckoutDecision,
 }
 PRIMITIVES = {
     "string": str,
