@@ -8,6 +8,7 @@ topics have fixed names (`<app_id>.<stage>.state-changelog`), whatever the group
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Sequence
 
 import faust
@@ -92,6 +93,8 @@ def create_app(
         autodiscover=False,
         web_enabled=web,
         web_port=settings.web_port,
+        canonical_url=settings.web_advertised_url
+        or f"http://{socket.gethostname()}:{settings.web_port}",
         web_host="127.0.0.1" if not web else "0.0.0.0",
         value_serializer="raw",
         key_serializer="raw",

@@ -68,8 +68,22 @@ class Review:
 
 
 @dataclass
+class ChangeNote:
+    """One applied basket change as the live basket shows it (the cart screen, the console)."""
+
+    seq: int
+    event_id: str
+    action: str
+    sku: str
+    quantity: int
+    confidence: float
+    step_end_ms: int
+
+
+@dataclass
 class ReconcileState:
-    """Version 0 (before versions) may lack `traces` (before tracing): the default fills it."""
+    """Version 0 (before versions) may lack `traces` (before tracing), version 1 `changes`
+    (before the live basket): the defaults fill them in."""
 
     cart_id: str
     store_id: str
@@ -80,10 +94,11 @@ class ReconcileState:
     review: Review | None = None
     closed_ms: int | None = None
     traces: list[str] = field(default_factory=list)  # every change's and the review's contexts
-    version: int = 1
+    changes: list[ChangeNote] = field(default_factory=list)  # the applied changes, in order
+    version: int = 2
 
 
-CODEC = StateCodec(ReconcileState, 1)
+CODEC = StateCodec(ReconcileState, 2)
 
 
 def checkout_id_for(session_id: str) -> str:
@@ -238,6 +253,17 @@ class ReconcileStage:
         )
         if action == "REMOVE" and sku in self.catalog and not applied:
             log.warning("session %s: removal of %s not in basket", change["session_id"], sku)
+        state.changes.append(
+            ChangeNote(
+                seq=change["seq"],
+                event_id=change["event_id"],
+                action=action,
+                sku=sku or "",
+                quantity=change["quantity"],
+                confidence=round(change["confidence"], 4),
+                step_end_ms=change["step_end_ms"],
+            )
+        )
         if action == "CHECKOUT_REQUESTED" or action == "ABANDONED":
             state.marker = Marker(
                 cart_id=change["cart_id"],

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -307,6 +307,20 @@ class StageRunner(_InputRunner):
         stored = _Stored(state, partition, self.stage.dump_state)
         self.table.data[key] = stored
         self.table.send_changelog(partition, key, stored)
+
+    def states(self) -> Iterator[Any]:
+        """Every typed state this worker holds now (its partitions'), for read-only views."""
+        if self.table is None:
+            return
+        for key in list(self.table.data.keys()):
+            stored = self._load(key)
+            if stored is not None:
+                yield stored.state
+
+    def state_of(self, key: str) -> Any:
+        """The key's typed state on this worker (None: none here), for read-only views."""
+        stored = self._load(key)
+        return stored.state if stored is not None else None
 
     async def _send_ticks(self) -> None:
         now = now_ms()

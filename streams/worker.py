@@ -20,6 +20,7 @@ from cartstream.streams.anomalies import AnomalyStage
 from cartstream.streams.app import create_app
 from cartstream.streams.batch_runner import BatchRunner
 from cartstream.streams.detect import DetectStage
+from cartstream.streams.live_basket import serve_live_baskets
 from cartstream.streams.persist import CheckoutStore, PersistSink
 from cartstream.streams.publish import Publisher
 from cartstream.streams.reason import ReasonStage
@@ -65,6 +66,7 @@ def build_app(
     batched: list[str] = []  # topics consumed in batches: their spans are the runners' own
     add_lag_source(lambda: consumer_lag(app))
     closers: list[Callable[[], None]] = []
+    runners: dict[str, StageRunner] = {}
     for role in roles:
         if role not in STAGES:
             continue
@@ -77,7 +79,8 @@ def build_app(
             closers.insert(0, batches.close)
             batched += stage.inputs()
         else:
-            batched += StageRunner(app, stage, settings, publisher).input_topics()
+            runners[role] = StageRunner(app, stage, settings, publisher)
+            batched += runners[role].input_topics()
     if store is not None and "persist" in roles:
         sink = PersistSink(settings, store)
         sink.start()
@@ -85,6 +88,9 @@ def build_app(
         closers.append(sink.close)
     install_process_spans(app, skip_topics=batched)
     _health_routes(app, settings, roles)
+    if web and "reconcile" in runners:
+        alerts = runners["anomalies"].state_of if "anomalies" in runners else None
+        serve_live_baskets(app, settings, catalog, runners["reconcile"].states, alerts)
 
     async def _close(sender: object, **_: object) -> None:
         for close in closers:

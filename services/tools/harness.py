@@ -149,13 +149,16 @@ def worker_env(
 ) -> dict[str, str]:
     """The child's environment: the parent's, with these settings as CARTSTREAM_* variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARTSTREAM_")}
+    web_port = free_port()
     env.update(
         {
             "CARTSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
             "CARTSTREAM_BROKER_PROFILE": settings.broker_profile,
             "CARTSTREAM_DATABASE_URL": database_url,
             "CARTSTREAM_APP_ID": app_id,
-            "CARTSTREAM_WEB_PORT": str(free_port()),
+            "CARTSTREAM_WEB_PORT": str(web_port),
+            # where the other workers route a live basket request to this one
+            "CARTSTREAM_WEB_ADVERTISED_URL": f"http://127.0.0.1:{web_port}",
             "CARTSTREAM_READY_FILE": str(ready_file),
             # Faust's (empty) table folders beside the ready file, not in the caller's folder
             "CARTSTREAM_FAUST_DATADIR": str(ready_file.parent.absolute() / "faust"),
