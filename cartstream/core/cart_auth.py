@@ -19,6 +19,7 @@ with `LogAppendTime`, which a rogue producer cannot set; see docs/security.md).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import struct
 import time
@@ -157,6 +158,25 @@ class Keyring:
         if cached is None:
             cached = self._cart_keys[(key_id, cart_id)] = derive_cart_key(master, key_id, cart_id)
         return cached
+
+
+SCREEN_CONTEXT = b"cartstream cart-screen v1|"
+
+
+def screen_token(key_id: str, cart_key: bytes, cart_id: str) -> str:
+    """What a cart shows the console to follow its own basket (`/cart/{cart_id}/events`):
+    `<key id>.<HMAC-SHA256 of the cart id under the cart's key>`, so only the cart (or whoever
+    holds the master key) can watch its basket."""
+    mac = hmac.new(cart_key, SCREEN_CONTEXT + cart_id.encode(), hashlib.sha256).hexdigest()
+    return f"{key_id}.{mac}"
+
+
+def check_screen_token(keyring: Keyring, cart_id: str, token: str) -> None:
+    """Raises `AuthFailure` unless `token` is the cart's screen token under a live key."""
+    key_id, _, _ = token.partition(".")
+    expected = screen_token(key_id, keyring.cart_key(key_id, cart_id), cart_id)
+    if not hmac.compare_digest(expected, token):
+        raise AuthFailure("wrong screen token")
 
 
 class ReplayMemory:

@@ -94,6 +94,7 @@ class TopicSettings(_Frozen):
     dead_letters: str = "dead-letters"
     review_frames: str = "cart.review-frames"
     detections_shadow: str = "cart.detections.shadow"  # a candidate model's (shadow deployment)
+    checkout_decisions: str = "checkout.decisions"  # staff decisions on checkouts (the console)
     stream_partitions: int = Field(default=8, ge=1, le=4096)
     output_partitions: int = Field(default=4, ge=1, le=4096)
     replication_factor: int = Field(default=1, ge=1, le=7)
@@ -114,6 +115,7 @@ class TopicSettings(_Frozen):
             self.dead_letters,
             self.review_frames,
             self.detections_shadow,
+            self.checkout_decisions,
         ]
         return {
             **dict.fromkeys(streams, self.stream_partitions),
@@ -273,6 +275,26 @@ class CartAuthSettings(_Frozen):
         return {k: v.encode() for k, v in self.master_key_text().items()}
 
 
+class ConsoleSettings(_Frozen):
+    """`cartstream console` (services/console): the store's web app.
+
+    `session_key` signs the login cookie and the CSRF token (None: a random one per process,
+    so logins end when it restarts; set it from a Secret when several replicas serve).
+    `worker_urls`: workers' web servers (`cartstream worker --web`); any one of them routes a
+    live basket request to the worker owning the cart. `replay`: rebuild the store view from the
+    start of the topics (a demo's finished run) instead of following only what comes next."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    session_key: SecretStr | None = None
+    secure_cookies: bool = True  # cookies only over HTTPS (browsers treat localhost as secure)
+    session_max_age_s: int = Field(default=8 * 3600, gt=0)
+    worker_urls: list[str] = Field(default_factory=list)
+    worker_timeout_s: float = Field(default=2.0, gt=0)
+    replay: bool = False
+    unsure_frames_per_store: int = Field(default=200, ge=1)
+
+
 class Settings(BaseSettings):
     """The whole configuration. Frozen: build a changed copy with `with_overrides(...)`, which
     validates it (pydantic's `model_copy(update=...)` would skip validation)."""
@@ -291,9 +313,13 @@ class Settings(BaseSettings):
     reason: ReasonSettings = ReasonSettings()
     stage_batch: StageBatchSettings = StageBatchSettings()
     cart_auth: CartAuthSettings = CartAuthSettings()
+    console: ConsoleSettings = ConsoleSettings()
     database_url: SecretStr = SecretStr("postgresql+psycopg://postgres@127.0.0.1:5432/cartstream")
     app_id: str = "cartstream"
     web_port: int = Field(default=6066, ge=0, le=65535)
+    # how other workers reach this one's web server (live basket routing); None: this host's
+    # name and web_port (in Kubernetes, set it from the pod IP)
+    web_advertised_url: str | None = None
     catalog_path: Path | None = None
     review_wait_s: float = Field(default=30.0, gt=0)
     max_future_skew_s: float = Field(default=300.0, gt=0)

@@ -336,6 +336,7 @@ def demo(
 
 def _register_model_commands() -> None:
     from cartstream.services.cli.chaos import chaos
+    from cartstream.services.cli.console import console as console_command
     from cartstream.services.cli.drift import COMMANDS as DRIFT_COMMANDS
     from cartstream.services.cli.eval import evaluate
     from cartstream.services.cli.models import bench, models
@@ -353,6 +354,7 @@ def _register_model_commands() -> None:
     cli.add_command(evaluate)
     cli.add_command(chaos)
     cli.add_command(serve)
+    cli.add_command(console_command)
 
 
 _register_model_commands()

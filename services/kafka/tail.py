@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -26,8 +26,10 @@ def read_messages(
     topic: str,
     from_beginning: bool = True,
     idle_timeout_s: float | None = 5.0,
+    partitions: Sequence[int] | None = None,
 ) -> Iterator[Any]:
-    """Raw messages of every partition of `topic` (no consumer group: nothing to join).
+    """Raw messages of every partition of `topic`, or of `partitions` (no consumer group:
+    nothing to join).
 
     A finite read (`idle_timeout_s` set) first reads every partition up to the end offset it
     had when the read began, however slowly the broker serves it (a topic of multi-MB values
@@ -43,11 +45,12 @@ def read_messages(
     )
     try:
         deadline = time.monotonic() + 15
-        partitions = consumer.partitions_for_topic(topic)
-        while not partitions and time.monotonic() < deadline:
+        found = consumer.partitions_for_topic(topic)
+        while not found and time.monotonic() < deadline:
             time.sleep(0.2)
-            partitions = consumer.partitions_for_topic(topic)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions or [])]
+            found = consumer.partitions_for_topic(topic)
+        wanted = sorted(found or []) if partitions is None else sorted(partitions)
+        tps = [TopicPartition(topic, p) for p in wanted]
         consumer.assign(tps)
         if from_beginning:
             consumer.seek_to_beginning(*tps)
@@ -91,13 +94,14 @@ def read_topic(
     idle_timeout_s: float | None = 5.0,
     max_records: int | None = None,
     codec: AvroCodec | None = None,
+    partitions: Sequence[int] | None = None,
 ) -> Iterator[tuple[dict[str, Any], Any]]:
     """Decoded records of every partition of `topic`; what does not decode is logged, skipped."""
     codec = codec or AvroCodec()
     seen = 0
     if max_records is not None and max_records <= 0:
         return
-    for msg in read_messages(settings, topic, from_beginning, idle_timeout_s):
+    for msg in read_messages(settings, topic, from_beginning, idle_timeout_s, partitions):
         try:
             record = codec.decode(msg.value)
         except DecodeError as exc:

@@ -1,0 +1,99 @@
+"""A running console on the real broker and Postgres, with two workers (web on) in one group:
+what the console's integration and browser tests share."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from cartstream.core.settings import Settings
+from cartstream.services.console.app import build_deps, create_app
+from cartstream.services.console.deps import ConsoleDeps
+from cartstream.services.kafka.broker import free_port
+from cartstream.services.kafka.topics import ensure_topics
+from cartstream.services.storage.repository import make_engine
+from cartstream.services.storage.staff import StaffDirectory
+from cartstream.services.tools.harness import WorkerProcess, worker_env
+
+PASSWORD = "correct horse battery"
+USERS = {"alice": "store-001", "bob": "store-002", "root": None}  # root: an admin
+
+
+@dataclass
+class ConsoleStack:
+    settings: Settings
+    url: str
+    worker_urls: list[str]
+    deps: ConsoleDeps
+    workers: list[WorkerProcess]
+
+    def login(self, username: str) -> httpx.Client:
+        """An HTTP client logged in as `username`, sending the CSRF header on every request."""
+        client = httpx.Client(base_url=self.url, timeout=30, follow_redirects=False)
+        client.get("/login")
+        token = client.cookies["csrftoken"]
+        client.headers["X-CSRFToken"] = token
+        answer = client.post("/login", data={"username": username, "password": PASSWORD})
+        assert answer.status_code == 303, answer.text
+        return client
+
+
+@contextmanager
+def console_stack(base: Settings, pg_url: str, tmp_path: Path) -> Iterator[ConsoleStack]:
+    ensure_topics(base)
+    engine = make_engine(pg_url)
+    staff = StaffDirectory(engine)
+    for name, store in USERS.items():
+        staff.set_user(name, PASSWORD, store)
+    engine.dispose()
+    workers: list[WorkerProcess] = []
+    urls: list[str] = []
+    try:
+        for n in range(2):
+            ready = tmp_path / f"ready-{n}"
+            env = worker_env(base, base.app_id, pg_url, ready)
+            workers.append(WorkerProcess(env, tmp_path / f"worker-{n}.log", web=True))
+            urls.append(env["CARTSTREAM_WEB_ADVERTISED_URL"])
+            workers[-1].wait_ready(ready, timeout_s=90)
+        port = free_port()
+        settings = base.with_overrides(
+            database_url=pg_url,
+            console={
+                **base.console.model_dump(),
+                "port": port,
+                "worker_urls": urls,
+                "secure_cookies": False,  # plain HTTP on loopback in tests
+                "session_key": "a test key of enough length, not secret",
+            },
+        )
+        deps = build_deps(settings)
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(deps), host="127.0.0.1", port=port, log_level="warning")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "console did not start"
+            time.sleep(0.05)
+        assert deps.gateway is not None and deps.gateway.ready.wait(30)
+        try:
+            yield ConsoleStack(settings, f"http://127.0.0.1:{port}", urls, deps, workers)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=20)
+    finally:
+        for w in workers:
+            w.stop()
+
+
+def new_app_id() -> str:
+    return f"console-{uuid.uuid4().hex[:8]}"
