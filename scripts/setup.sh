@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One command on a fresh machine: a virtualenv with cartstream and its dependencies, and a
-# PostgreSQL answering on 127.0.0.1:5432 (trust auth, database `test`) if none does yet.
+# One command on a fresh machine: a virtualenv with cartstream and its dependencies, a
+# PostgreSQL answering on 127.0.0.1:5432 (trust auth, database `test`) if none does yet, and
+# Debian's chromium for the console's browser test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -53,5 +54,16 @@ with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit
         conn.execute("CREATE DATABASE test")
 print("setup: database `test` ready")
 PY
+# a real browser for the console's browser test (Playwright drives Debian's chromium: browser
+# downloads are not possible everywhere, so `playwright install` is not used)
+if command -v chromium >/dev/null; then
+  echo "setup: chromium found ($(command -v chromium))"
+elif command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing chromium from Debian packages"
+  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+    || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null))
+else
+  echo "setup: no chromium and not root: the console's browser test will fail; install chromium" >&2
+fi
 touch .venv/.cartstream-setup
 echo "setup: done. Next: ./scripts/cartstream demo"

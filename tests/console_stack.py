@@ -47,7 +47,11 @@ class ConsoleStack:
 
 
 @contextmanager
-def console_stack(base: Settings, pg_url: str, tmp_path: Path) -> Iterator[ConsoleStack]:
+def console_stack(
+    base: Settings, pg_url: str, tmp_path: Path, secure_cookies: bool = False
+) -> Iterator[ConsoleStack]:
+    """`secure_cookies`: as in production (a browser sends them to http://127.0.0.1 too;
+    httpx does not, so the API tests turn them off)."""
     ensure_topics(base)
     engine = make_engine(pg_url)
     staff = StaffDirectory(engine)
@@ -70,7 +74,7 @@ def console_stack(base: Settings, pg_url: str, tmp_path: Path) -> Iterator[Conso
                 **base.console.model_dump(),
                 "port": port,
                 "worker_urls": urls,
-                "secure_cookies": False,  # plain HTTP on loopback in tests
+                "secure_cookies": secure_cookies,
                 "session_key": "a test key of enough length, not secret",
             },
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
@@ -77,12 +77,23 @@ def items_of(row: CheckoutRow) -> list[CheckoutItem]:
     ]
 
 
+def final_items(detail: CheckoutDetail) -> list[CheckoutItem]:
+    """The items after the latest decision (the pipeline's when none was made): what a new
+    decision starts from, so approving a corrected checkout keeps the correction."""
+    if detail.decisions:
+        return [cast(CheckoutItem, dict(i)) for i in detail.decisions[-1].items]
+    return items_of(detail.checkout)
+
+
 def checkout_out(detail: CheckoutDetail) -> CheckoutOut:
     row = detail.checkout
+    final = final_items(detail)
     return CheckoutOut(
         **entry(row, detail.final_status).model_dump(),
         currency=row.currency,
         items=items_of(row),  # type: ignore[arg-type]
+        final_items=final,  # type: ignore[arg-type]
+        final_subtotal_cents=sum(i["line_total_cents"] for i in final),
         measured_grams=row.measured_grams,
         expected_grams=row.expected_grams,
         anomalies=[
@@ -180,7 +191,7 @@ async def decision(request: Request, checkout_id: str, body: DecisionIn, user: A
                 "store_id": row.store_id,
                 "currency": row.currency,
             },
-            items_of(row),
+            final_items(detail),
             body.action,
             decision_id=body.decision_id,
             staff=user.username,

@@ -96,7 +96,9 @@ class DecisionOut(BaseModel):
 
 class CheckoutOut(ReviewEntry):
     currency: str
-    items: list[Line]
+    items: list[Line] = Field(description="The items as the pipeline decided them.")
+    final_items: list[Line] = Field(description="The items after the latest staff decision.")
+    final_subtotal_cents: int
     measured_grams: float
     expected_grams: float
     anomalies: list[AnomalyOut]

@@ -60,6 +60,18 @@ document.addEventListener("submit", async (ev) => {
     body: JSON.stringify(body),
     credentials: "same-origin",
   });
+  if (response.ok && form.id === "decision") {
+    // persist records the decision from checkout.decisions: show the page once it has
+    const sent = await response.json();
+    showError(form, "Decision sent; waiting for it to be recorded…");
+    for (let i = 0; i < 100; i++) {
+      const now = await fetch("/api/checkouts/" + sent.checkout_id, {credentials: "same-origin"});
+      if (now.ok && (await now.json()).decisions.some((d) => d.decision_id === sent.decision_id)) break;
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    window.location = form.dataset.next;
+    return;
+  }
   if (response.ok) { window.location = form.dataset.next; return; }
   showError(form, await problem(response));
 });
