@@ -3,8 +3,6 @@ what the console's integration and browser tests share."""
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from cartstream.core.settings import Settings
-from cartstream.services.console.app import build_deps, create_app
+from cartstream.services.console.app import ConsoleThread
 from cartstream.services.console.deps import ConsoleDeps
 from cartstream.services.kafka.broker import free_port
 from cartstream.services.kafka.topics import ensure_topics
@@ -78,22 +75,11 @@ def console_stack(
                 "session_key": "a test key of enough length, not secret",
             },
         )
-        deps = build_deps(settings)
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(deps), host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline, "console did not start"
-            time.sleep(0.05)
-        assert deps.gateway is not None and deps.gateway.ready.wait(30)
+        running = ConsoleThread(settings).start()
         try:
-            yield ConsoleStack(settings, f"http://127.0.0.1:{port}", urls, deps, workers)
+            yield ConsoleStack(settings, running.url, urls, running.deps, workers)
         finally:
-            server.should_exit = True
-            thread.join(timeout=20)
+            running.stop()
     finally:
         for w in workers:
             w.stop()

@@ -52,10 +52,14 @@ class CartScreen:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, wait_s: float = 10.0) -> None:
+        """Stop following (the thread ends at its next event or ping, within ~5 s)."""
+        self.signal_stop()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=wait_s)
+
+    def signal_stop(self) -> None:
+        self._stop.set()
 
     def _follow(self) -> None:
         url = f"{self.console_url.rstrip('/')}/cart/{self.cart_id}/events"
@@ -67,7 +71,7 @@ class CartScreen:
                     with connect_sse(client, "GET", url, params=params) as source:
                         source.response.raise_for_status()
                         self.connected.set()
-                        for sse in source.iter_sse():
+                        for sse in source.iter_sse():  # pings come every 5 s
                             if sse.event in ("change", "checkout"):
                                 self.updates.append(
                                     ScreenUpdate(sse.event, json.loads(sse.data), now_ms())

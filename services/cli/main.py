@@ -300,6 +300,13 @@ def checkouts_tail(
     default=None,
     help="Write a markdown report with plots (latency, throughput, anomalies) here.",
 )
+@click.option(
+    "--console",
+    "open_console",
+    is_flag=True,
+    help="Open cartstream console on the run (live baskets, review queue); Ctrl-C ends it.",
+)
+@click.option("--console-port", type=int, default=8080, show_default=True)
 @click.pass_context
 def demo(
     ctx: click.Context,
@@ -312,6 +319,8 @@ def demo(
     timeout: float,
     speed: float,
     report_dir: Path | None,
+    open_console: bool,
+    console_port: int,
 ) -> None:
     """Broker, worker and simulated carts in one command; prints how well it went."""
     from cartstream.services.tools.demo import DemoConfig, run_demo
@@ -328,6 +337,7 @@ def demo(
         bootstrap=bootstrap,
         speed=speed,
         report_dir=report_dir,
+        console_port=console_port if open_console else None,
     )
     summary = run_demo(config, cli_settings(ctx), console)
     if not summary.complete:

@@ -345,3 +345,49 @@ def bench_pipeline(
     command = " ".join(["cartstream", "bench", "pipeline", *sys.argv[3:]])
     click.echo(bp.report(points, command, out))
     click.echo(f"written to {out}")
+
+
+@bench.command("screen")
+@click.option("--carts", type=int, default=100, show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice(["reasoning", "full"]),
+    default="reasoning",
+    show_default=True,
+    help="reasoning: detections replayed (detect elsewhere); full: the worker detects on CPU.",
+)
+@click.option("--seconds", type=float, default=90.0, show_default=True)
+@click.option(
+    "--admin-database-url",
+    default="postgresql://postgres@127.0.0.1:5432/postgres",
+    show_default=True,
+    help="A Postgres server where the run creates its own database.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("docs/benchmarks.md"), show_default=True
+)
+@click.option("--work", type=click.Path(path_type=Path), default=Path("cartstream-bench"))
+def bench_screen(
+    carts: int, mode: str, seconds: float, admin_database_url: str, out: Path, work: Path
+) -> None:
+    """Weight settle -> cart screen (over the console's push gateway) at N live carts."""
+    from cartstream.core.settings import Settings
+    from cartstream.services.tools import bench_pipeline as bp
+    from cartstream.services.tools import bench_screen as bs
+
+    watch = bs.ScreenWatch()
+    point = bp.run_point(
+        Settings(),
+        "full",
+        carts,
+        seconds,
+        work / f"screen-{carts}",
+        admin_database_url,
+        screens=watch,
+    )
+    spreads = {name: bs.spread(v) for name, v in watch.latencies().items()}
+    command = " ".join(["cartstream", "bench", "screen", *sys.argv[3:]])
+    text = bs.report(mode, carts, spreads, point, watch, command)
+    bs.write(out, mode, text)
+    click.echo(text)
+    click.echo(f"written to {out}")

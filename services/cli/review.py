@@ -38,3 +38,24 @@ def export(ctx: click.Context, out: Path, min_confidence: float, idle_timeout: f
             else ""
         )
     )
+
+
+@review.command("labels")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.pass_context
+def labels(ctx: click.Context, out: Path) -> None:
+    """Write the console's verified frame labels as DIR/images + DIR/labels.jsonl (for
+    `cartstream models train-detector --extra DIR`)."""
+    from cartstream.services.storage.repository import make_engine
+    from cartstream.services.storage.reviews import ReviewStore
+    from cartstream.services.tools.review import export_labels
+
+    engine = make_engine(cli_settings(ctx).database_url.get_secret_value())
+    try:
+        report = export_labels(ReviewStore(engine), out)
+    finally:
+        engine.dispose()
+    click.echo(
+        f"{report.frames} verified frames written to {report.out}"
+        + (f" ({report.unboxed} labels without a box left out)" if report.unboxed else "")
+    )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -23,6 +25,7 @@ from starlette_csrf.middleware import CSRFMiddleware
 
 from cartstream.core.cart_auth import Keyring
 from cartstream.core.settings import Settings
+from cartstream.exceptions import ConfigurationError
 from cartstream.models.catalog import Catalog
 from cartstream.services.console import api, push
 from cartstream.services.console.access import LoginRequired, login_redirect, login_router
@@ -144,3 +147,34 @@ def serve(settings: Settings) -> None:
     c = settings.console
     log.info("console on http://%s:%d", c.host, c.port)
     uvicorn.run(app, host=c.host, port=c.port, log_level="warning", proxy_headers=True)
+
+
+class ConsoleThread:
+    """The console served from a thread of this process (the demo, the benches, the tests):
+    `start()` returns once it answers and its gateway follows the topics; `stop()` ends it."""
+
+    def __init__(self, settings: Settings, deps: ConsoleDeps | None = None) -> None:
+        import uvicorn
+
+        self.deps = deps or build_deps(settings)
+        c = settings.console
+        self.url = f"http://{c.host}:{c.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(create_app(self.deps), host=c.host, port=c.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, name="console", daemon=True)
+
+    def start(self, timeout_s: float = 60.0) -> ConsoleThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise ConfigurationError(f"the console did not start on {self.url}")
+            time.sleep(0.05)
+        if self.deps.gateway is not None and not self.deps.gateway.ready.wait(timeout_s):
+            raise ConfigurationError("the console's gateway did not reach the topics")
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)

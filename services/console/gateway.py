@@ -184,6 +184,7 @@ class BasketGateway:
                     for k in ("seq", "action", "sku", "quantity", "confidence", "step_end_ms")
                 },
                 "published_ms": record["published_ms"],
+                "source_produced_ms": record["source_produced_ms"],
             }
         if topic == t.anomalies:
             cart.alerts += 1

@@ -23,6 +23,7 @@ from typing import Any
 from cartstream.core.settings import Settings
 from cartstream.services.kafka.broker import EmbeddedBroker
 from cartstream.services.kafka.topics import ensure_tick_topics, ensure_topics
+from cartstream.services.tools.bench_screen import ScreenWatch
 from cartstream.services.tools.chaos.run import drop_database, fresh_database
 from cartstream.services.tools.doc_sections import write_section
 from cartstream.services.tools.harness import WorkerProcess, consumed_topics, worker_env
@@ -97,7 +98,9 @@ def run_point(
     folder: Path,
     admin_url: str,
     profile: bool = False,
+    screens: ScreenWatch | None = None,
 ) -> Point:
+    """`screens`: also follow every cart's screen through a console (`bench screen`)."""
     folder.mkdir(parents=True, exist_ok=True)
     with EmbeddedBroker(log_path=folder / "broker.log") as broker:
         app_id = f"bench-{mode}-{carts}-{uuid.uuid4().hex[:6]}"
@@ -128,6 +131,8 @@ def run_point(
             sampler = Sampler(s, groups, lambda: pids)
             sampler.start()
             spy = _profile_when_armed(folder, worker.proc.pid, seconds) if profile else None
+            if screens is not None:
+                screens.start(folder / "load", s, database)
             generator.join(timeout=seconds + 900)
             if spy is not None:
                 spy.wait(timeout=60)
@@ -135,10 +140,14 @@ def run_point(
                 raise RuntimeError(f"load generator failed (exit {generator.exitcode})")
             sent_at = time.monotonic() - sampler.started
             drained = _drain(sampler, sent_at)
+            if screens is not None:
+                screens.stop()
             stats = LoadStats(**json.loads((folder / "load" / "stats.json").read_text()))
             since_ms = stats.start_ms
             hops = hop_latencies(s, database, since_ms, detects=mode == "full")
         finally:
+            if screens is not None:
+                screens.stop()
             if sampler is not None:
                 sampler.stop()
             if generator is not None and generator.is_alive():

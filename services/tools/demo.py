@@ -9,8 +9,10 @@ score it against the ground truth. Child processes are always stopped, also on C
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import threading
 import time
 import uuid
 from collections import Counter
@@ -66,6 +68,7 @@ class DemoConfig:
     worker_settings: tuple[tuple[str, str], ...] = ()  # extra CARTSTREAM_* for the worker
     anomalies: bool = True  # inject loss-prevention cases (False: honest shoppers only)
     report_dir: Path | None = None  # write a markdown report with plots here
+    console_port: int | None = None  # open `cartstream console` on the run, on this port
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,9 @@ def run_demo(config: DemoConfig, settings: Settings, console: Console) -> RunSum
         upgrade(database_url)
         ensure_topics(settings)
         worker = stack.enter_context(_worker(config, run, console))
+        if config.console_port is not None:
+            urls = [worker.web_url] if worker.web_url else []
+            stack.enter_context(_console(config.console_port, run, urls, console))
         client = CartClient(settings, folder / "spool")
         stack.callback(client.close, timeout_s=5)
         report, elapsed = _publish_and_wait(config, run, client, worker, console)
@@ -124,6 +130,10 @@ def run_demo(config: DemoConfig, settings: Settings, console: Console) -> RunSum
         if config.summary_json:
             config.summary_json.parent.mkdir(parents=True, exist_ok=True)
             config.summary_json.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+        if config.console_port is not None:
+            console.print("[bold]the console stays open on the run[/]; Ctrl-C stops the demo")
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
         return summary
     raise AssertionError("unreachable")  # ExitStack does not swallow exceptions
 
@@ -154,6 +164,37 @@ def _broker(config: DemoConfig, settings: Settings, folder: Path) -> Iterator[Se
 
 
 @contextmanager
+def _console(port: int, run: Run, worker_urls: list[str], console: Console) -> Iterator[None]:
+    """`cartstream console` on the run (its store view replayed from the topics), with an admin
+    login made for it; stopped after."""
+    from cartstream.services.console.app import ConsoleThread
+    from cartstream.services.storage.repository import make_engine
+    from cartstream.services.storage.staff import StaffDirectory
+
+    password = secrets.token_urlsafe(12)
+    engine = make_engine(run.database_url)
+    StaffDirectory(engine).set_user("demo", password, None)
+    engine.dispose()
+    settings = run.settings.with_overrides(
+        console={
+            **run.settings.console.model_dump(),
+            "port": port,
+            "worker_urls": worker_urls,
+            "replay": True,
+        }
+    )
+    running = ConsoleThread(settings).start()
+    console.print(
+        f"[bold]console[/] {running.url}/ — log in as [bold]demo[/] with password "
+        f"[bold]{password}[/] (an admin: every store)"
+    )
+    try:
+        yield
+    finally:
+        running.stop()
+
+
+@contextmanager
 def _worker(config: DemoConfig, run: Run, console: Console) -> Iterator[WorkerProcess]:
     """A worker with every role, ready (partitions assigned); stopped after."""
     ready = run.folder / "worker.ready"
@@ -161,7 +202,8 @@ def _worker(config: DemoConfig, run: Run, console: Console) -> Iterator[WorkerPr
     if config.mode:
         env["CARTSTREAM_REASON__MODE"] = config.mode
     env.update(config.worker_settings)
-    worker = WorkerProcess(env, run.folder / "worker.log")
+    # with the console, the worker serves live baskets (its web server)
+    worker = WorkerProcess(env, run.folder / "worker.log", web=config.console_port is not None)
     try:
         with console.status("starting the worker (joining its consumer group)..."):
             worker.wait_ready(ready, timeout_s=WORKER_READY_S)

@@ -48,6 +48,8 @@ class WorkerProcess:
         log_level: str = "warning",
     ) -> None:
         self.log_path = log_path
+        # where its web server answers (live baskets), when it has one
+        self.web_url = env.get("CARTSTREAM_WEB_ADVERTISED_URL") if web else None
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
             [

@@ -8,7 +8,8 @@ every frame they name from `cart.frames`, and writes
     DIR/labels.jsonl     one line per image: why it is there, the detector's boxes as
                          pre-labels, and `verified: false`
 
-A person checks the boxes (fixes `boxes`, sets `verified: true`);
+A person checks the boxes (fixes `boxes`, sets `verified: true`), or labels the frames in
+`cartstream console` and `cartstream review labels --out DIR` writes the verified ones;
 `cartstream models train-detector --extra DIR` then trains on the verified images beside the
 rendered scenes (`models/dataset.py`).
 """
@@ -24,6 +25,7 @@ from typing import Any
 from cartstream.core.settings import Settings
 from cartstream.schemas.records import STEP_ACTIONS
 from cartstream.services.kafka.tail import read_topic
+from cartstream.services.storage.reviews import ReviewStore
 
 
 @dataclass
@@ -103,3 +105,42 @@ def export_review(
             fh.write(json.dumps(row) + "\n")
             written += 1
     return ExportReport(len(items), written, len(items) - written, out)
+
+
+@dataclass(frozen=True)
+class LabelExport:
+    frames: int  # written, verified
+    unboxed: int  # a SKU named but no box to put it in (the detector drew none): left out
+    out: Path
+
+
+def export_labels(repo: ReviewStore, out: Path) -> LabelExport:
+    """The console's verified labels (latest per frame) as a folder `train-detector --extra`
+    reads: DIR/images/<frame>.jpg and DIR/labels.jsonl with `verified: true`. A frame marked
+    EMPTY is a negative (no boxes); a SKU without a box cannot teach where the item is, so it
+    is counted and left out."""
+    latest = {label.frame_event_id: label for label in repo.labels()}
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    written = unboxed = 0
+    with (out / "labels.jsonl").open("w") as fh:
+        for frame_id, label in sorted(latest.items()):
+            if label.sku is not None and not label.boxes:
+                unboxed += 1
+                continue
+            name = f"images/{frame_id}.jpg"
+            (out / name).write_bytes(label.jpeg)
+            row = {
+                "image": name,
+                "frame_event_id": frame_id,
+                "cart_id": label.cart_id,
+                "session_id": label.session_id,
+                "camera_id": label.camera_id,
+                "capture_time_ms": label.capture_time_ms,
+                "reasons": [f"console label {label.verdict} by {label.staff}"],
+                "hint_sku": label.predicted_sku,
+                "boxes": label.boxes,
+                "verified": True,
+            }
+            fh.write(json.dumps(row) + "\n")
+            written += 1
+    return LabelExport(written, unboxed, out)

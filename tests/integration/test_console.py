@@ -79,6 +79,8 @@ def run(
         wait_for(lambda: len(repo.checkouts(requested)) == len(requested), 120, "checkouts")
         yield Run(stack, repo, requested, screens, carts)
         for screen in screens.values():
+            screen.signal_stop()
+        for screen in screens.values():
             screen.stop()
 
 
@@ -250,3 +252,33 @@ def test_the_api_keeps_to_its_openapi_schema(run: Run, admin_session: requests.S
             case.call_and_validate(session=admin_session)
 
         check()
+
+
+def test_a_verified_label_is_what_train_detector_extra_reads(
+    run: Run, catalog: Catalog, tmp_path: Path
+) -> None:
+    from cartstream.models.dataset import load_labelled
+    from cartstream.services.storage.reviews import ReviewStore
+    from cartstream.services.tools.review import export_labels
+
+    gateway = run.stack.deps.gateway
+    assert gateway is not None
+    wait_for(lambda: bool(gateway.unsure_frames(None)), 30, "unsure frames")
+    frames = gateway.unsure_frames(None)
+    boxed = next(f for f in frames if f["boxes"])
+    owner = "alice" if boxed["store_id"] == "store-001" else "bob"
+    stranger = "bob" if owner == "alice" else "alice"
+    body = {"frame_event_id": boxed["frame_event_id"], "verdict": "CONFIRMED"}
+    assert run.stack.login(stranger).post("/api/labels", json=body).status_code == 404
+    client = run.stack.login(owner)
+    bad = client.post("/api/labels", json={**body, "verdict": "CORRECTED", "sku": "NOPE"})
+    assert bad.status_code == 422
+    saved = client.post("/api/labels", json=body)
+    assert saved.status_code == 201, saved.text
+    best = max(boxed["boxes"], key=lambda b: b["score"])["sku"]
+    assert saved.json()["sku"] == best
+    assert boxed["frame_event_id"] not in client.get("/labels").text  # labelled: off the queue
+    report = export_labels(ReviewStore(run.repo.engine), tmp_path / "labels")
+    assert report.frames == 1
+    images, boxes = load_labelled(tmp_path / "labels", catalog)
+    assert len(images) == 1 and [catalog.skus[b[0]].sku for b in boxes[0]] == [best]

@@ -101,7 +101,11 @@ def test_secrets_are_referenced_never_inlined() -> None:
     env = by_kind(docs, "Deployment")["cs-cartstream-reason"]["spec"]["template"]["spec"][
         "containers"
     ][0]["env"]
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in env if "valueFrom" in e}
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["name"]
+        for e in env
+        if "secretKeyRef" in e.get("valueFrom", {})  # (POD_IP comes from a fieldRef)
+    }
     assert refs == {
         "CARTSTREAM_DATABASE_URL": "cartstream-postgres",
         "CARTSTREAM_KAFKA__SASL_USERNAME": "cartstream-kafka-sasl",
@@ -218,3 +222,27 @@ def test_the_drift_alert_rule_renders() -> None:
     )
     assert alert["expr"].endswith(">= 0.3")
     assert "{{ $labels.store }}" in alert["annotations"]["summary"]
+
+
+def test_the_optional_console_reaches_the_workers_that_hold_live_baskets() -> None:
+    assert not [n for n in by_kind(render({}), "Deployment") if n.endswith("console")]
+    docs = render({"console": {"enabled": True, "sessionKeySecret": {"name": "console-key"}}})
+    for doc in docs:
+        validate(doc)
+    deployments = by_kind(docs, "Deployment")
+    pod = deployments["cs-cartstream-console"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"][:1] == ["console"]
+    assert "--worker-url=http://cs-cartstream-baskets:6066" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["CARTSTREAM_CONSOLE__SESSION_KEY"]["valueFrom"]["secretKeyRef"]["name"] == (
+        "console-key"
+    )
+    services = by_kind(docs, "Service")
+    baskets = services["cs-cartstream-baskets"]["spec"]["selector"]
+    assert baskets["app.kubernetes.io/component"] == "reconcile"
+    assert "cs-cartstream-console" in services
+    for role in ROLES:  # every worker tells the others where to route live basket requests
+        worker = deployments[f"cs-cartstream-{role}"]["spec"]["template"]["spec"]
+        names = {e["name"]: e for e in worker["containers"][0]["env"]}
+        assert names["CARTSTREAM_WEB_ADVERTISED_URL"]["value"] == "http://$(POD_IP):6066"

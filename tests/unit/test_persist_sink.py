@@ -13,7 +13,7 @@ from cartstream.core.settings import Settings
 from cartstream.exceptions import StoreUnavailable
 from cartstream.models.catalog import Catalog
 from cartstream.schemas.codec import AvroCodec
-from cartstream.schemas.records import Anomaly, Checkout
+from cartstream.schemas.records import Anomaly, Checkout, CheckoutDecision
 from cartstream.services.carts.simulate import SimConfig, cart_events, plan_carts
 from cartstream.streams import runner
 from cartstream.streams.anomalies import AnomalyStage
@@ -31,6 +31,7 @@ class MemoryStore:
     def __init__(self, fail_times: int = 0) -> None:
         self.checkouts: dict[str, Checkout] = {}
         self.anomalies: dict[str, Anomaly] = {}
+        self.decisions: dict[str, CheckoutDecision] = {}
         self.fail_times = fail_times
         self.closed = False
 
@@ -45,6 +46,11 @@ class MemoryStore:
     def save_anomaly(self, anomaly: Anomaly) -> bool:
         new = anomaly["anomaly_id"] not in self.anomalies
         self.anomalies.setdefault(anomaly["anomaly_id"], anomaly)
+        return new
+
+    def save_decision(self, decision: CheckoutDecision) -> bool:
+        new = decision["decision_id"] not in self.decisions
+        self.decisions.setdefault(decision["decision_id"], decision)
         return new
 
     def describe(self) -> dict[str, str]:
@@ -77,6 +83,38 @@ def test_the_sink_persists_every_checkout_once_in_memory(
     assert len(store.anomalies) == len(p.records(settings.topics.anomalies))
     p.close()
     assert store.closed
+
+
+def test_a_staff_decision_is_appended_once_however_often_it_comes(
+    settings: Settings, catalog: Catalog
+) -> None:
+    from cartstream.models.decision import decide
+
+    store = MemoryStore()
+    sink = PersistSink(settings, store)
+    p = MemoryPipeline(settings, [], sinks=[sink])
+    ids = {
+        "checkout_id": "c",
+        "session_id": "s",
+        "cart_id": "k",
+        "store_id": "x",
+        "currency": "USD",
+    }
+    record = decide(
+        ids,
+        [],
+        "REJECT",
+        decision_id="d1",
+        staff="alice",
+        decided_ms=1,
+        previous_status="NEEDS_REVIEW",
+        catalog=catalog,
+    )
+    for _ in range(3):  # delivered again, as after a crash
+        p.publish(settings.topics.checkout_decisions, "k", "checkout_decision", record)
+    p.run()
+    assert list(store.decisions) == ["d1"] and sink.written == 1
+    assert not p.records(settings.topics.dead_letters)
 
 
 class FakeApp:

@@ -83,7 +83,8 @@ def main(config: LoadConfig) -> None:
         templates, config.carts, config.seconds, start_ms, config.ramp_s, config.seed
     )
     build_s = time.monotonic() - built
-    (folder / "armed.json").write_text(json.dumps({"start_ms": start_ms}))
+    carts = sorted({e.key.decode() for e in recording.events})
+    (folder / "armed.json").write_text(json.dumps({"start_ms": start_ms, "cart_ids": carts}))
     stats = replay(config.bootstrap, recording, build_s)
     (folder / "stats.json").write_text(json.dumps(asdict(stats)))
 
