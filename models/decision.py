@@ -49,7 +49,8 @@ def decide(
     quantities: Mapping[str, int] | None = None,
     note: str = "",
 ) -> CheckoutDecision:
-    """`checkout`: its ids, store and currency; `items`: its lines as persisted; `quantities`:
+    """`checkout`: its ids, store and currency; `items`: its lines now (as persisted, or as the
+    latest decision left them: approving a corrected checkout keeps the correction); `quantities`:
     SKU -> units (bags) after the correction, for CORRECT (a SKU left out keeps its quantity;
     0 removes the line)."""
     if action not in FINAL_STATUS:

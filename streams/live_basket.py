@@ -28,7 +28,8 @@ StateLookup = Callable[[str], Any]  # session id -> the stage's typed state, or 
 def basket_view(
     catalog: Catalog, basket: ReconcileState, alerts: AnomalyState | None
 ) -> dict[str, Any]:
-    """The session's live basket as JSON (see the console's OpenAPI schema, `LiveBasket`)."""
+    """The session's live basket as JSON (see the console's OpenAPI schema, `LiveBasket`);
+    `alerts` None: not known here (`alerts` in the view is None then)."""
     items = checkout_lines(catalog, basket.basket)
     if basket.closed_ms is not None:
         status = (
@@ -60,12 +61,13 @@ def basket_view(
             }
             for c in basket.changes
         ],
+        # None: this worker does not run the anomaly stage (the console fills them in)
         "alerts": [
             {"anomaly_id": a, "description": d}
             for a, d in zip(alerts.anomaly_ids, alerts.reasons, strict=False)
         ]
         if alerts is not None
-        else [],
+        else None,
         "last_change_ms": last,
     }
 
@@ -109,4 +111,7 @@ def serve_live_baskets(
                 status=404,
             )
         found = alerts(state.session_id) if alerts is not None else None
-        return web.json(basket_view(catalog, state, found))
+        view = basket_view(catalog, state, found)
+        if alerts is not None and found is None:
+            view["alerts"] = []  # the anomaly stage has seen nothing of this session yet
+        return web.json(view)
