@@ -3,8 +3,8 @@ what the console's integration and browser tests share."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,5 +85,9 @@ def console_stack(
             w.stop()
 
 
-def new_app_id() -> str:
-    return f"console-{uuid.uuid4().hex[:8]}"
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.25)

@@ -18,7 +18,9 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 
+from cartstream.core.cart_auth import Keyring, screen_token
 from cartstream.core.ids import now_ms
+from cartstream.core.settings import Settings
 
 
 @dataclass
@@ -86,3 +88,37 @@ class CartScreen:
 
     def changes(self) -> list[ScreenUpdate]:
         return [u for u in self.updates if u.event == "change"]
+
+
+def follow_fleet(console_url: str, cart_ids: list[str], settings: Settings) -> list[CartScreen]:
+    """A screen per simulated cart, connected before it shops. With the store's master keys
+    (a fleet simulator holds them), each presents its cart's screen token."""
+    auth = settings.cart_auth
+    keyring = Keyring(auth.master_key_bytes(), auth.revoked_key_ids) if auth.master_keys else None
+    key_id = auth.active_key_id
+    screens = []
+    for cart in cart_ids:
+        token = ""
+        if keyring is not None and key_id is not None:
+            token = screen_token(key_id, keyring.cart_key(key_id, cart), cart)
+        screens.append(CartScreen(console_url, cart, token).start())
+    for screen in screens:
+        screen.connected.wait(10)
+    return screens
+
+
+def settle_to_screen(screens: list[CartScreen]) -> tuple[int, float | None, float | None]:
+    """(changes shown, p50 ms, p99 ms) of weight settle -> screen over the fleet's steps."""
+    latencies = sorted(
+        float(u.latency_ms or 0)
+        for s in screens
+        for u in s.changes()
+        if u.data["action"] in ("ADD", "REMOVE", "UNKNOWN")
+    )
+    if not latencies:
+        return 0, None, None
+
+    def pick(q: float) -> float:
+        return latencies[min(len(latencies) - 1, round(q * (len(latencies) - 1)))]
+
+    return len(latencies), pick(0.5), pick(0.99)

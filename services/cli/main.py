@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -115,6 +116,13 @@ def carts() -> None:
     help="The cart client's on-disk spool (default: a fresh folder per run).",
 )
 @click.option("--run-id", default=None, help="Pins session ids (default: random per run).")
+@click.option(
+    "--screens",
+    "console_url",
+    default=None,
+    help="A console's URL: each cart's screen follows its basket there (server-sent events) "
+    "and the weight settle -> screen latency is printed at the end.",
+)
 @click.pass_context
 def carts_simulate(
     ctx: click.Context,
@@ -124,11 +132,13 @@ def carts_simulate(
     truth: Path,
     spool_dir: Path | None,
     run_id: str | None,
+    console_url: str | None,
 ) -> None:
     """Publish simulated shopper sessions through the cart client."""
     from cartstream.models.catalog import Catalog
     from cartstream.services.carts.cart_client import CartClient
-    from cartstream.services.carts.simulate import SimConfig, simulate
+    from cartstream.services.carts.screen import follow_fleet, settle_to_screen
+    from cartstream.services.carts.simulate import SimConfig, plan_carts, simulate
 
     settings = cli_settings(ctx)
     config = SimConfig(
@@ -136,8 +146,22 @@ def carts_simulate(
     )
     spool = spool_dir or Path(".cartstream") / "spool" / config.run_id
     client = CartClient(settings, spool)
-    report = simulate(config, Catalog.load(settings.catalog_path), settings.topics, client, truth)
+    catalog = Catalog.load(settings.catalog_path)
+    screens = []
+    if console_url:
+        carts = sorted({p.cart_id for p in plan_carts(config, catalog)})
+        screens = follow_fleet(console_url, carts, settings)
+    report = simulate(config, catalog, settings.topics, client, truth)
     drained = client.close(timeout_s=120)
+    if screens:
+        time.sleep(5)  # the last steps' pushes
+        for screen in screens:
+            screen.signal_stop()
+        shown, p50, p99 = settle_to_screen(screens)
+        click.echo(
+            f"screens: {shown} basket changes shown; "
+            f"weight settle -> screen p50 {p50} ms, p99 {p99} ms"
+        )
     click.echo(
         f"{report.sessions} sessions ({report.checkouts_requested} checkouts requested), "
         f"{sum(report.events.values())} events in {report.seconds:.1f} s; "

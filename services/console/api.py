@@ -91,8 +91,8 @@ def checkout_out(detail: CheckoutDetail) -> CheckoutOut:
     return CheckoutOut(
         **entry(row, detail.final_status).model_dump(),
         currency=row.currency,
-        items=items_of(row),  # type: ignore[arg-type]
-        final_items=final,  # type: ignore[arg-type]
+        items=items_of(row),
+        final_items=final,
         final_subtotal_cents=sum(i["line_total_cents"] for i in final),
         measured_grams=row.measured_grams,
         expected_grams=row.expected_grams,

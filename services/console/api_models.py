@@ -6,17 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cartstream.schemas.records import CheckoutItem  # one line of a checkout, as published
+
 SkuCode = str
-
-
-class Line(BaseModel):
-    sku: str
-    name: str
-    quantity: int
-    unit_price_cents: int
-    grams: float
-    sold_by_weight: bool
-    line_total_cents: int
 
 
 class Change(BaseModel):
@@ -42,7 +34,7 @@ class LiveBasket(BaseModel):
     session_id: str
     status: Literal["shopping", "checking_out", "checked_out", "closed"]
     currency: str
-    items: list[Line]
+    items: list[CheckoutItem]
     item_count: int
     subtotal_cents: int
     changes: list[Change]
@@ -96,8 +88,10 @@ class DecisionOut(BaseModel):
 
 class CheckoutOut(ReviewEntry):
     currency: str
-    items: list[Line] = Field(description="The items as the pipeline decided them.")
-    final_items: list[Line] = Field(description="The items after the latest staff decision.")
+    items: list[CheckoutItem] = Field(description="The items as the pipeline decided them.")
+    final_items: list[CheckoutItem] = Field(
+        description="The items after the latest staff decision."
+    )
     final_subtotal_cents: int
     measured_grams: float
     expected_grams: float

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -26,19 +25,11 @@ from cartstream.services.carts.cart_client import CartClient
 from cartstream.services.carts.simulate import SimConfig, read_truth, simulate
 from cartstream.services.kafka.tail import read_topic
 from cartstream.services.storage.repository import Repository, make_engine
-from tests.console_stack import PASSWORD, console_stack
+from tests.console_stack import PASSWORD, console_stack, wait_for
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = "/usr/bin/chromium"
 CART = "cart-001-0000"  # store-001's cart (the other shops in store-002)
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
 
 
 def shot(page: Page, folder: Path, name: str) -> None:

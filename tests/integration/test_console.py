@@ -4,7 +4,6 @@ the cart screen's pushes, and the API checked against its OpenAPI schema (schema
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,21 +22,13 @@ from cartstream.core.settings import Settings
 from cartstream.models.catalog import Catalog
 from cartstream.models.shopper import ShopperProfile
 from cartstream.services.carts.cart_client import CartClient
-from cartstream.services.carts.screen import CartScreen
+from cartstream.services.carts.screen import CartScreen, follow_fleet, settle_to_screen
 from cartstream.services.carts.simulate import SimConfig, plan_carts, read_truth, simulate
 from cartstream.services.kafka.tail import read_topic
 from cartstream.services.storage.repository import Repository, make_engine
-from tests.console_stack import PASSWORD, ConsoleStack, console_stack
+from tests.console_stack import PASSWORD, ConsoleStack, console_stack, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
 
 
 @dataclass
@@ -67,9 +58,9 @@ def run(
     )
     carts = {p.cart_id: p.store_id for p in plan_carts(config, catalog)}
     with console_stack(settings, pg_url, tmp_path) as stack:
-        screens = {c: CartScreen(stack.url, c).start() for c in carts}
+        screens = {s.cart_id: s for s in follow_fleet(stack.url, sorted(carts), settings)}
         for screen in screens.values():
-            assert screen.connected.wait(10)
+            assert screen.connected.is_set()
         client = CartClient(settings, tmp_path / "spool")
         simulate(config, catalog, settings.topics, client, tmp_path / "truth.jsonl")
         assert client.close(60)
@@ -213,6 +204,8 @@ def test_each_cart_screen_got_its_own_basket_changes_pushed(run: Run) -> None:
         assert {u.data["cart_id"] for u in screen.updates} == {cart_id}
         assert all(u.latency_ms is not None for u in changes)
         assert any(u.event == "checkout" for u in screen.updates)
+    shown, p50, p99 = settle_to_screen(list(run.screens.values()))
+    assert shown > 0 and p50 is not None and p99 is not None and 0 < p50 <= p99
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,12 @@ def repo(pg_url: str) -> Repository:
 
 
 def test_migrated_to_head(pg_url: str) -> None:
-    assert current(pg_url) == "0001"
+    from alembic.script import ScriptDirectory
+
+    from cartstream.services.storage.migrate import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head == "0002" and current(pg_url) == head
 
 
 def test_checkout_writes_are_idempotent(repo: Repository) -> None:

@@ -108,8 +108,9 @@ def test_the_detect_stage_loads_the_promoted_model_and_follows_promotions(
         assert stage.runtime is not None and stage.runtime.version == first.version
         assert stage.follows_promotions()
         registry.promote(second.version)
+        # (a check 6 s on, not 5.0: (t + 5.0) - t can come out below 5.0 in floating point)
         assert not stage.maybe_switch(now=stage._checked_at + 1.0)  # not looked at yet
-        assert stage.maybe_switch(now=stage._checked_at + 5.0)
+        assert stage.maybe_switch(now=stage._checked_at + 6.0)
         assert stage.runtime.version == second.version
         broken = tmp_path / "c" / "detector.onnx"  # a registered file onnxruntime cannot load
         broken.parent.mkdir()
@@ -117,15 +118,15 @@ def test_the_detect_stage_loads_the_promoted_model_and_follows_promotions(
         card = {**second.card, "version": content_version(broken)}
         broken.with_suffix(".card.json").write_text(json.dumps(card))
         registry.promote(registry.register(broken).version)
-        assert not stage.maybe_switch(now=stage._checked_at + 5.0)  # cannot load: keeps running
+        assert not stage.maybe_switch(now=stage._checked_at + 6.0)  # cannot load: keeps running
         assert stage.runtime.version == second.version
         loads: list[Path | None] = []
         load = stage._load
         stage._load = lambda path: (loads.append(path), load(path))[1]  # type: ignore[method-assign]
-        assert not stage.maybe_switch(now=stage._checked_at + 5.0)
+        assert not stage.maybe_switch(now=stage._checked_at + 6.0)
         assert loads == []  # the broken version is not loaded again at every check
         registry.promote(first.version)  # until another is promoted
-        assert stage.maybe_switch(now=stage._checked_at + 5.0) and len(loads) == 1
+        assert stage.maybe_switch(now=stage._checked_at + 6.0) and len(loads) == 1
         assert stage.runtime.version == first.version
     finally:
         stage.close()
