@@ -293,6 +293,9 @@ class ConsoleSettings(_Frozen):
     worker_timeout_s: float = Field(default=2.0, gt=0)
     replay: bool = False
     unsure_frames_per_store: int = Field(default=200, ge=1)
+    # where failed logins are counted (the `limits` library): per process, or shared
+    # (`redis://host:6379`) when several replicas serve
+    throttle_storage: str = "memory://"
 
 
 class Settings(BaseSettings):

@@ -2,6 +2,8 @@
 (an admin every store). Every state-changing request also carries the CSRF token (double-submit:
 the `csrftoken` cookie echoed in the `X-CSRFToken` header; starlette-csrf checks it).
 
+Failed logins are throttled per name and per address (`LoginThrottle`).
+
 Invariants: a request for another store's cart or checkout is answered 404 as if it did not
 exist (nothing about store B leaks to store A); the user is looked up again on every request, so
 a removed login stops working at once.
@@ -15,11 +17,36 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from limits import parse, storage, strategies
 from starlette.concurrency import run_in_threadpool
 
 from cartstream.services.storage.staff import StaffDirectory, StaffUser
 
 SESSION_KEY = "username"
+FAILED_PER_USER = parse("5/15minute")  # wrong passwords for one name ...
+FAILED_PER_CLIENT = parse("30/15minute")  # ... and from one address, before logins are refused
+
+
+class LoginThrottle:
+    """Failed logins counted per username and per client address (the `limits` library, over
+    `console.throttle_storage`: memory per process, or e.g. `redis://` shared by replicas).
+    Past a limit every login of that name or address is refused (429), the right password too,
+    until the window moves on; a good login clears its name's count."""
+
+    def __init__(self, storage_url: str = "memory://") -> None:
+        self.limiter = strategies.MovingWindowRateLimiter(storage.storage_from_string(storage_url))
+
+    def allowed(self, username: str, client: str) -> bool:
+        return self.limiter.test(FAILED_PER_USER, "user", username) and self.limiter.test(
+            FAILED_PER_CLIENT, "client", client
+        )
+
+    def failed(self, username: str, client: str) -> None:
+        self.limiter.hit(FAILED_PER_USER, "user", username)
+        self.limiter.hit(FAILED_PER_CLIENT, "client", client)
+
+    def succeeded(self, username: str) -> None:
+        self.limiter.clear(FAILED_PER_USER, "user", username)
 
 
 class LoginRequired(Exception):
@@ -77,7 +104,7 @@ def safe_next(path: str | None) -> str:
     return path
 
 
-def login_router(templates: Jinja2Templates) -> APIRouter:
+def login_router(templates: Jinja2Templates, throttle: LoginThrottle) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     @router.get("/login", response_class=HTMLResponse)
@@ -93,14 +120,28 @@ def login_router(templates: Jinja2Templates) -> APIRouter:
         password: Annotated[str, Form(max_length=1024)],
         next: Annotated[str, Form()] = "/",
     ) -> Response:
+        client = request.client.host if request.client else "unknown"
+        if not throttle.allowed(username, client):
+            return templates.TemplateResponse(
+                request,
+                "login.html",
+                {
+                    "next": safe_next(next),
+                    "error": "Too many failed logins: try again in a few minutes.",
+                    "user": None,
+                },
+                status_code=429,
+            )
         user = await run_in_threadpool(_directory(request).verify, username, password)
         if user is None:
+            throttle.failed(username, client)
             return templates.TemplateResponse(
                 request,
                 "login.html",
                 {"next": safe_next(next), "error": "Wrong username or password.", "user": None},
                 status_code=401,
             )
+        throttle.succeeded(username)
         request.session.clear()  # a fresh session: no fixation
         request.session[SESSION_KEY] = user.username
         return RedirectResponse(safe_next(next), status_code=303)

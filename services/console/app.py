@@ -28,7 +28,12 @@ from cartstream.core.settings import Settings
 from cartstream.exceptions import ConfigurationError
 from cartstream.models.catalog import Catalog
 from cartstream.services.console import api, push
-from cartstream.services.console.access import LoginRequired, login_redirect, login_router
+from cartstream.services.console.access import (
+    LoginRequired,
+    LoginThrottle,
+    login_redirect,
+    login_router,
+)
 from cartstream.services.console.decisions import DecisionPublisher
 from cartstream.services.console.deps import ConsoleDeps
 from cartstream.services.console.evidence import EvidenceReader
@@ -89,7 +94,7 @@ def create_app(deps: ConsoleDeps) -> FastAPI:
     app.state.deps = deps
     templates = Jinja2Templates(directory=_package_dir("templates"))
     templates.env.filters["money"] = lambda cents: f"{cents / 100:,.2f}"
-    app.include_router(login_router(templates))
+    app.include_router(login_router(templates, LoginThrottle(settings.throttle_storage)))
     app.include_router(api.router)
     app.include_router(push.router)
     app.include_router(pages_router(templates))

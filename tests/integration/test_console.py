@@ -275,3 +275,17 @@ def test_a_verified_label_is_what_train_detector_extra_reads(
     assert report.frames == 1
     images, boxes = load_labelled(tmp_path / "labels", catalog)
     assert len(images) == 1 and [catalog.skus[b[0]].sku for b in boxes[0]] == [best]
+
+
+def test_repeated_wrong_passwords_lock_the_name_out_for_a_while(run: Run) -> None:
+    client = httpx.Client(base_url=run.stack.url)
+    client.get("/login")
+    client.headers["X-CSRFToken"] = client.cookies["csrftoken"]
+    answers = [
+        client.post("/login", data={"username": "bob", "password": f"guess {n}"}).status_code
+        for n in range(6)
+    ]
+    assert answers == [401] * 5 + [429]
+    right = client.post("/login", data={"username": "bob", "password": PASSWORD})
+    assert right.status_code == 429  # the right password too, until the window moves on
+    assert run.stack.login("alice")  # other names are not locked out

@@ -34,7 +34,9 @@ document.addEventListener("submit", async (ev) => {
   });
   if (response.ok && response.redirected) { window.location = response.url; return; }
   if (response.ok) { window.location.reload(); return; }
-  showError(form, response.status === 401 ? "Wrong username or password." : await problem(response));
+  if (response.status === 401) showError(form, "Wrong username or password.");
+  else if (response.status === 429) showError(form, "Too many failed logins: try again in a few minutes.");
+  else showError(form, await problem(response));
 });
 
 // <form data-json="/api/...">: the fields as a JSON body; the pressed button gives its name
