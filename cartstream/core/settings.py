@@ -293,6 +293,8 @@ class ConsoleSettings(_Frozen):
     worker_timeout_s: float = Field(default=2.0, gt=0)
     replay: bool = False
     unsure_frames_per_store: int = Field(default=200, ge=1)
+    # a review page reads the session's records from this long before its checkout request
+    evidence_lookback_s: float = Field(default=3 * 3600, gt=0)
     # where failed logins are counted (the `limits` library): per process, or shared
     # (`redis://host:6379`) when several replicas serve
     throttle_storage: str = "memory://"

@@ -43,7 +43,7 @@ def deps_of(request: Request) -> ConsoleDeps:
     return deps
 
 
-def _ms(row_time: Any) -> int:
+def ms_of(row_time: Any) -> int:
     return int(row_time.timestamp() * 1000)
 
 
@@ -53,7 +53,7 @@ def entry(row: CheckoutRow, final_status: str) -> ReviewEntry:
         cart_id=row.cart_id,
         store_id=row.store_id,
         session_id=row.session_id,
-        requested_ms=_ms(row.requested_at),
+        requested_ms=ms_of(row.requested_at),
         status=row.status,
         final_status=final_status,
         item_count=row.item_count,
@@ -102,7 +102,7 @@ def checkout_out(detail: CheckoutDetail) -> CheckoutOut:
                 kind=a.kind,
                 severity=a.severity,
                 description=a.description,
-                detected_ms=_ms(a.detected_at),
+                detected_ms=ms_of(a.detected_at),
             )
             for a in detail.anomalies
         ],
@@ -113,7 +113,7 @@ def checkout_out(detail: CheckoutDetail) -> CheckoutOut:
                 final_status=d.final_status,
                 previous_status=d.previous_status,
                 staff=d.staff,
-                decided_ms=_ms(d.decided_at),
+                decided_ms=ms_of(d.decided_at),
                 item_count=d.item_count,
                 subtotal_cents=d.subtotal_cents,
                 changes=d.changes,

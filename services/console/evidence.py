@@ -3,8 +3,10 @@ detector's boxes on them) and the weight trace around its step.
 
 Read from the broker when a reviewer opens a checkout: the cart's partition (carts key every
 stream by cart id; Kafka's default murmur2 partitioner) of `basket.changes`, `cart.detections`,
-`cart.frames` and `cart.weights`, filtered to the session, kept for the next look (LRU). What the
-broker no longer holds (retention) is shown as missing, never invented.
+`cart.frames` and `cart.weights`, from `console.evidence_lookback_s` before the checkout was
+asked for (by the broker's time index; a broker without one is read from the start), filtered to
+the session, kept for the next look (LRU). What the broker no longer holds (retention, or older
+than the look-back) is shown as missing, never invented.
 """
 
 from __future__ import annotations
@@ -70,39 +72,45 @@ class EvidenceReader:
         self._cache: OrderedDict[str, SessionEvidence] = OrderedDict()
         self._lock = threading.Lock()
 
-    def session(self, cart_id: str, session_id: str) -> SessionEvidence:
-        """The session's step changes with their frames and weights (blocking: run in a thread)."""
+    def session(
+        self, cart_id: str, session_id: str, until_ms: int | None = None
+    ) -> SessionEvidence:
+        """The session's step changes with their frames and weights (blocking: run in a thread).
+        `until_ms`: when the session ended (its checkout request), to read from look-back
+        before it rather than from each partition's start."""
         with self._lock:
             if session_id in self._cache:
                 self._cache.move_to_end(session_id)
                 return self._cache[session_id]
-        evidence = self._read(cart_id, session_id)
+        since = None
+        if until_ms is not None:
+            since = until_ms - int(self.settings.console.evidence_lookback_s * 1000)
+        evidence = self._read(cart_id, session_id, since)
         with self._lock:
             self._cache[session_id] = evidence
             while len(self._cache) > CACHED_SESSIONS:
                 self._cache.popitem(last=False)
         return evidence
 
-    def _records(self, topic: str, cart_id: str, session_id: str) -> list[dict[str, Any]]:
+    def _records(
+        self, topic: str, cart_id: str, session_id: str, since_ms: int | None
+    ) -> list[dict[str, Any]]:
         part = [cart_partition(cart_id, self.settings.topics.stream_partitions)]
-        return [
-            r
-            for r, _ in read_topic(
-                self.settings, topic, idle_timeout_s=self.idle_s, partitions=part
-            )
-            if r.get("session_id") == session_id
-        ]
+        records = read_topic(
+            self.settings, topic, idle_timeout_s=self.idle_s, partitions=part, since_ms=since_ms
+        )
+        return [r for r, _ in records if r.get("session_id") == session_id]
 
-    def _read(self, cart_id: str, session_id: str) -> SessionEvidence:
+    def _read(self, cart_id: str, session_id: str, since_ms: int | None) -> SessionEvidence:
         t = self.settings.topics
         changes = sorted(
-            (c for c in self._records(t.basket_changes, cart_id, session_id)),
+            (c for c in self._records(t.basket_changes, cart_id, session_id, since_ms)),
             key=lambda c: c["seq"],
         )
         changes = list({c["seq"]: c for c in changes if c["action"] in STEP_ACTIONS}.values())
         wanted = {fid for c in changes for fid in c.get("frame_event_ids") or []}
         frames: dict[str, Frame] = {}
-        for det in self._records(t.detections, cart_id, session_id):
+        for det in self._records(t.detections, cart_id, session_id, since_ms):
             if det["frame_event_id"] in wanted:
                 frames[det["frame_event_id"]] = Frame(
                     det["frame_event_id"],
@@ -110,7 +118,7 @@ class EvidenceReader:
                     det["capture_time_ms"],
                     boxes=list(det["boxes"]),
                 )
-        for raw in self._records(t.frames, cart_id, session_id):
+        for raw in self._records(t.frames, cart_id, session_id, since_ms):
             if raw["event_id"] in wanted:
                 frame = frames.setdefault(
                     raw["event_id"],
@@ -118,7 +126,7 @@ class EvidenceReader:
                 )
                 frame.jpeg = raw["jpeg"]
         samples: list[tuple[int, float]] = []
-        for packet in self._records(t.weights, cart_id, session_id):
+        for packet in self._records(t.weights, cart_id, session_id, since_ms):
             step_ms = 1000.0 / float(packet["sample_rate_hz"])
             start = int(packet["start_time_ms"])
             samples += [

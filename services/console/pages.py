@@ -16,7 +16,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from cartstream.services.console.access import PageUser, in_scope
-from cartstream.services.console.api import checkout_out, deps_of
+from cartstream.services.console.api import checkout_out, deps_of, ms_of
 from cartstream.services.console.evidence import ChangeEvidence
 from cartstream.services.storage.staff import StaffUser
 
@@ -86,7 +86,9 @@ def pages_router(templates: Jinja2Templates) -> APIRouter:
         deps = deps_of(request)
         detail = await scoped(request, user, checkout_id)
         row = detail.checkout
-        evidence = await run_in_threadpool(deps.evidence.session, row.cart_id, row.session_id)
+        evidence = await run_in_threadpool(
+            deps.evidence.session, row.cart_id, row.session_id, ms_of(row.requested_at)
+        )
         return render(
             request,
             "review.html",
@@ -104,7 +106,9 @@ def pages_router(templates: Jinja2Templates) -> APIRouter:
     ) -> Response:
         deps = deps_of(request)
         row = (await scoped(request, user, checkout_id)).checkout
-        evidence = await run_in_threadpool(deps.evidence.session, row.cart_id, row.session_id)
+        evidence = await run_in_threadpool(
+            deps.evidence.session, row.cart_id, row.session_id, ms_of(row.requested_at)
+        )
         frame = evidence.frame(frame_event_id)
         if frame is None or frame.jpeg is None:
             raise HTTPException(status_code=404, detail="no such frame")

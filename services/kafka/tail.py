@@ -27,9 +27,11 @@ def read_messages(
     from_beginning: bool = True,
     idle_timeout_s: float | None = 5.0,
     partitions: Sequence[int] | None = None,
+    since_ms: int | None = None,
 ) -> Iterator[Any]:
     """Raw messages of every partition of `topic`, or of `partitions` (no consumer group:
-    nothing to join).
+    nothing to join); with `since_ms`, from the first record the broker timestamped then or
+    later (a broker without a time index answers offset 0: everything is read, still right).
 
     A finite read (`idle_timeout_s` set) first reads every partition up to the end offset it
     had when the read began, however slowly the broker serves it (a topic of multi-MB values
@@ -52,7 +54,9 @@ def read_messages(
         wanted = sorted(found or []) if partitions is None else sorted(partitions)
         tps = [TopicPartition(topic, p) for p in wanted]
         consumer.assign(tps)
-        if from_beginning:
+        if since_ms is not None:
+            _seek_to_time(consumer, tps, since_ms)
+        elif from_beginning:
             consumer.seek_to_beginning(*tps)
         else:
             consumer.seek_to_end(*tps)
@@ -87,6 +91,16 @@ def read_messages(
         consumer.close()
 
 
+def _seek_to_time(consumer: KafkaConsumer, tps: list[TopicPartition], since_ms: int) -> None:
+    found = consumer.offsets_for_times(dict.fromkeys(tps, since_ms)) if tps else {}
+    for tp in tps:
+        at = found.get(tp)
+        if at is None:  # nothing that recent: only what comes from now on
+            consumer.seek_to_end(tp)
+        else:
+            consumer.seek(tp, at.offset)
+
+
 def read_topic(
     settings: Settings,
     topic: str,
@@ -95,13 +109,14 @@ def read_topic(
     max_records: int | None = None,
     codec: AvroCodec | None = None,
     partitions: Sequence[int] | None = None,
+    since_ms: int | None = None,
 ) -> Iterator[tuple[dict[str, Any], Any]]:
     """Decoded records of every partition of `topic`; what does not decode is logged, skipped."""
     codec = codec or AvroCodec()
     seen = 0
     if max_records is not None and max_records <= 0:
         return
-    for msg in read_messages(settings, topic, from_beginning, idle_timeout_s, partitions):
+    for msg in read_messages(settings, topic, from_beginning, idle_timeout_s, partitions, since_ms):
         try:
             record = codec.decode(msg.value)
         except DecodeError as exc:
