@@ -272,6 +272,11 @@ def checkouts() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--from-end", is_flag=True, help="Only checkouts published from now on.")
 @click.option(
+    "--decisions",
+    is_flag=True,
+    help="Staff decisions on checkouts (checkout.decisions) instead of the checkouts.",
+)
+@click.option(
     "--idle-timeout",
     type=float,
     default=None,
@@ -283,16 +288,22 @@ def checkouts_tail(
     max_records: int | None,
     as_json: bool,
     from_end: bool,
+    decisions: bool,
     idle_timeout: float | None,
 ) -> None:
-    """Print decoded checkouts as a retailer's consumer sees them."""
-    from cartstream.services.kafka.tail import format_checkout, read_topic, to_json
+    """Print decoded checkouts (or staff decisions on them) as a retailer's consumer sees them."""
+    from cartstream.services.kafka.tail import (
+        format_checkout,
+        format_decision,
+        read_topic,
+        to_json,
+    )
 
     settings = cli_settings(ctx)
-    for record, _msg in read_topic(
-        settings, settings.topics.checkouts, not from_end, idle_timeout, max_records
-    ):
-        click.echo(to_json(record) if as_json else format_checkout(record))
+    topic = settings.topics.checkout_decisions if decisions else settings.topics.checkouts
+    show = format_decision if decisions else format_checkout
+    for record, _msg in read_topic(settings, topic, not from_end, idle_timeout, max_records):
+        click.echo(to_json(record) if as_json else show(record))
 
 
 @cli.command()

@@ -145,5 +145,20 @@ def format_checkout(checkout: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_decision(decision: dict[str, Any]) -> str:
+    """A staff decision on a checkout (`checkout.decisions`), as a retailer reads it."""
+    changed = ", ".join(
+        f"{c['sku']} {c['quantity_before']}→{c['quantity_after']}" for c in decision["changes"]
+    )
+    return (
+        f"{decision['checkout_id']}  {decision['store_id']}/{decision['cart_id']}  "
+        f"{decision['action']}: {decision['previous_status']} → {decision['final_status']}  "
+        f"by {decision['staff']}  {decision['item_count']} items  "
+        f"{decision['subtotal_cents'] / 100:.2f} {decision['currency']}"
+        + (f"\n    changed: {changed}" if changed else "")
+        + (f"\n    note: {decision['note']}" if decision["note"] else "")
+    )
+
+
 def to_json(checkout: dict[str, Any]) -> str:
     return json.dumps(checkout, sort_keys=True)

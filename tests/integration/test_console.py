@@ -14,6 +14,7 @@ import httpx
 import pytest
 import requests
 import schemathesis
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
@@ -24,6 +25,7 @@ from cartstream.models.shopper import ShopperProfile
 from cartstream.services.carts.cart_client import CartClient
 from cartstream.services.carts.screen import CartScreen, follow_fleet, settle_to_screen
 from cartstream.services.carts.simulate import SimConfig, plan_carts, read_truth, simulate
+from cartstream.services.cli.main import cli
 from cartstream.services.kafka.tail import read_topic
 from cartstream.services.storage.repository import Repository, make_engine
 from tests.console_stack import PASSWORD, ConsoleStack, console_stack, wait_for
@@ -195,6 +197,22 @@ def test_a_correction_reaches_the_topic_and_postgres_with_its_audit_trail(
         ).one()
     assert tuple(final) == ("CORRECTED", record["subtotal_cents"])
     assert entry["checkout_id"] not in {e["checkout_id"] for e in client.get("/api/review").json()}
+    shown = CliRunner().invoke(
+        cli,
+        [
+            "--bootstrap",
+            run.stack.settings.kafka.bootstrap_servers,
+            "checkouts",
+            "tail",
+            "--decisions",
+            "--idle-timeout",
+            "2",
+        ],
+    )
+    assert shown.exit_code == 0, shown.output
+    assert f"{entry['checkout_id']}" in shown.output and "CORRECT: NEEDS_REVIEW → CORRECTED" in (
+        shown.output
+    )
 
 
 def test_each_cart_screen_got_its_own_basket_changes_pushed(run: Run) -> None:
