@@ -56,21 +56,21 @@ def decide(
     if action not in FINAL_STATUS:
         raise DecisionError(f"unknown action {action!r}: choose APPROVE, CORRECT or REJECT")
     before = {i["sku"]: i["quantity"] for i in items}
+    final: list[CheckoutItem]
     if action == "APPROVE":
-        final = [dict(i) for i in items]
+        final = [_line(i) for i in items]
     elif action == "REJECT":
         final = []
     else:
         if not quantities:
             raise DecisionError("a correction needs the corrected quantities")
         final = _corrected(items, before, quantities, catalog)
-    after = {str(i["sku"]): int(i["quantity"]) for i in final}  # type: ignore[call-overload]
+    after = {i["sku"]: i["quantity"] for i in final}
     changes: list[QuantityChange] = [
         {"sku": sku, "quantity_before": before.get(sku, 0), "quantity_after": after.get(sku, 0)}
         for sku in sorted(set(before) | set(after))
         if before.get(sku, 0) != after.get(sku, 0)
     ]
-    lines: list[CheckoutItem] = [_line(i) for i in final]
     return {
         "decision_id": decision_id,
         "checkout_id": str(checkout["checkout_id"]),
@@ -82,9 +82,9 @@ def decide(
         "staff": staff,
         "decided_ms": decided_ms,
         "previous_status": previous_status,
-        "items": lines,
-        "item_count": sum(i["quantity"] for i in lines),
-        "subtotal_cents": sum(i["line_total_cents"] for i in lines),
+        "items": final,
+        "item_count": sum(i["quantity"] for i in final),
+        "subtotal_cents": sum(i["line_total_cents"] for i in final),
         "currency": str(checkout["currency"]),
         "changes": changes,
         "note": note.strip()[:2000],
@@ -96,14 +96,14 @@ def _corrected(
     before: Mapping[str, int],
     quantities: Mapping[str, int],
     catalog: Catalog,
-) -> list[dict[str, object]]:
+) -> list[CheckoutItem]:
     for sku, quantity in quantities.items():
         if sku not in catalog:
             raise DecisionError(f"unknown SKU {sku!r}: not in catalog {catalog.version}")
         if not 0 <= quantity <= MAX_QUANTITY:
             raise DecisionError(f"quantity of {sku} must be 0..{MAX_QUANTITY}, not {quantity}")
     existing = {i["sku"]: i for i in items}
-    final: list[dict[str, object]] = []
+    final: list[CheckoutItem] = []
     for sku in sorted(set(before) | set(quantities)):
         quantity = quantities.get(sku, before.get(sku, 0))
         if quantity == 0:

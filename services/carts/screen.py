@@ -21,6 +21,7 @@ from httpx_sse import connect_sse
 from cartstream.core.cart_auth import Keyring, screen_token
 from cartstream.core.ids import now_ms
 from cartstream.core.settings import Settings
+from cartstream.schemas.records import STEP_ACTIONS
 
 
 @dataclass
@@ -113,7 +114,7 @@ def settle_to_screen(screens: list[CartScreen]) -> tuple[int, float | None, floa
         float(u.latency_ms or 0)
         for s in screens
         for u in s.changes()
-        if u.data["action"] in ("ADD", "REMOVE", "UNKNOWN")
+        if u.data["action"] in STEP_ACTIONS
     )
     if not latencies:
         return 0, None, None

@@ -16,7 +16,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from cartstream.services.console.access import PageUser, in_scope
-from cartstream.services.console.api import checkout_out, deps_of, ms_of
+from cartstream.services.console.api import checkout_out, deps_of, ms_of, scoped_detail
 from cartstream.services.console.evidence import ChangeEvidence
 from cartstream.services.storage.staff import StaffUser
 
@@ -74,17 +74,10 @@ def pages_router(templates: Jinja2Templates) -> APIRouter:
         decided = await run_in_threadpool(reviews.decided, user.store_id)
         return render(request, "review_queue.html", user, waiting=waiting, decided=decided)
 
-    async def scoped(request: Request, user: StaffUser, checkout_id: str) -> Any:
-        detail = await run_in_threadpool(deps_of(request).reviews.detail, checkout_id)
-        if detail is None:
-            raise HTTPException(status_code=404, detail="no such checkout")
-        in_scope(user, detail.checkout.store_id, "checkout")
-        return detail
-
     @router.get("/review/{checkout_id}", response_class=HTMLResponse)
     async def review(request: Request, checkout_id: str, user: PageUser) -> Response:
         deps = deps_of(request)
-        detail = await scoped(request, user, checkout_id)
+        detail = await scoped_detail(deps, user, checkout_id)
         row = detail.checkout
         evidence = await run_in_threadpool(
             deps.evidence.session, row.cart_id, row.session_id, ms_of(row.requested_at)
@@ -105,7 +98,7 @@ def pages_router(templates: Jinja2Templates) -> APIRouter:
         request: Request, checkout_id: str, frame_event_id: str, user: PageUser
     ) -> Response:
         deps = deps_of(request)
-        row = (await scoped(request, user, checkout_id)).checkout
+        row = (await scoped_detail(deps, user, checkout_id)).checkout
         evidence = await run_in_threadpool(
             deps.evidence.session, row.cart_id, row.session_id, ms_of(row.requested_at)
         )

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from cartstream.core.settings import Settings
+from cartstream.schemas.records import STEP_ACTIONS
 from cartstream.services.carts.screen import CartScreen
 from cartstream.services.console.app import ConsoleThread
 from cartstream.services.kafka.broker import free_port
@@ -71,7 +72,7 @@ class ScreenWatch:
         settle, packet, push = [], [], []
         for screen in self.screens:
             for update in screen.changes():
-                if update.data["action"] not in ("ADD", "REMOVE", "UNKNOWN"):
+                if update.data["action"] not in STEP_ACTIONS:
                     continue
                 settle.append(float(update.latency_ms or 0))
                 packet.append(float(update.received_ms - update.data["source_produced_ms"]))
