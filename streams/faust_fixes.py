@@ -78,7 +78,8 @@ def never_count_gaps() -> None:
     topics and transaction markers, which cartstream's input topics never have). After a
     rebalance the chaos suite saw jumps of 30-60 records that nobody had processed, and the gap
     made them committed: lost. Here a gap is logged and never acknowledged; `InOrder` (in_order.py)
-    makes the agent fetch the missing records again."""
+    makes the agent fetch the missing records again, and acknowledges only offsets the broker
+    confirms are not in the log (`acknowledge_absent`, log_holes.py)."""
     from faust.transport import consumer as module
 
     consumer_cls = module.Consumer
@@ -99,6 +100,22 @@ def never_count_gaps() -> None:
 
     setattr(add_gap, _PATCHED, True)
     consumer_cls._add_gap = add_gap  # type: ignore[method-assign]
+
+
+def acknowledge_absent(consumer: Any, tp: Any, start: int, end: int) -> None:
+    """Offsets `start`..`end - 1` of `tp` hold no record (a hole in the log the broker confirmed,
+    see log_holes.py): they count as processed, as Faust counts an acknowledgement, so the commit
+    can pass them (`never_commit_past_unprocessed` commits only a run without holes)."""
+    from faust.types.tuples import ack_lock
+
+    with ack_lock:
+        committed = consumer._committed_offset.get(tp)
+        index: set[int] = consumer._acked_index[tp]
+        acked: list[int] = consumer._acked[tp]
+        for offset in range(start, end):
+            if (committed is None or offset >= committed) and offset not in index:
+                index.add(offset)
+                acked.append(offset)
 
 
 def never_commit_past_unprocessed() -> None:

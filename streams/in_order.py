@@ -19,7 +19,8 @@ from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
 from cartstream.streams.await_chain import await_chain
-from cartstream.streams.faust_fixes import dropped
+from cartstream.streams.faust_fixes import acknowledge_absent, dropped
+from cartstream.streams.log_holes import LogHoles
 from cartstream.streams.read_offsets import ReadOffsets
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,10 @@ class InOrder:
     partition that stays held without moving for `STALL_WARN_S` is logged as stalled, with where
     the agent waits.
 
+    Records can be missing from the log itself (a hole a broker crash left mid-produce): a
+    partition that stays stuck is checked with the broker before each seek back, and offsets it
+    confirms are not in the log are acknowledged and skipped (`LogHoles`, log_holes.py).
+
     A seek throws away what the consumer fetched ahead for the partition, so one that brought
     nothing yet is repeated only after a back-off (2 s, doubling to `RESEEK_MAX_S`): under load a
     fetch can take longer than a second, and seeking again every second would never let it
@@ -138,6 +143,8 @@ class InOrder:
         self._last_seek: dict[Any, tuple[int, float, float]] = {}
         # partition -> (committed offset, since when) while it stays below what was processed
         self._commit_behind: dict[Any, tuple[int, float]] = {}
+        # offsets the log does not hold, told from records lost on the way
+        self.holes = LogHoles(clock=lambda: self.clock())
 
     def reset(self) -> None:
         self.expected.clear()
@@ -146,6 +153,7 @@ class InOrder:
         self._still.clear()
         self._last_seek.clear()
         self._commit_behind.clear()
+        self.holes.reset()
 
     def buffered(self) -> int | None:
         """Records in the agent's buffers: each actor's stream has a channel of its own, with its
@@ -277,6 +285,13 @@ class InOrder:
             last = self._last_seek.get(tp)
             if last is not None and last[0] == want and self.clock() - last[1] < last[2]:
                 continue  # the last seek here may still be on its way
+            past = await self.holes.next_offset(consumer, tp, want)
+            if past != want:  # want..past-1 are not in the log: nothing to wait for
+                acknowledge_absent(consumer, tp, want, past)
+                self.expected[tp] = past
+                self._still.pop(tp, None)
+                await self._seek(tp, past)
+                continue
             log.info(
                 "%s: %s[%d] has records up to %d but stays at %d (Faust read %s, agent took %s, "
                 "%s buffered): seeking again",

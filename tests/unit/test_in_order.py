@@ -453,3 +453,68 @@ def test_processed_records_whose_commit_stalls_are_delivered_again_to_count() ->
     assert not any(_was_dropped(m) for m in again)  # their acknowledgements count
     consumer, _ = asyncio.run(scenario(sequential=False))
     assert consumer.seeks == []  # a concurrent agent drops such copies: no use seeking
+
+
+def _stuck_at_a_hole(answers: list[int]) -> tuple[InOrder, Consumer, Any]:
+    """An agent that took cart.frames[2] up to 65 and then saw 67: offset 66 never comes. The
+    broker's answers to "the first offset from 66" are `answers`, one per question (the last
+    repeats)."""
+    tp = TP("cart.frames", 2)
+    consumer = Consumer(known=None)
+    consumer._committed_offset[tp] = 60
+    consumer._acked, consumer._acked_index = defaultdict(list), defaultdict(set)  # type: ignore[attr-defined]
+    consumer.highwaters[tp] = 148
+    flow = SimpleNamespace(consumer=consumer, flow_control=Flow())
+    guard = InOrder(flow, "detect", ["cart.frames"], sequential=False)
+    guard.clock = Clock()
+    asked: list[int] = []
+
+    async def first_offset(_consumer: Any, _tp: Any, offset: int) -> int | None:
+        asked.append(offset)
+        return answers[min(len(asked), len(answers)) - 1]
+
+    guard.holes.first_offset = first_offset
+    return guard, consumer, tp
+
+
+async def _check_for(guard: InOrder, seconds: float) -> None:
+    for _ in range(int(seconds)):
+        guard.clock.now += 1.0
+        await guard.check()
+
+
+def test_a_hole_the_broker_confirms_for_long_enough_is_skipped_and_committed() -> None:
+    """A broker killed mid-produce counted offset 66 but never stored it (chaos run with a broker
+    restart on S3 storage): fetching 66 again and again would hold the partition for ever."""
+
+    async def scenario() -> tuple[Consumer, Any, list[bool]]:
+        guard, consumer, tp = _stuck_at_a_hole([67])
+        assert [await guard.admit(Message(o, tp)) for o in range(60, 66)] == [True] * 6
+        assert not await guard.admit(Message(67, tp))  # the jump: 67 dropped, 66 fetched again
+        consumer._read_offset[tp] = 67  # Faust handed on what it read
+        await _check_for(guard, guard.holes.CONFIRM_S - 5)
+        assert {offset for _, offset in consumer.seeks} == {66}  # not confirmed yet
+        await _check_for(guard, 15)
+        taken = [await guard.admit(Message(o, tp)) for o in (67, 68)]
+        return consumer, tp, taken
+
+    consumer, tp, taken = asyncio.run(scenario())
+    assert consumer.seeks[-1] == (tp, 67) and taken == [True, True]
+    assert 66 in consumer._acked[tp]  # type: ignore[attr-defined]  # the commit can pass it
+
+
+def test_a_record_still_being_written_is_waited_for_not_skipped() -> None:
+    """Two produces to one partition can finish out of order: for a moment the log holds 67
+    but not yet 66. Once 66 is there, nothing is skipped."""
+
+    async def scenario() -> tuple[Consumer, Any]:
+        guard, consumer, tp = _stuck_at_a_hole([67, 67, 66])
+        assert [await guard.admit(Message(o, tp)) for o in range(60, 66)] == [True] * 6
+        assert not await guard.admit(Message(67, tp))
+        consumer._read_offset[tp] = 67  # Faust handed on what it read
+        await _check_for(guard, 3 * guard.holes.CONFIRM_S)
+        return consumer, tp
+
+    consumer, tp = asyncio.run(scenario())
+    assert {offset for _, offset in consumer.seeks} == {66}
+    assert 66 not in consumer._acked[tp]  # type: ignore[attr-defined]

@@ -1,0 +1,93 @@
+"""`log_holes`: the broker says which offset a partition's log holds first from a given one,
+through a hole the broker left (a batch counted but never stored, as a broker killed
+mid-produce leaves it on S3 storage) and from inside a batch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from cartstream.services.kafka.broker import EmbeddedBroker
+from cartstream.services.kafka.durable import BUCKET, LocalS3
+from cartstream.streams.log_holes import _first_offset_from
+
+TOPIC = "holes.probe"
+
+
+async def _produce(bootstrap: str, batches: int, per_batch: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        for _ in range(batches):
+            sent = [await producer.send(TOPIC, b"v", partition=0) for _ in range(per_batch)]
+            await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+async def _first_offsets(bootstrap: str, offsets: list[int]) -> list[int | None]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tp = TopicPartition(TOPIC, 0)
+        await consumer._client.force_metadata_update()
+        return [await _first_offset_from(consumer._client, tp, o) for o in offsets]
+    finally:
+        await consumer.stop()
+
+
+def _create_topic(bootstrap: str) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(TOPIC, 1, 1)])
+    finally:
+        admin.close()
+
+
+@pytest.fixture
+def s3(tmp_path: Path) -> Iterator[LocalS3]:
+    with LocalS3(tmp_path / "moto.log") as store:
+        yield store
+
+
+def test_a_batch_the_broker_never_stored_is_a_hole_the_probe_sees(
+    s3: LocalS3, tmp_path: Path
+) -> None:
+    with EmbeddedBroker(
+        log_path=tmp_path / "tansu.log", storage=s3.storage, env=s3.broker_env()
+    ) as broker:
+        _create_topic(broker.bootstrap)
+        asyncio.run(_produce(broker.bootstrap, batches=10, per_batch=1))
+        objects = boto3.client(
+            "s3",
+            endpoint_url=s3.endpoint,
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+            region_name="us-east-1",
+        )
+        listed = objects.list_objects_v2(Bucket=BUCKET, Prefix="clusters/")["Contents"]
+        (fourth,) = [
+            o["Key"]
+            for o in listed
+            if o["Key"].endswith(
+                f"/{TOPIC}/partitions/0000000000/records/00000000000000000004.batch"
+            )
+        ]
+        objects.delete_object(Bucket=BUCKET, Key=fourth)
+        answers = asyncio.run(_first_offsets(broker.bootstrap, [3, 4, 9]))
+    assert answers == [3, 5, 9]
+
+
+def test_an_offset_inside_a_batch_is_in_the_log() -> None:
+    with EmbeddedBroker() as broker:
+        _create_topic(broker.bootstrap)
+        asyncio.run(_produce(broker.bootstrap, batches=3, per_batch=5))
+        answers = asyncio.run(_first_offsets(broker.bootstrap, [0, 7, 14, 15]))
+    assert answers == [0, 7, 14, None]  # 15: past the end, nothing comes within the wait
