@@ -44,6 +44,10 @@ def test_broker_workarounds_only_in_the_tansu_profile() -> None:
     assert kafka.fetch_max_wait_ms is None and tansu.fetch_max_wait_ms == 20
     assert Settings().tuning == kafka
     assert Settings(broker_profile="tansu").tuning == tansu
+    on_s3 = BrokerTuning.for_profile("tansu-s3")  # each fetch lists objects: give it time
+    assert on_s3.model_copy(update={"fetch_max_wait_ms": 20, "producer_idempotence": True}) == tansu
+    assert not on_s3.producer_idempotence  # a retry refused as a duplicate was lost
+    assert on_s3.fetch_max_wait_ms is not None and on_s3.fetch_max_wait_ms >= 1000
 
 
 def test_overrides_are_validated() -> None:

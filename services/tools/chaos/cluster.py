@@ -89,7 +89,7 @@ class Cluster:
         ).render_as_string(hide_password=False)
         self.settings = settings.with_overrides(
             kafka={**settings.kafka.model_dump(), "bootstrap_servers": self.bootstrap},
-            broker_profile="tansu",
+            broker_profile="tansu-s3" if durable else "tansu",
             app_id=app_id,
             database_url=self.proxied_database_url,
         )
