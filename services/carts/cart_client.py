@@ -96,6 +96,7 @@ class CartClient:
             acks="all",
             retries=5,
             max_in_flight_requests_per_connection=1,
+            enable_idempotence=self.settings.tuning.producer_idempotence,
             linger_ms=5,
             request_timeout_ms=5_000,
             max_block_ms=5_000,

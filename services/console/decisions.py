@@ -24,6 +24,7 @@ class DecisionPublisher:
             acks="all",
             retries=5,
             max_in_flight_requests_per_connection=1,
+            enable_idempotence=settings.tuning.producer_idempotence,
             request_timeout_ms=5_000,
             max_block_ms=5_000,
         )
