@@ -60,3 +60,11 @@ def test_the_targets_table_says_which_bound_a_passing_run_missed() -> None:
     assert rows["1 000 sessions"] == ("210", False) and rows["one broker restart"][1] is False
     assert rows["≥ 20 worker kills"][1] and rows["0 checkouts lost"][1]
     assert rows["≥ 99.5 % of baskets identical"] == ("100.00%", True)
+
+
+def test_a_new_report_keeps_the_hand_written_sections_below_it() -> None:
+    from cartstream.services.tools.chaos.report import hand_written
+
+    page = "# Reliability\n\n| a | b |\n\n## Faults\n\nx\n\n## Split (hand-written, 2026)\n\ny\n"
+    assert hand_written(page) == "## Split (hand-written, 2026)\n\ny\n"
+    assert hand_written("# Reliability\n\n## Faults\n") == ""

@@ -1,10 +1,12 @@
 """What a chaos run writes: `summary.json` in its folder, and with `--report` a markdown page
 (docs/reliability.md) with the verdict, the schedule, every difference explained, and a timeline
-plot: faults as bands, checkouts persisted and consumer lag as lines."""
+plot: faults as bands, checkouts persisted and consumer lag as lines. Hand-written sections
+below the generated part stay when a run rewrites the page."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -29,8 +31,19 @@ def write_report(result: ChaosResult, folder: Path, markdown: Path | None) -> Pa
         markdown.parent.mkdir(parents=True, exist_ok=True)
         plot = markdown.with_name(markdown.stem + "-timeline.png")
         _plot(result, plot)
-        markdown.write_text(_markdown(result, plot.name))
+        kept = hand_written(markdown.read_text() if markdown.exists() else "")
+        markdown.write_text(_markdown(result, plot.name) + (f"\n{kept}" if kept else ""))
     return summary
+
+
+HAND_WRITTEN = re.compile(r"^## .*\(hand-written", re.MULTILINE)
+
+
+def hand_written(page: str) -> str:
+    """The sections people wrote below a generated report (their headings say "hand-written"):
+    a new run rewrites the report above them and keeps them."""
+    found = HAND_WRITTEN.search(page)
+    return page[found.start() :] if found else ""
 
 
 def _summary(result: ChaosResult) -> dict[str, Any]:
