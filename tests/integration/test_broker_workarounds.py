@@ -8,25 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cartstream.services.kafka.broker import EmbeddedBroker
 from cartstream.services.kafka.durable import LocalS3
 from cartstream.streams.broker_workarounds import fetched_high_watermarks
+from tests.topic_batches import create_topic, produce_batches
 
 TOPIC = "offsets.probe"
 BATCHES, PER_BATCH = 6, 7  # six batches of seven records on partition 0; partition 1 empty
-
-
-async def _produce(bootstrap: str) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
-    await producer.start()
-    try:
-        for _ in range(BATCHES):
-            sent = [await producer.send(TOPIC, b"v", partition=0) for _ in range(PER_BATCH)]
-            await asyncio.gather(*sent)
-    finally:
-        await producer.stop()
 
 
 async def _end_offsets(bootstrap: str) -> tuple[dict[int, int], dict[int, int]]:
@@ -45,20 +35,10 @@ async def _end_offsets(bootstrap: str) -> tuple[dict[int, int], dict[int, int]]:
     )
 
 
-def _create_topic(bootstrap: str) -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(TOPIC, 2, 1)])
-    finally:
-        admin.close()
-
-
 def test_batched_records_are_counted_on_memory_storage() -> None:
     with EmbeddedBroker() as broker:
-        _create_topic(broker.bootstrap)
-        asyncio.run(_produce(broker.bootstrap))
+        create_topic(broker.bootstrap, TOPIC, 2)
+        asyncio.run(produce_batches(broker.bootstrap, TOPIC, BATCHES, PER_BATCH))
         listed, fixed = asyncio.run(_end_offsets(broker.bootstrap))
     assert listed[0] < BATCHES * PER_BATCH  # the broker's bug, which the correction is for
     assert fixed == {0: BATCHES * PER_BATCH, 1: 0}
@@ -74,8 +54,8 @@ def test_end_offsets_are_right_after_a_restart_on_s3_storage(s3: LocalS3, tmp_pa
     log = tmp_path / "tansu.log"
     broker = EmbeddedBroker(log_path=log, storage=s3.storage, env=s3.broker_env()).start()
     try:
-        _create_topic(broker.bootstrap)
-        asyncio.run(_produce(broker.bootstrap))
+        create_topic(broker.bootstrap, TOPIC, 2)
+        asyncio.run(produce_batches(broker.bootstrap, TOPIC, BATCHES, PER_BATCH))
         broker.stop(kill=True)
         broker = EmbeddedBroker(
             broker.port, log_path=log, storage=s3.storage, env=s3.broker_env()
@@ -95,8 +75,8 @@ def test_the_lag_probe_and_a_finite_read_count_batched_records() -> None:
     from cartstream.services.kafka.tail import read_messages
 
     with EmbeddedBroker() as broker:
-        _create_topic(broker.bootstrap)
-        asyncio.run(_produce(broker.bootstrap))
+        create_topic(broker.bootstrap, TOPIC, 2)
+        asyncio.run(produce_batches(broker.bootstrap, TOPIC, BATCHES, PER_BATCH))
         consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, fetch_max_wait_ms=20)
         try:
             tps = [KafkaTP(TOPIC, p) for p in (0, 1)]

@@ -10,24 +10,14 @@ from pathlib import Path
 
 import boto3
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cartstream.services.kafka.broker import EmbeddedBroker
 from cartstream.services.kafka.durable import BUCKET, LocalS3
 from cartstream.streams.log_holes import _first_offset_from
+from tests.topic_batches import create_topic, produce_batches
 
 TOPIC = "holes.probe"
-
-
-async def _produce(bootstrap: str, batches: int, per_batch: int) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
-    await producer.start()
-    try:
-        for _ in range(batches):
-            sent = [await producer.send(TOPIC, b"v", partition=0) for _ in range(per_batch)]
-            await asyncio.gather(*sent)
-    finally:
-        await producer.stop()
 
 
 async def _first_offsets(bootstrap: str, offsets: list[int]) -> list[int | None]:
@@ -39,16 +29,6 @@ async def _first_offsets(bootstrap: str, offsets: list[int]) -> list[int | None]
         return [await _first_offset_from(consumer._client, tp, o) for o in offsets]
     finally:
         await consumer.stop()
-
-
-def _create_topic(bootstrap: str) -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(TOPIC, 1, 1)])
-    finally:
-        admin.close()
 
 
 @pytest.fixture
@@ -63,8 +43,8 @@ def test_a_batch_the_broker_never_stored_is_a_hole_the_probe_sees(
     with EmbeddedBroker(
         log_path=tmp_path / "tansu.log", storage=s3.storage, env=s3.broker_env()
     ) as broker:
-        _create_topic(broker.bootstrap)
-        asyncio.run(_produce(broker.bootstrap, batches=10, per_batch=1))
+        create_topic(broker.bootstrap, TOPIC, 1)
+        asyncio.run(produce_batches(broker.bootstrap, TOPIC, 10, 1))
         objects = boto3.client(
             "s3",
             endpoint_url=s3.endpoint,
@@ -87,7 +67,7 @@ def test_a_batch_the_broker_never_stored_is_a_hole_the_probe_sees(
 
 def test_an_offset_inside_a_batch_is_in_the_log() -> None:
     with EmbeddedBroker() as broker:
-        _create_topic(broker.bootstrap)
-        asyncio.run(_produce(broker.bootstrap, batches=3, per_batch=5))
+        create_topic(broker.bootstrap, TOPIC, 1)
+        asyncio.run(produce_batches(broker.bootstrap, TOPIC, 3, 5))
         answers = asyncio.run(_first_offsets(broker.bootstrap, [0, 7, 14, 15]))
     assert answers == [0, 7, 14, None]  # 15: past the end, nothing comes within the wait
