@@ -114,7 +114,9 @@ class InOrder:
 
     Records can be missing from the log itself (a hole a broker crash left mid-produce): a
     partition that stays stuck is checked with the broker before each seek back, and offsets it
-    confirms are not in the log are acknowledged and skipped (`LogHoles`, log_holes.py).
+    confirms are not in the log are acknowledged and skipped (`LogHoles`, log_holes.py). It is
+    asked only after `HOLE_SUSPECT_S` of seeking back to the same offset: a probe costs a fetch
+    on the consumer's connection, and records lost on the way come with the first seeks.
 
     A seek throws away what the consumer fetched ahead for the partition, so one that brought
     nothing yet is repeated only after a back-off (2 s, doubling to `RESEEK_MAX_S`): under load a
@@ -125,6 +127,7 @@ class InOrder:
     RESEEK_MAX_S = 8.0
     STALL_WARN_S = 60.0
     COMMIT_STALL_S = 10.0
+    HOLE_SUSPECT_S = 20.0  # seeking back to one offset for this long: ask the broker about it
 
     def __init__(
         self, app: Any, name: str, topics: Iterable[str], *, sequential: bool = True
@@ -145,6 +148,7 @@ class InOrder:
         self._commit_behind: dict[Any, tuple[int, float]] = {}
         # offsets the log does not hold, told from records lost on the way
         self.holes = LogHoles(clock=lambda: self.clock())
+        self._waiting: dict[Any, tuple[int, float]] = {}  # partition -> (offset sought, since)
 
     def reset(self) -> None:
         self.expected.clear()
@@ -154,6 +158,7 @@ class InOrder:
         self._last_seek.clear()
         self._commit_behind.clear()
         self.holes.reset()
+        self._waiting.clear()
 
     def buffered(self) -> int | None:
         """Records in the agent's buffers: each actor's stream has a channel of its own, with its
@@ -285,7 +290,12 @@ class InOrder:
             last = self._last_seek.get(tp)
             if last is not None and last[0] == want and self.clock() - last[1] < last[2]:
                 continue  # the last seek here may still be on its way
-            past = await self.holes.next_offset(consumer, tp, want)
+            waiting = self._waiting.get(tp)
+            if waiting is None or waiting[0] != want:
+                self._waiting[tp] = waiting = (want, self.clock())
+            past = want
+            if self.clock() - waiting[1] >= self.HOLE_SUSPECT_S:  # seeks have not brought it
+                past = await self.holes.next_offset(consumer, tp, want)
             if past != want:  # want..past-1 are not in the log: nothing to wait for
                 acknowledge_absent(consumer, tp, want, past)
                 self.expected[tp] = past

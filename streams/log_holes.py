@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 READ_UNCOMMITTED = 0
 PROBE_BYTES = 64 * 1024  # at least one batch comes back whatever its size
-PROBE_WAIT_MS = 1000
+PROBE_WAIT_MS = 500  # the records are there: only a slow broker needs it
 
 # (consumer, partition, offset) -> the first offset the log holds at or past it (None: unknown)
 FirstOffset = Callable[[Any, Any, int], Awaitable[int | None]]

@@ -492,7 +492,7 @@ def test_a_hole_the_broker_confirms_for_long_enough_is_skipped_and_committed() -
         assert [await guard.admit(Message(o, tp)) for o in range(60, 66)] == [True] * 6
         assert not await guard.admit(Message(67, tp))  # the jump: 67 dropped, 66 fetched again
         consumer._read_offset[tp] = 67  # Faust handed on what it read
-        await _check_for(guard, guard.holes.CONFIRM_S - 5)
+        await _check_for(guard, guard.HOLE_SUSPECT_S + guard.holes.CONFIRM_S - 5)
         assert {offset for _, offset in consumer.seeks} == {66}  # not confirmed yet
         await _check_for(guard, 15)
         taken = [await guard.admit(Message(o, tp)) for o in (67, 68)]
@@ -512,7 +512,7 @@ def test_a_record_still_being_written_is_waited_for_not_skipped() -> None:
         assert [await guard.admit(Message(o, tp)) for o in range(60, 66)] == [True] * 6
         assert not await guard.admit(Message(67, tp))
         consumer._read_offset[tp] = 67  # Faust handed on what it read
-        await _check_for(guard, 3 * guard.holes.CONFIRM_S)
+        await _check_for(guard, guard.HOLE_SUSPECT_S + 3 * guard.holes.CONFIRM_S)
         return consumer, tp
 
     consumer, tp = asyncio.run(scenario())
