@@ -79,7 +79,8 @@ def console_stack(
         try:
             yield ConsoleStack(settings, running.url, urls, running.deps, workers)
         finally:
-            running.stop()
+            # open live streams (cart screens, store pages) must not hold the server up
+            assert running.stop(wait_s=10), "the console did not stop with streams open"
     finally:
         for w in workers:
             w.stop()

@@ -56,13 +56,17 @@ class CartScreen:
         return self
 
     def stop(self, wait_s: float = 10.0) -> None:
-        """Stop following (the thread ends at its next event or ping, within ~5 s)."""
+        """Stop following (the thread ends at its next event or ping: within ~5 s)."""
         self.signal_stop()
         if self._thread is not None:
             self._thread.join(timeout=wait_s)
 
     def signal_stop(self) -> None:
         self._stop.set()
+
+    @property
+    def following(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def _follow(self) -> None:
         url = f"{self.console_url.rstrip('/')}/cart/{self.cart_id}/events"

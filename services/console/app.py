@@ -180,6 +180,11 @@ class ConsoleThread:
             raise ConfigurationError("the console's gateway did not reach the topics")
         return self
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 20.0) -> bool:
+        """The gateway first: its live streams end, and uvicorn (waiting for open connections
+        before it stops) can. True: stopped within `wait_s`."""
+        if self.deps.gateway is not None:
+            self.deps.gateway.stop()
         self.server.should_exit = True
-        self.thread.join(timeout=20)
+        self.thread.join(timeout=wait_s)
+        return not self.thread.is_alive()

@@ -93,6 +93,11 @@ class BasketGateway:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    @property
+    def stopping(self) -> bool:
+        """Stopped or stopping: its subscribers' streams end."""
+        return self._stop.is_set()
+
     def _consume(self) -> None:
         consumer = KafkaConsumer(
             **self.settings.kafka.kafka_python_config(),

@@ -1,7 +1,11 @@
 """Server-sent events: the store page's live feed and the cart screen's basket updates.
 
 Both are fed by the one `BasketGateway` consumer. A cart screen proves it is the cart with its
-screen token (`core.cart_auth.screen_token`) when cart authentication is on.
+screen token (`core.cart_auth.screen_token`) when cart authentication is on. Every `PING_S` a
+`ping` event (no data) keeps the connection alive and lets a client that reads events, not
+comments, notice its own stop. The streams end when the gateway stops: uvicorn waits for open
+connections before it shuts down, and outside the main thread (the demo, the tests) nothing
+else tells a stream the server is stopping.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
+from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 
 from cartstream.core.cart_auth import AuthFailure, check_screen_token
@@ -30,6 +35,16 @@ def _gateway(request: Request) -> BasketGateway:
     return deps.gateway
 
 
+def _ping() -> ServerSentEvent:
+    return ServerSentEvent(event="ping")
+
+
+def _stream(request: Request, gateway: BasketGateway, sub: Subscriber) -> EventSourceResponse:
+    return EventSourceResponse(
+        _events(request, gateway, sub), ping=PING_S, ping_message_factory=_ping
+    )
+
+
 async def _events(
     request: Request, gateway: BasketGateway, sub: Subscriber
 ) -> AsyncIterator[dict[str, Any]]:
@@ -38,7 +53,7 @@ async def _events(
             try:
                 event = await asyncio.wait_for(sub.queue.get(), timeout=1.0)
             except TimeoutError:
-                if await request.is_disconnected():
+                if gateway.stopping or await request.is_disconnected():
                     return
                 continue
             yield {"event": event["type"], "data": json.dumps(event)}
@@ -51,7 +66,7 @@ async def store_events(request: Request, user: ApiUser) -> EventSourceResponse:
     """Changes, alerts and checkouts of the user's store(s), as they happen."""
     gateway = _gateway(request)
     sub = gateway.subscribe(store_id=user.store_id)
-    return EventSourceResponse(_events(request, gateway, sub), ping=PING_S)
+    return _stream(request, gateway, sub)
 
 
 @router.get("/cart/{cart_id}/events")
@@ -65,4 +80,4 @@ async def cart_events(request: Request, cart_id: str, token: str = "") -> EventS
             raise HTTPException(status_code=403, detail=f"cart screen: {exc}") from exc
     gateway = _gateway(request)
     sub = gateway.subscribe(cart_id=cart_id)
-    return EventSourceResponse(_events(request, gateway, sub), ping=PING_S)
+    return _stream(request, gateway, sub)

@@ -74,7 +74,8 @@ def run(
         for screen in screens.values():
             screen.signal_stop()
         for screen in screens.values():
-            screen.stop()
+            screen.stop(wait_s=8)  # a ping comes every 5 s
+            assert not screen.following, f"{screen.cart_id}: the screen did not stop"
 
 
 def test_the_live_basket_is_the_stream_state_from_any_worker(run: Run) -> None:
