@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -80,6 +81,14 @@ def _pad(t: torch.Tensor, width: int) -> torch.Tensor:
     return torch.cat([t, fill], dim=1)
 
 
+def _only(t: torch.Tensor, rows: list[bool]) -> torch.Tensor:
+    """`t` in the rows (first axis) marked True, 0 elsewhere."""
+    if all(rows):
+        return t
+    keep = torch.tensor(rows, device=t.device).reshape(-1, *([1] * (t.dim() - 1)))
+    return torch.where(keep, t, torch.zeros((), dtype=t.dtype, device=t.device))
+
+
 def pick_device(name: str) -> torch.device:
     if name in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda")
@@ -123,6 +132,12 @@ class Fusion:
         self.confusion = torch.tensor(confusion, dtype=dt, device=self.device)
         self.log_unknown = math.log(p.unknown_prior * p.unknown_density)
         log.info("fusion: mode %s on %s", mode, self.device.type)
+
+    def limit_cpu_threads(self, threads: int) -> None:
+        """On the CPU, torch's intra-op threads for the whole process (fusion is the worker's
+        only torch user; a step's tensors are too small to split)."""
+        if self.device.type == "cpu":
+            torch.set_num_threads(threads)
 
     # -- the pieces of the posterior -----------------------------------------------------------
 
@@ -198,9 +213,18 @@ class Fusion:
 
     # Long on purpose: one batched tensor pass over every hypothesis of every step; split up,
     # its dozen intermediate tensors would have to travel between functions.
-    def decide(self, steps: list[StepEvidence]) -> list[Decision]:
+    def decide(
+        self, steps: list[StepEvidence], modes: Sequence[Mode] | None = None
+    ) -> list[Decision]:
+        """Each step's decision under its mode in `modes` (default: this fusion's `mode`):
+        one pass decides a step with each evidence alone too (the anomaly stage compares them),
+        each row as `Fusion(mode=...)` would (confidences to within float64 rounding), without
+        a pass per mode."""
         if not steps:
             return []
+        row_modes = list(modes) if modes is not None else [self.mode] * len(steps)
+        if len(row_modes) != len(steps):
+            raise ValueError(f"{len(steps)} steps and {len(row_modes)} modes")
         dt, dev = torch.float64, self.device
         k = len(self.catalog)
         grams = torch.tensor([abs(s.delta_g) for s in steps], dtype=dt, device=dev)
@@ -214,34 +238,13 @@ class Fusion:
         for i, s in enumerate(steps):
             for sku, n in s.units.items():
                 units[i, self.catalog.index(sku)] = n
-        use_weight = self.mode != "vision"
-        use_vision = self.mode != "weight"
-        w_pack = (
-            self._weight_packaged(grams, sigma)
-            if use_weight
-            else torch.zeros(len(steps), k, self.q.numel(), dtype=dt, device=dev)
-        )
-        w_prod = (
-            self._weight_produce(grams, sigma)
-            if use_weight
-            else torch.zeros(len(steps), k, dtype=dt, device=dev)
-        )
-        v_sku, v_unknown = (
-            self._vision(vision, frames)
-            if use_vision
-            else (
-                torch.zeros(len(steps), k, dtype=dt, device=dev),
-                torch.zeros(len(steps), dtype=dt, device=dev),
-            )
-        )
-        c_q, c_unknown = (
-            self._counts(counts)
-            if use_vision
-            else (
-                torch.zeros(len(steps), self.q.numel(), dtype=dt, device=dev),
-                torch.zeros(len(steps), dtype=dt, device=dev),
-            )
-        )
+        use_weight = [m != "vision" for m in row_modes]
+        use_vision = [m != "weight" for m in row_modes]
+        # a piece of evidence a row's mode leaves out is 0 in its log-posterior
+        w_pack = _only(self._weight_packaged(grams, sigma), use_weight)
+        w_prod = _only(self._weight_produce(grams, sigma), use_weight)
+        v_sku, v_unknown = (_only(t, use_vision) for t in self._vision(vision, frames))
+        c_q, c_unknown = (_only(t, use_vision) for t in self._counts(counts))
         neg_inf = torch.tensor(-math.inf, dtype=dt, device=dev)
         packaged = ~self.by_weight
         # ADD: q units of a packaged SKU, or one bag of produce
@@ -284,7 +287,7 @@ class Fusion:
                         -0.5 * (float(grams[i]) - bag_grams) ** 2 / var
                         - 0.5 * math.log(2 * math.pi * var)
                     )
-                    if use_weight
+                    if use_weight[i]
                     else 0.0
                 )
                 j = self.catalog.index(sku)
@@ -310,16 +313,18 @@ class Fusion:
         sku_conf = torch.where(best < k * nq, per_sku.gather(1, sku_of[:, None]).squeeze(1), conf)
         return [
             replace(
-                self._label(steps[i], int(best[i]), float(conf[i]), n_bags),
+                self._label(steps[i], row_modes[i], int(best[i]), float(conf[i]), n_bags),
                 sku_confidence=float(sku_conf[i]),
             )
             for i in range(len(steps))
         ]
 
-    def _label(self, step: StepEvidence, index: int, confidence: float, n_bags: int) -> Decision:
+    def _label(
+        self, step: StepEvidence, mode: Mode, index: int, confidence: float, n_bags: int
+    ) -> Decision:
         k, nq = len(self.catalog), self.q.numel()
         seen = step.vision is not None and np.asarray(step.vision).size > 0
-        evidence = self.mode if seen or self.mode == "weight" else "weight"
+        evidence = mode if seen or mode == "weight" else "weight"
         if step.delta_g > 0:
             if index < k * nq:
                 sku_i, q_i = divmod(index, nq)

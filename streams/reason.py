@@ -74,9 +74,8 @@ class ReasonStage:
             device=r.device,
             params=FusionParams(max_quantity=r.max_quantity),
         )
-        if self.mode != "weight":  # each evidence alone too: anomalies compare them
-            self.weight_only = Fusion(catalog, "weight", r.device, self.fusion.params)
-            self.vision_only = Fusion(catalog, "vision", r.device, self.fusion.params)
+        if r.torch_threads:
+            self.fusion.limit_cpu_threads(r.torch_threads)
         self.wait_ms = int(r.checkout_wait_s * 1000)
         self.vision_wait_ms = int(r.vision_wait_s * 1000)
         self.topics = settings.topics
@@ -273,11 +272,13 @@ class ReasonStage:
         evidence = StepEvidence(
             step.delta_g, step.sigma_g, vision, dict(basket.units), bags, counts
         )
-        (match,) = self.fusion.decide([evidence])
         seen: dict[str, Any] = {}
-        if self.uses_vision:  # each evidence on its own, for the anomaly stage
-            (by_weight,) = self.weight_only.decide([evidence])
-            (by_vision,) = self.vision_only.decide([evidence])
+        if not self.uses_vision:
+            (match,) = self.fusion.decide([evidence])
+        else:  # each evidence on its own too, for the anomaly stage: one pass for the three
+            match, by_weight, by_vision = self.fusion.decide(
+                [evidence] * 3, modes=[self.mode, "weight", "vision"]
+            )
             hand = window is not None and window.scores.shape[0] > 0
             seen = {
                 "frames_seen": window.frames if window is not None else 0,

@@ -237,6 +237,10 @@ class ReasonSettings(_Frozen):
     window_before_ms: int = Field(default=400, ge=0)  # frames this long before a step starts
     window_after_ms: int = Field(default=150, ge=0)  # ... and after it settles count for it
     hand_zone_y: float = Field(default=0.52, gt=0, le=1)  # box centres above this line: in hand
+    # torch's intra-op threads for fusion on the CPU (0: torch's default, one per core). A
+    # step's tensors are tiny: a second thread doubled fusion's CPU time (it spins) and saved
+    # no wall time, on cores the worker shares with the broker
+    torch_threads: int = Field(default=1, ge=0)
 
 
 class CartAuthSettings(_Frozen):

@@ -187,3 +187,39 @@ def test_the_sku_posterior_sums_over_quantities(catalog: Catalog) -> None:
     (d,) = Fusion(catalog, mode="vision", device="cpu").decide([step])
     assert d.sku == "BEV-WATER-500"
     assert d.confidence < 0.95 < 0.99 < d.sku_confidence <= 1.0
+
+
+def test_one_pass_with_a_mode_per_step_decides_as_a_fusion_per_mode(catalog: Catalog) -> None:
+    """The reason stage decides each step under its mode and under weight and vision alone in
+    one pass: every decision is the one a `Fusion(mode=...)` gives, its confidences to within
+    float64 rounding (a matrix product over three rows need not round as one over one)."""
+    rng = np.random.default_rng(5)
+    skus = [s.sku for s in catalog.skus]
+    steps = []
+    for n in range(40):
+        frames = int(rng.integers(0, 4))
+        vision = rng.dirichlet(np.full(len(catalog), 0.2), size=frames) if frames else None
+        counts = rng.integers(0, 3, size=frames).astype(float) if frames and n % 2 else None
+        units = {str(s): int(rng.integers(1, 3)) for s in rng.choice(skus, size=n % 4)}
+        bags = [(str(rng.choice(skus)), float(rng.uniform(100, 900))) for _ in range(n % 3)]
+        grams = float(rng.uniform(20, 1500)) * (1 if n % 3 else -1)
+        steps.append(StepEvidence(grams, float(rng.uniform(0.5, 4)), vision, units, bags, counts))
+    modes = ["fused", "weight", "vision"]
+    fusion = Fusion(catalog, device="cpu")
+    alone = {m: Fusion(catalog, mode=m, device="cpu") for m in modes}  # type: ignore[arg-type]
+    together = []
+    for step in steps:
+        one_pass = fusion.decide([step] * 3, modes=modes)  # type: ignore[arg-type]
+        for got, want in zip(one_pass, [alone[m].decide([step])[0] for m in modes], strict=True):
+            assert (got.action, got.sku, got.quantity, got.evidence) == (
+                want.action,
+                want.sku,
+                want.quantity,
+                want.evidence,
+            )
+            assert got.confidence == pytest.approx(want.confidence, rel=1e-12, abs=1e-15)
+            assert got.sku_confidence == pytest.approx(want.sku_confidence, rel=1e-12, abs=1e-15)
+        together += one_pass
+    assert {d.evidence for d in together} == {"fused", "weight", "vision"}
+    with pytest.raises(ValueError):
+        Fusion(catalog, device="cpu").decide(steps, modes=["fused"])
