@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 from rich.console import Console
@@ -374,11 +374,12 @@ def bench_screen(
     from cartstream.core.settings import Settings
     from cartstream.services.tools import bench_pipeline as bp
     from cartstream.services.tools import bench_screen as bs
+    from cartstream.services.tools.load.recording import Mode
 
     watch = bs.ScreenWatch()
     point = bp.run_point(
         Settings(),
-        "full",
+        cast(Mode, mode),  # it was always "full", whatever --mode said
         carts,
         seconds,
         work / f"screen-{carts}",
