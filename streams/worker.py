@@ -10,8 +10,8 @@ from typing import Any
 
 import faust
 
-from cartstream.core.gc_pauses import freeze_startup_heap, record_pauses
-from cartstream.core.metrics import add_lag_source, instruments, prometheus_text, setup_metrics
+from cartstream.core.gc_pauses import freeze_startup_heap
+from cartstream.core.metrics import add_lag_source, prometheus_text, setup_metrics
 from cartstream.core.settings import Settings
 from cartstream.core.telemetry import setup_tracing
 from cartstream.exceptions import ConfigurationError
@@ -60,7 +60,6 @@ def build_app(
         raise ConfigurationError("the persist role needs a checkout store (database_url)")
     setup_tracing(settings, component="worker")
     setup_metrics(settings, component="worker", prometheus=web)
-    record_pauses(instruments().gc_pause)
     catalog = Catalog.load(settings.catalog_path)
     stateful = stateful_roles(roles)
     app = create_app(settings, roles, has_tables=bool(stateful), web=web)

@@ -8,39 +8,15 @@ collections took 230-310 ms, about one every 5 s, and were the tail of last pack
 change (p99 223 ms, max 326 ms). With that heap frozen (`freeze_startup_heap`) a full
 collection took about 30 ms, and the p99 fell to 75 ms (max 104 ms).
 
-`record_pauses` puts each collection's duration on the `cartstream.gc.pause` histogram
-(attribute `generation`), so a stalled loop shows on the dashboards.
+Not measured in production: a `gc.callbacks` hook that put each pause on an OpenTelemetry
+histogram crashed loaded workers (segfaults in libpython: 3 of 7 worker runs under bench load,
+two of them at 1 000 carts; one run at 1 000 carts without it did not), so the pauses above
+were measured by a hook that only wrote to stderr.
 """
 
 from __future__ import annotations
 
 import gc
-import time
-from collections.abc import Callable
-from typing import Any, Protocol
-
-
-class Histogram(Protocol):
-    def record(self, amount: float, attributes: dict[str, Any] | None = None) -> None: ...
-
-
-GcCallback = Callable[[str, dict[str, Any]], None]
-
-
-def record_pauses(histogram: Histogram) -> GcCallback:
-    """Record every collection's pause on `histogram` from now on; returns the callback
-    (`gc.callbacks.remove` it to stop)."""
-    started = [0.0]
-
-    def on_collection(phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            started[0] = time.perf_counter()
-        else:
-            pause = time.perf_counter() - started[0]
-            histogram.record(pause, {"generation": str(info["generation"])})
-
-    gc.callbacks.append(on_collection)
-    return on_collection
 
 
 def freeze_startup_heap() -> int:

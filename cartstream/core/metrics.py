@@ -13,7 +13,6 @@
 | `cartstream.auth.failures` | counter | stage, topic, mode (enforce, report), reason |
 | `cartstream.consumer.lag` | gauge | topic, partition, group |
 | `cartstream.drift.psi` | gauge | scope (store, sku), feature, store, camera or sku |
-| `cartstream.gc.pause` (s) | histogram | generation (each collection stops the event loop) |
 
 Instruments come from the global meter; until `setup_metrics` installs a provider they record
 nothing, so stages and tests use them unconditionally. Prometheus names follow the exporter's
@@ -72,7 +71,6 @@ class Instruments:
     anomalies: metrics.Counter
     dead_letters: metrics.Counter
     auth_failures: metrics.Counter
-    gc_pause: metrics.Histogram
 
 
 def _observe_lag(options: CallbackOptions) -> Iterable[Observation]:
@@ -144,12 +142,6 @@ INSTRUMENTS: dict[str, tuple[str, str, str, tuple[float, ...] | None]] = {
         "{event}",
         "Cart records that failed authentication (dead-lettered in enforce mode)",
         None,
-    ),
-    "gc_pause": (
-        "cartstream.gc.pause",
-        "s",
-        "A cyclic garbage collection, during which the process (its event loop) stands still",
-        SECONDS,
     ),
 }
 
