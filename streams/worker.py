@@ -10,7 +10,6 @@ from typing import Any
 
 import faust
 
-from cartstream.core.gc_pauses import freeze_startup_heap
 from cartstream.core.metrics import add_lag_source, prometheus_text, setup_metrics
 from cartstream.core.settings import Settings
 from cartstream.core.telemetry import setup_tracing
@@ -98,9 +97,6 @@ def build_app(
             close()
 
     app.on_before_shutdown.connect(_close)
-    # what start-up built lives as long as the process: a full collection walked it all,
-    # stopping the event loop for 230-310 ms (core/gc_pauses.py)
-    freeze_startup_heap()
     return app
 
 
