@@ -14,10 +14,16 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from cartstream.core.settings import KafkaSettings, Settings
 from cartstream.models.catalog import Catalog
 from cartstream.services.kafka.broker import EmbeddedBroker
+
+# property tests assert behaviour, not speed: how long an example takes depends on the machine's
+# load (speeds are measured by `cartstream bench`), so no per-example deadline
+hypothesis_settings.register_profile("cartstream", deadline=None)
+hypothesis_settings.load_profile("cartstream")
 
 PG_ADMIN_URL = os.environ.get("CARTSTREAM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
