@@ -11,9 +11,9 @@ reference distribution by the population stability index,
 which reads < 0.1 stable, 0.1-0.25 moderate, > 0.25 a significant shift. Scopes: a store's
 camera for the frame features (a lighting change shows in brightness and contrast, then in
 confidence), a SKU for its boxes' scores (a SKU the detector grows unsure of). A SKU whose
-packaging changed completely is not seen at all (the simulator's repackaged milk: found in 0
-of 60 frames), so its boxes' scores cannot show it: that needs vision-weight disagreement per
-SKU from fusion, which is not monitored yet (docs/models.md).
+packaging changed completely is not seen at all, so its boxes' scores cannot show it: fusion's
+vision-weight disagreement per SKU does (`vision_drift.py`, its honest rates kept in the same
+reference file).
 
 A scope drifts when its window holds at least `min_samples` and its PSI reaches `alert_psi` on
 an `ALERTING` feature. The reference is the same features over honest simulated shopping,
@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cartstream.models.vision_drift import VisionReference
 
 FLOOR = 1e-3
 EDGES: dict[str, np.ndarray] = {
@@ -97,12 +99,14 @@ def psi(reference: np.ndarray, counts: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class DriftReference:
-    """Reference proportions per frame feature, and per SKU for its boxes' scores."""
+    """Reference proportions per frame feature, and per SKU for its boxes' scores; with the
+    honest vision-weight disagreement per SKU when the reference run went through fusion."""
 
     features: dict[str, list[float]]
     skus: dict[str, list[float]]
     frames: int
     source: str
+    vision: VisionReference | None = None
 
     @classmethod
     def from_observations(cls, observations: Iterable[Observation], source: str) -> DriftReference:
@@ -126,8 +130,11 @@ class DriftReference:
         )
 
     def save(self, path: Path) -> None:
-        data = {"frames": self.frames, "source": self.source, "edges": _edges_json()}
-        path.write_text(json.dumps({**data, "features": self.features, "skus": self.skus}))
+        data: dict[str, Any] = {"frames": self.frames, "source": self.source}
+        data.update(edges=_edges_json(), features=self.features, skus=self.skus)
+        if self.vision is not None:
+            data["vision"] = self.vision.counts
+        path.write_text(json.dumps(data))
 
     @classmethod
     def load(cls, path: Path) -> DriftReference:
@@ -136,7 +143,16 @@ class DriftReference:
             raise ValueError(
                 f"{path}: made with other bins; run `cartstream models drift-reference`"
             )
-        return cls(data["features"], data["skus"], int(data["frames"]), str(data["source"]))
+        vision = VisionReference(data["vision"]) if "vision" in data else None
+        return cls(data["features"], data["skus"], int(data["frames"]), str(data["source"]), vision)
+
+
+def find_reference(explicit: Path | None, model: Path | None, bundled: Path) -> Path | None:
+    """The reference to use: `explicit` (a setting), else the file beside the model in use,
+    else the bundled model's (the same cameras and catalog); None when none is there."""
+    candidates = [explicit, model.with_suffix(".drift.json") if model is not None else None]
+    candidates.append(bundled.with_suffix(".drift.json"))
+    return next((p for p in candidates if p is not None and p.is_file()), None)
 
 
 def _proportions(counts: np.ndarray) -> list[float]:

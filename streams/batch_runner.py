@@ -15,7 +15,7 @@ import faust
 from opentelemetry.trace import SpanKind
 
 from cartstream.core.ids import now_ms
-from cartstream.core.metrics import add_drift_source, instruments
+from cartstream.core.metrics import instruments
 from cartstream.core.settings import Settings
 from cartstream.core.telemetry import (
     current_traceparent,
@@ -79,9 +79,6 @@ class BatchRunner:
         topic = app.topic(*stage.inputs(), value_serializer="raw", key_serializer="raw")
         # as many consumers of batches as inference threads: one batch decodes and infers
         # while another is gathered or published; in-flight work stays at `in_flight` batches
-        readings = getattr(stage, "drift_readings", None)  # the detector's drift monitor
-        if readings is not None:
-            add_drift_source(lambda: [(r.attributes(), r.psi) for r in readings()])
         agent = app.agent(topic, name=stage.name, concurrency=stage.in_flight)(self._run)
         self.in_order.agent = agent
 

@@ -28,7 +28,13 @@ from cartstream.core.ids import derived_id
 from cartstream.core.settings import Settings
 from cartstream.exceptions import ConfigurationError
 from cartstream.models.catalog import Catalog
-from cartstream.models.drift import DriftMonitor, DriftReading, DriftReference, Observation
+from cartstream.models.drift import (
+    DriftMonitor,
+    DriftReading,
+    DriftReference,
+    Observation,
+    find_reference,
+)
 from cartstream.models.inference import (
     BUNDLED_MODEL,
     Detector,
@@ -150,11 +156,7 @@ class DetectStage:
         model file, else the bundled model's (the same cameras and catalog); None without one."""
         c = self.config
         model = getattr(self.runtime, "model_path", None)
-        candidates = [c.drift_reference] if c.drift_reference is not None else []
-        if model is not None:
-            candidates.append(Path(model).with_suffix(".drift.json"))
-        candidates.append(BUNDLED_MODEL.with_suffix(".drift.json"))
-        path = next((p for p in candidates if p is not None and p.is_file()), None)
+        path = find_reference(c.drift_reference, Path(model) if model else None, BUNDLED_MODEL)
         if path is None:
             log.info("detect: no drift reference (run `cartstream models drift-reference`)")
             return None

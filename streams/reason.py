@@ -28,6 +28,7 @@ import numpy as np
 from cartstream.core.settings import Settings
 from cartstream.models.catalog import Catalog
 from cartstream.models.fusion import Fusion, FusionParams, StepEvidence
+from cartstream.models.vision_drift import VisionReading
 from cartstream.models.weighing import SettleDetector, SettleParams
 from cartstream.schemas.records import (
     BASKET_CHANGE,
@@ -49,6 +50,7 @@ from cartstream.streams.reason_state import (
     ReasonState,
 )
 from cartstream.streams.stage import STATE_RETENTION_MS, Inbound, Outbound, Result
+from cartstream.streams.vision_watch import VisionWatch
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +81,14 @@ class ReasonStage:
         self.wait_ms = int(r.checkout_wait_s * 1000)
         self.vision_wait_ms = int(r.vision_wait_s * 1000)
         self.topics = settings.topics
+        self.vision_watch: VisionWatch | None = None  # vision drift per SKU, from `start`
 
     def start(self) -> None:
-        return None
+        self.vision_watch = VisionWatch.for_settings(self.settings) if self.uses_vision else None
+
+    def vision_drift_readings(self) -> list[VisionReading]:
+        """Vision drift per SKU (for the metrics); none before `start` or without vision."""
+        return self.vision_watch.readings() if self.vision_watch is not None else []
 
     def close(self) -> None:
         return None
@@ -309,6 +316,8 @@ class ReasonStage:
             evidence=match.evidence,
             seen=seen,
         )
+        if self.vision_watch is not None:
+            self.vision_watch.observe(change)
         trace = step.traceparent.encode() or None
         links = [*step.packet_traces, *(window.frame_traces if window is not None else ())]
         return Outbound(

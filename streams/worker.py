@@ -10,7 +10,12 @@ from typing import Any
 
 import faust
 
-from cartstream.core.metrics import add_lag_source, prometheus_text, setup_metrics
+from cartstream.core.metrics import (
+    add_drift_source,
+    add_lag_source,
+    prometheus_text,
+    setup_metrics,
+)
 from cartstream.core.settings import Settings
 from cartstream.core.telemetry import setup_tracing
 from cartstream.exceptions import ConfigurationError
@@ -73,6 +78,7 @@ def build_app(
         stage: Stage[Any] = STAGES[role](settings, catalog)
         stage.start()
         closers.append(stage.close)
+        _meter_drift(stage)
         if isinstance(stage, DetectStage):
             d = settings.detect
             batches = BatchRunner(app, stage, settings, publisher, d.max_batch, d.max_wait_ms)
@@ -98,6 +104,18 @@ def build_app(
 
     app.on_before_shutdown.connect(_close)
     return app
+
+
+def _meter_drift(stage: Stage[Any]) -> None:
+    """The drift gauges read the stage's monitor: detect's PSI, reason's vision surprise."""
+    if isinstance(stage, DetectStage):
+        psi = stage.drift_readings
+        add_drift_source(lambda: [(r.attributes(), r.psi) for r in psi()])
+    elif isinstance(stage, ReasonStage):
+        vision = stage.vision_drift_readings
+        add_drift_source(
+            lambda: [(r.attributes(), r.surprise) for r in vision()], gauge="vision_surprise"
+        )
 
 
 def _health_routes(app: faust.App, settings: Settings, roles: Sequence[str]) -> None:

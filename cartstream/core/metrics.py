@@ -13,6 +13,7 @@
 | `cartstream.auth.failures` | counter | stage, topic, mode (enforce, report), reason |
 | `cartstream.consumer.lag` | gauge | topic, partition, group |
 | `cartstream.drift.psi` | gauge | scope (store, sku), feature, store, camera or sku |
+| `cartstream.drift.vision_surprise` | gauge | sku (-log10 P of vision's unconfirmed count) |
 
 Instruments come from the global meter; until `setup_metrics` installs a provider they record
 nothing, so stages and tests use them unconditionally. Prometheus names follow the exporter's
@@ -49,8 +50,8 @@ _NUMBERS = re.compile(r"\b[0-9a-f]{8,}\b|-?\d+(\.\d+)?")
 
 LagSource = Callable[[], Iterable[tuple[str, int, str, int]]]  # topic, partition, group, lag
 _lag_sources: list[LagSource] = []
-DriftSource = Callable[[], Iterable[tuple[dict[str, str], float]]]  # attributes, PSI
-_drift_sources: list[DriftSource] = []
+DriftSource = Callable[[], Iterable[tuple[dict[str, str], float]]]  # attributes, value
+_drift_sources: dict[str, list[DriftSource]] = {"psi": [], "vision_surprise": []}
 _installed = False
 _prometheus = False
 
@@ -91,15 +92,19 @@ def _observe_lag(options: CallbackOptions) -> Iterable[Observation]:
             )
 
 
-def _observe_drift(options: CallbackOptions) -> Iterable[Observation]:
-    for source in list(_drift_sources):
-        for attributes, value in source():
-            yield Observation(value, attributes)
+def _observe_drift(gauge: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def observe(options: CallbackOptions) -> Iterable[Observation]:
+        for source in list(_drift_sources[gauge]):
+            for attributes, value in source():
+                yield Observation(value, attributes)
+
+    return observe
 
 
-def add_drift_source(source: DriftSource) -> None:
-    """Each detect stage's drift monitor, read at every metrics collection."""
-    _drift_sources.append(source)
+def add_drift_source(source: DriftSource, gauge: str = "psi") -> None:
+    """A drift monitor read at every metrics collection: a detect stage's PSI per scope
+    (`psi`), a reason stage's vision surprise per SKU (`vision_surprise`)."""
+    _drift_sources[gauge].append(source)
 
 
 # Instruments field -> (OTel name, unit, description, bucket boundaries: None for a counter)
@@ -157,9 +162,16 @@ def instruments() -> Instruments:
     )
     meter.create_observable_gauge(
         "cartstream.drift.psi",
-        callbacks=[_observe_drift],
+        callbacks=[_observe_drift("psi")],
         unit="{psi}",
         description="Population stability index of live detections against the reference",
+    )
+    meter.create_observable_gauge(
+        "cartstream.drift.vision_surprise",
+        callbacks=[_observe_drift("vision_surprise")],
+        unit="{surprise}",
+        description="-log10 P(vision left this many of a SKU's recent weight-named changes "
+        "unconfirmed), under the SKU's honest rate",
     )
     made: dict[str, Any] = {}
     for field, (name, unit, description, buckets) in INSTRUMENTS.items():

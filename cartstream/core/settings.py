@@ -241,6 +241,17 @@ class ReasonSettings(_Frozen):
     # step's tensors are tiny: a second thread doubled fusion's CPU time (it spins) and saved
     # no wall time, on cores the worker shares with the broker
     torch_threads: int = Field(default=1, ge=0)
+    # vision drift per SKU (models/vision_drift.py): the last `window` changes whose weight named
+    # the SKU; it drifts when -log10 P(this many unconfirmed by vision) reaches `alert`
+    vision_drift_window: int = Field(default=20, ge=2)
+    vision_drift_min_samples: int = Field(default=8, ge=1)
+    vision_drift_alert: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _vision_drift_window(self) -> ReasonSettings:
+        if self.vision_drift_min_samples > self.vision_drift_window:
+            raise ValueError("reason.vision_drift_min_samples cannot exceed vision_drift_window")
+        return self
 
 
 class CartAuthSettings(_Frozen):

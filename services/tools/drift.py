@@ -10,11 +10,10 @@ simulated minutes from the change to the first alert.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tabulate import tabulate
 
@@ -22,40 +21,73 @@ from cartstream.core.ids import now_ms
 from cartstream.core.settings import Settings
 from cartstream.models.catalog import Catalog
 from cartstream.models.drift import DriftMonitor, DriftReference, Observation
+from cartstream.models.vision_drift import VisionDriftMonitor, VisionReference
+from cartstream.schemas.records import DETECTION
 from cartstream.services.carts.simulate import SceneChange, SimConfig, cart_events, plan_carts
 from cartstream.streams.detect import DetectStage
+from cartstream.streams.reason import ReasonStage
 from cartstream.streams.stage import Inbound
+from cartstream.streams.testing import MemoryPipeline
 
 CART_CLOCK_END_MS = 1_700_000_000_000  # simulated runs end here (reproducible, in the past)
 CHECK_EVERY = 10  # observations between two looks at the monitor
 
 
-def detections(
+Seen = tuple[Literal["detection", "change"], dict[str, Any]]
+
+
+def simulated_run(
     config: SimConfig,
     settings: Settings,
     catalog: Catalog,
     changes: Sequence[SceneChange] = (),
     batch: int = 64,
-) -> Iterator[dict[str, Any]]:
-    """The detect stage's Detection records for a simulated run, in cart-time order."""
+) -> Iterator[Seen]:
+    """The detect stage's Detection records and the reason stage's basket changes of a
+    simulated run, in the order a worker would make them.
+
+    Frames are detected in batches; weights and session events go to reason as they come. Reason
+    runs in memory on a frozen clock (the run's end), so a step waits for its frames however far
+    behind the batch is, and is decided by the same evidence as in real time."""
     planned = plan_carts(config, catalog, now_ms=CART_CLOCK_END_MS)
     topics = settings.topics
-    frames = (
-        record
-        for _, topic, _, _, record in cart_events(planned, catalog, topics, config.rate_hz, changes)
-        if topic == topics.frames
+    detect = DetectStage(settings, catalog)
+    detect.start()
+    reason = MemoryPipeline(
+        settings, [ReasonStage(settings, catalog)], clock=lambda: CART_CLOCK_END_MS
     )
-    stage = DetectStage(settings, catalog)
-    stage.start()
+    frames: list[dict[str, Any]] = []
+    decided = 0
+
+    def flush() -> Iterator[Seen]:
+        nonlocal decided
+        now = now_ms()
+        inbounds = [Inbound(topics.frames, 0, n, b"", now) for n in range(len(frames))]
+        for out in detect.handle_batch(frames, inbounds, [b""] * len(frames), now):
+            if out.topic == topics.detections:
+                yield "detection", dict(out.record)
+                reason.publish(topics.detections, out.key, DETECTION, out.record)
+        frames.clear()
+        reason.run()
+        made = reason.log[topics.basket_changes]
+        for msg in made[decided:]:
+            yield "change", reason.codec.decode(msg.value)
+        decided = len(made)
+
     try:
-        while chunk := list(itertools.islice(frames, batch)):
-            now = now_ms()
-            inbounds = [Inbound(topics.frames, 0, n, b"", now) for n in range(len(chunk))]
-            for out in stage.handle_batch(chunk, inbounds, [b""] * len(chunk), now):
-                if out.topic == topics.detections:
-                    yield dict(out.record)
+        for _, topic, key, schema, record in cart_events(
+            planned, catalog, topics, config.rate_hz, changes
+        ):
+            if topic == topics.frames:
+                frames.append(record)
+                if len(frames) >= batch:
+                    yield from flush()
+            else:
+                reason.publish(topic, key, schema, record)
+        yield from flush()
     finally:
-        stage.close()
+        detect.close()
+        reason.close()
 
 
 def run_start_ms(config: SimConfig, catalog: Catalog) -> int:
@@ -63,15 +95,22 @@ def run_start_ms(config: SimConfig, catalog: Catalog) -> int:
 
 
 def build_reference(config: SimConfig, settings: Settings, catalog: Catalog) -> DriftReference:
+    """Frame features from the detections, vision-weight disagreement from the changes (the
+    changes need vision: `reason.mode` must not be weight)."""
     zone = settings.reason.hand_zone_y
-    observations = (
-        Observation.of_detection(d, zone) for d in detections(config, settings, catalog)
-    )
+    observations: list[Observation] = []
+    changes: list[dict[str, Any]] = []
+    for kind, record in simulated_run(config, settings, catalog):
+        if kind == "detection":
+            observations.append(Observation.of_detection(record, zone))
+        else:
+            changes.append(record)
     source = (
         f"honest simulated shopping: {config.carts} carts x {config.sessions} sessions, "
         f"seed {config.seed}"
     )
-    return DriftReference.from_observations(observations, source)
+    frames = DriftReference.from_observations(observations, source)
+    return replace(frames, vision=VisionReference.from_changes(changes))
 
 
 @dataclass(frozen=True)
@@ -96,25 +135,47 @@ def run_scenario(
 ) -> ScenarioResult:
     d = settings.detect
     monitor = DriftMonitor(reference, d.drift_window, d.drift_min_samples, d.drift_alert_psi)
+    r = settings.reason
+    vision = VisionDriftMonitor(
+        reference.vision or VisionReference({}),
+        r.vision_drift_window,
+        r.vision_drift_min_samples,
+        r.vision_drift_alert,
+    )
     start = run_start_ms(config, catalog)
     change_ms = min((c.from_ms for c in changes), default=None)
     frames = checks = alarms = 0
     first: float | None = None
     alerting: tuple[str, ...] = ()
     last = start
-    for det in detections(config, settings, catalog, changes):
-        monitor.observe(Observation.of_detection(det, settings.reason.hand_zone_y))
+    for kind, record in simulated_run(config, settings, catalog, changes):
+        if kind == "change":
+            vision.observe(record)
+            continue
+        monitor.observe(Observation.of_detection(record, settings.reason.hand_zone_y))
         frames += 1
-        last = int(det["capture_time_ms"])
+        last = int(record["capture_time_ms"])
         if frames % CHECK_EVERY:
             continue
-        drifting = [r for r in monitor.readings() if r.drifting]
+        drifting = [
+            *(
+                f"{'/'.join(x.scope)} {x.feature} ({x.psi:.2f})"
+                for x in monitor.readings()
+                if x.drifting
+            ),
+            *(
+                f"sku/{x.sku} vision unconfirmed {x.unconfirmed}/{x.samples} "
+                f"(surprise {x.surprise:.1f})"
+                for x in vision.readings()
+                if x.drifting
+            ),
+        ]
         if change_ms is None or last < change_ms:
             checks += 1
             alarms += bool(drifting)
         if drifting and first is None and (change_ms is None or last >= change_ms):
             first = (last - (change_ms if change_ms is not None else start)) / 60_000
-            alerting = tuple(f"{'/'.join(r.scope)} {r.feature} ({r.psi:.2f})" for r in drifting[:4])
+            alerting = tuple(drifting[:4])
     return ScenarioResult(
         name,
         frames,

@@ -212,16 +212,21 @@ def test_the_optional_inference_deployment_serves_detect_workers() -> None:
 
 def test_the_drift_alert_rule_renders() -> None:
     assert not by_kind(render({}), "PrometheusRule")
-    docs = render({"alerts": {"enabled": True, "driftPsi": 0.3, "driftFor": "10m"}})
+    docs = render(
+        {"alerts": {"enabled": True, "driftPsi": 0.3, "driftFor": "10m", "visionSurprise": 6}}
+    )
     (rule,) = by_kind(docs, "PrometheusRule").values()
     validate(rule)
-    (alert,) = rule["spec"]["groups"][0]["rules"]
+    alert, vision = rule["spec"]["groups"][0]["rules"]
     assert alert["alert"] == "CartstreamDetectorDrift" and alert["for"] == "10m"
     assert alert["expr"].startswith(
         'max by (scope, feature, store, camera, sku) (cartstream_drift_psi{feature!="contrast"})'
     )
     assert alert["expr"].endswith(">= 0.3")
     assert "{{ $labels.store }}" in alert["annotations"]["summary"]
+    assert vision["alert"] == "CartstreamVisionDrift" and vision["for"] == "0m"
+    assert vision["expr"] == "max by (sku) (cartstream_drift_vision_surprise) >= 6"
+    assert "{{ $labels.sku }}" in vision["annotations"]["summary"]
 
 
 def test_the_optional_console_reaches_the_workers_that_hold_live_baskets() -> None:

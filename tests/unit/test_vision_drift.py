@@ -1,0 +1,109 @@
+"""Vision drift per SKU (models/vision_drift.py, streams/vision_watch.py): which basket changes
+are trials, the binomial surprise, the honest rates, the window, and the reference file."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cartstream.models.drift import DriftReference, Observation
+from cartstream.models.vision_drift import (
+    MIN_RATE,
+    VisionDriftMonitor,
+    VisionReference,
+    binomial_surprise,
+    trial,
+)
+from cartstream.streams.vision_watch import VisionWatch
+
+
+def change(
+    weight: str | None, vision: str | None, action: str = "ADD", frames: int = 4
+) -> dict[str, Any]:
+    return {"action": action, "weight_sku": weight, "vision_sku": vision, "frames_seen": frames}
+
+
+def test_a_change_is_a_trial_only_when_the_weight_names_a_sku_the_cameras_could_see() -> None:
+    assert trial(change("milk", "milk")) == ("milk", True)
+    assert trial(change("milk", "eggs")) == ("milk", False)
+    assert trial(change("milk", None)) == ("milk", False)  # nothing seen in hand: unconfirmed
+    assert trial(change("milk", "milk", action="REMOVE")) == ("milk", True)
+    assert trial(change(None, "milk")) is None  # no catalog item fits the weight
+    assert trial(change("milk", None, frames=0)) is None  # blind cameras: no evidence
+    assert trial(change("milk", None, frames=-1)) is None  # vision not used
+    assert trial(change("milk", None, action="CHECKOUT_REQUESTED")) is None
+
+
+def test_binomial_surprise_is_minus_log10_of_the_upper_tail() -> None:
+    assert binomial_surprise(10, 0, 0.3) == 0.0
+    assert binomial_surprise(10, 10, 0.1) == pytest.approx(10.0)
+    # P(X >= 2 | n=3, p=1/2) = (3 + 1) / 8
+    assert binomial_surprise(3, 2, 0.5) == pytest.approx(-np.log10(0.5))
+    assert binomial_surprise(20, 4, 0.2) < 1.0  # the expected count is unremarkable
+
+
+def test_honest_rates_are_per_sku_shrunk_towards_the_pool_and_floored() -> None:
+    ref = VisionReference({"milk-1l": [30, 100], "eggs": [0, 100], "bread": [1, 2]})
+    assert ref.pooled_rate == pytest.approx(31 / 202)
+    assert ref.rate("milk-1l") == pytest.approx((30 + 20 * 31 / 202) / 120)
+    assert ref.rate("eggs") >= MIN_RATE
+    # seen twice in the reference: mostly the pool's rate, not 1/2
+    assert abs(ref.rate("bread") - ref.pooled_rate) < abs(ref.rate("bread") - 0.5)
+    assert ref.rate("never-seen") == pytest.approx(ref.pooled_rate)
+    assert VisionReference.from_changes(
+        [change("a", "a"), change("a", None), change("b", "b"), change(None, "b")]
+    ).counts == {"a": [1, 2], "b": [0, 1]}
+
+
+def test_a_sku_the_cameras_stop_confirming_drifts_and_an_honest_one_does_not() -> None:
+    ref = VisionReference({"milk": [25, 100], "eggs": [10, 100]})
+    monitor = VisionDriftMonitor(ref, window=20, min_samples=8, alert_surprise=5.0)
+    rng = random.Random(3)
+    for _ in range(7):
+        monitor.observe(change("milk", None))
+    assert monitor.readings() == []  # under min_samples: nothing to say yet
+    for _ in range(300):  # eggs at its honest rate
+        monitor.observe(change("eggs", "eggs" if rng.random() > 0.1 else None))
+        assert not any(r.drifting for r in monitor.readings() if r.sku == "eggs")
+    for _ in range(5):  # repackaged milk: vision never confirms it
+        monitor.observe(change("milk", None))
+    milk = monitor.reading("milk")
+    assert milk is not None and milk.drifting
+    assert (milk.unconfirmed, milk.samples) == (12, 12)
+    for _ in range(20):  # the window slides: confirmed again, back within bounds
+        monitor.observe(change("milk", "milk"))
+    milk = monitor.reading("milk")
+    assert milk is not None and not milk.drifting and milk.unconfirmed == 0
+
+
+def test_the_honest_rates_travel_in_the_drift_reference_file(tmp_path: Path) -> None:
+    frames = [Observation("s", 0, 90.0, 45.0, 0.9, 1, (("milk", 0.9),))] * 10
+    plain = DriftReference.from_observations(frames, "test")
+    plain.save(tmp_path / "old.drift.json")
+    assert DriftReference.load(tmp_path / "old.drift.json").vision is None
+    with_vision = DriftReference(
+        plain.features, plain.skus, plain.frames, plain.source, VisionReference({"milk": [3, 9]})
+    )
+    with_vision.save(tmp_path / "new.drift.json")
+    loaded = DriftReference.load(tmp_path / "new.drift.json")
+    assert loaded.vision is not None and loaded.vision.counts == {"milk": [3, 9]}
+
+
+def test_the_watch_logs_a_sku_when_it_starts_drifting_and_when_it_is_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    watch = VisionWatch(VisionDriftMonitor(VisionReference({"milk": [10, 100]}), 10, 5, 3.0))
+    with caplog.at_level(logging.INFO, logger="cartstream.streams.vision_watch"):
+        for _ in range(6):
+            watch.observe(change("milk", None))
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "milk unconfirmed by the cameras" in warnings[0].message
+        for _ in range(10):
+            watch.observe(change("milk", "milk"))
+        assert any("milk back within bounds" in r.message for r in caplog.records)
+    assert [r.sku for r in watch.readings()] == ["milk"]
