@@ -134,6 +134,19 @@ class BrokerTuning(_Frozen):
     end_offsets_from_fetch: bool = False  # raise ListOffsets' end offsets to a fetch's
     # kafka-python producers (carts, console): idempotent, so a retry is never written twice
     producer_idempotence: bool = True
+    # the least fetch wait of a tool that reads a topic to its end (tail, lag probe, the chaos
+    # verifier): off the hot path, so never as short as a stage's (see `reader_fetch_wait_ms`)
+    reader_min_fetch_wait_ms: int = 500
+
+    @property
+    def reader_fetch_wait_ms(self) -> int:
+        """A reading tool's fetch wait. Tansu's memory store scans a partition's batches on
+        every fetch, about 1 us each, and answers nothing if the wait ends first: measured
+        (/tmp script, one-record batches, reading the last 100), at 20 ms a partition of 20 000
+        batches was served in 0.9 s and one of 25 000 never (0 records in 8 s), at 50 ms 30 000
+        yes and 60 000 never, at 200 ms 120 000 in 0.4 s. A 1 000-session chaos run's reason
+        changelog grows past 25 000 batches a partition, and its verifier stalled there."""
+        return max(self.fetch_max_wait_ms or 0, self.reader_min_fetch_wait_ms)
 
     @classmethod
     def for_profile(cls, profile: BrokerProfile) -> BrokerTuning:
@@ -160,7 +173,9 @@ class BrokerTuning(_Frozen):
             #   offsets from a fetch's high watermark (streams/broker_workarounds.py), and
             #   every changelog record is its own batch as well;
             # - a fetch is answered only when fetch_max_wait expires, even when records
-            #   arrive sooner (Faust waits 1.5 s), so every hop would add up to that.
+            #   arrive sooner (Faust waits 1.5 s), so every hop would add up to that. The
+            #   price of 20 ms: a partition past about 20 000 batches is starved (its scan
+            #   outlasts the wait; see `reader_fetch_wait_ms`), which only long runs reach.
             return cls(
                 session_timeout_s=6.0,
                 heartbeat_interval_s=1.0,
@@ -243,8 +258,8 @@ class ReasonSettings(_Frozen):
     torch_threads: int = Field(default=1, ge=0)
     # vision drift per SKU (models/vision_drift.py): the last `window` changes whose weight named
     # the SKU; it drifts when -log10 P(this many unconfirmed by vision) reaches `alert`
-    vision_drift_window: int = Field(default=20, ge=2)
-    vision_drift_min_samples: int = Field(default=8, ge=1)
+    vision_drift_window: int = Field(default=40, ge=2)
+    vision_drift_min_samples: int = Field(default=10, ge=1)
     vision_drift_alert: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
@@ -345,6 +360,10 @@ class Settings(BaseSettings):
 
     kafka: KafkaSettings = KafkaSettings()
     broker_profile: BrokerProfile = "kafka"
+    # the stages' fetch wait, when not the profile's: a long run on Tansu's memory store needs
+    # more than the `tansu` profile's 20 ms (BrokerTuning.reader_fetch_wait_ms), at that cost
+    # in latency per hop
+    fetch_max_wait_ms: int | None = Field(default=None, gt=0)
     topics: TopicSettings = TopicSettings()
     detect: DetectSettings = DetectSettings()
     reason: ReasonSettings = ReasonSettings()
@@ -383,7 +402,10 @@ class Settings(BaseSettings):
 
     @cached_property
     def tuning(self) -> BrokerTuning:
-        return BrokerTuning.for_profile(self.broker_profile)
+        tuning = BrokerTuning.for_profile(self.broker_profile)
+        if self.fetch_max_wait_ms is None:
+            return tuning
+        return tuning.model_copy(update={"fetch_max_wait_ms": self.fetch_max_wait_ms})
 
     def with_overrides(self, **update: Any) -> Settings:
         """A copy with some fields replaced, validated like the original."""

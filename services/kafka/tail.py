@@ -43,7 +43,7 @@ def read_messages(
         **settings.kafka.kafka_python_config(),
         enable_auto_commit=False,
         consumer_timeout_ms=200,
-        fetch_max_wait_ms=settings.tuning.fetch_max_wait_ms or 500,
+        fetch_max_wait_ms=settings.tuning.reader_fetch_wait_ms,
     )
     try:
         deadline = time.monotonic() + 15

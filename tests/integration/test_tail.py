@@ -48,3 +48,26 @@ def test_a_finite_read_outlasts_a_broker_that_stops_answering(
             proxy.set_mode("blackhole")
             threading.Timer(4.0, proxy.set_mode, ("pass",)).start()
     assert sorted(seen) == list(range(RECORDS))
+
+
+LONG_PARTITION = 30_000  # one-record batches: past what a 20 ms fetch of Tansu's memory store scans
+
+
+def test_a_finite_read_under_the_tansu_profile_reads_a_partition_of_many_batches(
+    broker: EmbeddedBroker,
+) -> None:
+    """Tansu scans a partition's batches on every fetch (about 1 us each) and answers nothing if
+    the fetch's wait ends first: a reader with the profile's 20 ms got nothing at 25 000 batches.
+    A reading tool waits `reader_fetch_wait_ms` instead."""
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers=broker.bootstrap), broker_profile="tansu"
+    )
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, batch_size=1, linger_ms=0)
+    for i in range(LONG_PARTITION):
+        producer.send("long.topic", value=i.to_bytes(4, "big"), partition=0)
+        if i % 2000 == 1999:
+            producer.flush()
+    producer.flush()
+    producer.close()
+    offsets = [m.offset for m in read_messages(settings, "long.topic", idle_timeout_s=1.0)]
+    assert offsets == list(range(LONG_PARTITION))

@@ -48,6 +48,11 @@ def test_broker_workarounds_only_in_the_tansu_profile() -> None:
     assert on_s3.model_copy(update={"fetch_max_wait_ms": 20, "producer_idempotence": True}) == tansu
     assert not on_s3.producer_idempotence  # a retry refused as a duplicate was lost
     assert on_s3.fetch_max_wait_ms is not None and on_s3.fetch_max_wait_ms >= 1000
+    # tools that read to the end never wait less than 500 ms (a short wait starves long logs)
+    assert kafka.reader_fetch_wait_ms == tansu.reader_fetch_wait_ms == 500
+    assert on_s3.reader_fetch_wait_ms == on_s3.fetch_max_wait_ms
+    longer = Settings(broker_profile="tansu", fetch_max_wait_ms=250).tuning  # a long run's
+    assert longer == tansu.model_copy(update={"fetch_max_wait_ms": 250})
 
 
 def test_overrides_are_validated() -> None:
