@@ -7,14 +7,15 @@ carries a low score, there is no box. Fusion can: every basket change carries `w
 nothing was seen in hand). When the weight names a SKU and the cameras had usable frames, the
 change is one trial: *confirmed* when vision names the same SKU, *unconfirmed* otherwise.
 
-Per SKU the monitor keeps the last `window` trials. With `n` trials of which `k` unconfirmed,
+Per SKU the monitor keeps the last `window` trials. For the last `n` of them, `k` unconfirmed,
 and the SKU's honest unconfirmed rate `p` from the reference, the surprise is
 
     -log10 P(X >= k),  X ~ Binomial(n, p)
 
-and the SKU drifts when its window holds at least `min_samples` and the surprise reaches
-`alert_surprise` (5: an honest SKU gets there once in 10^5 looks). A test on counts, not PSI: a
-SKU sees a few changes an hour, far too few for binned proportions.
+taken at the `n` (from `min_samples` to the whole window) where it is largest: the trials since
+a change are what count, and older, honest ones would only dilute them. The SKU drifts when the
+surprise reaches `alert_surprise` (5). A test on counts, not PSI: a SKU sees a few changes an
+hour, far too few for binned proportions.
 
 The honest rates come from the same honest simulated shopping as the frame reference
 (`cartstream models drift-reference`). A SKU's rate is shrunk towards the rate over all SKUs by
@@ -89,6 +90,8 @@ class VisionReference:
 
 @dataclass(frozen=True)
 class VisionReading:
+    """A SKU's most surprising run of recent trials: the last `samples`, `unconfirmed` of them."""
+
     sku: str
     unconfirmed: int
     samples: int
@@ -117,8 +120,8 @@ class VisionDriftMonitor:
     def __init__(
         self,
         reference: VisionReference,
-        window: int = 20,
-        min_samples: int = 8,
+        window: int = 40,
+        min_samples: int = 10,
         alert_surprise: float = 5.0,
     ) -> None:
         if min_samples > window:
@@ -143,10 +146,15 @@ class VisionDriftMonitor:
         n = len(trials.outcomes) if trials is not None else 0
         if trials is None or n < self.min_samples:
             return None
-        k = sum(trials.outcomes)
         rate = self.reference.rate(sku)
-        surprise = binomial_surprise(n, k, rate)
-        return VisionReading(sku, k, n, rate, surprise, surprise >= self.alert_surprise)
+        recent = list(trials.outcomes)[::-1]  # newest first
+        best = (0.0, 0, 0)  # (surprise, unconfirmed, trials) of the most surprising suffix
+        k = sum(recent[: self.min_samples - 1])
+        for m in range(self.min_samples, n + 1):
+            k += recent[m - 1]
+            best = max(best, (binomial_surprise(m, k, rate), k, m))
+        surprise, k, m = best
+        return VisionReading(sku, k, m, rate, surprise, surprise >= self.alert_surprise)
 
     def readings(self) -> list[VisionReading]:
         """Every SKU with at least `min_samples` trials in its window."""

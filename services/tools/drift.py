@@ -3,9 +3,10 @@ compared with, and the scenarios that prove the monitor (models/drift.py).
 
 Frames come from the cart simulator (a fixed cart clock, so a seed gives the same run) and go
 through the real detect stage; its Detection records are what the monitor reads, as on a worker.
-Scenarios: honest shopping (no alert may fire: its share of checks with an alert is the false
-alarm rate), a lighting change in one store, and a SKU whose packaging changes; for each, the
-simulated minutes from the change to the first alert.
+Reason runs beside it in memory, so the basket changes (and the vision drift per SKU they feed,
+models/vision_drift.py) are a worker's too. Scenarios: honest shopping (no alert may fire: its
+share of checks with an alert is the false alarm rate), a lighting change in one store, and a
+SKU whose packaging changes; for each, the simulated minutes from the change to the first alert.
 """
 
 from __future__ import annotations
@@ -222,18 +223,27 @@ def table(results: Sequence[ScenarioResult]) -> str:
 
 
 def write_report(out: Path, results: Sequence[ScenarioResult], settings: Settings) -> None:
-    d = settings.detect
+    d, r = settings.detect, settings.reason
     out.write_text(
-        f"""# Drift monitoring (`cartstream eval drift`)
+        f"""# Drift monitoring (`cartstream models drift-scenarios`)
 
-Live detections are compared with the detector's reference (honest simulated shopping, built by
-`cartstream models drift-reference`) by PSI over sliding windows of the last {d.drift_window}
-observations per store camera (brightness, contrast, best-box confidence, boxes in hand) and per
-SKU (its boxes' scores); a window of at least {d.drift_min_samples} with PSI >= {d.drift_alert_psi}
-alerts (`cartstream_drift_psi` in Prometheus; the chart's `CartstreamDetectorDrift` rule).
-Scenarios run the cart simulator on a fixed clock through the real detect stage; the monitor is
-read every {CHECK_EVERY} frames. A false alarm is a look with any scope alerting before the
-scene changed (all of an honest run).
+Two monitors, both against the detector's reference (honest simulated shopping, built by
+`cartstream models drift-reference`):
+
+- **Frames** (detect stage, `models/drift.py`): PSI over sliding windows of the last
+  {d.drift_window} observations per store camera (brightness, contrast, best-box confidence,
+  boxes in hand) and per SKU (its boxes' scores); a window of at least {d.drift_min_samples} with
+  PSI >= {d.drift_alert_psi} alerts (`cartstream_drift_psi`; the chart's `CartstreamDetectorDrift`).
+- **Vision per SKU** (reason stage, `models/vision_drift.py`): each basket change whose weight
+  names a SKU, with usable frames, is a trial that vision confirms or not; -log10 P(that many
+  unconfirmed) under the SKU's honest rate, over its most surprising run of recent trials (the
+  last {r.vision_drift_min_samples} to {r.vision_drift_window}), >= {r.vision_drift_alert} alerts
+  (`cartstream_drift_vision_surprise`; the chart's `CartstreamVisionDrift`). It catches what the
+  frames cannot: a SKU the detector no longer sees at all.
+
+Scenarios run the cart simulator on a fixed clock through the real detect and reason stages
+(reason in memory); the monitors are read every {CHECK_EVERY} frames. A false alarm is a look
+with any scope alerting before the scene changed (all of an honest run).
 
 {table(results)}
 """

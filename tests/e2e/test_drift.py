@@ -1,7 +1,7 @@
-"""Drift monitoring end to end, offline: simulated carts through the real detect stage and the
-monitor, against the reference committed beside the bundled model. A lighting change in one
-store alerts within minutes of simulated time, on that store only; honest shopping raises no
-alert."""
+"""Drift monitoring end to end, offline: simulated carts through the real detect and reason
+stages and both monitors, against the reference committed beside the bundled model. A lighting
+change in one store alerts within minutes of simulated time, on that store only; new packaging
+of one SKU alerts on that SKU; honest shopping raises no alert."""
 
 from __future__ import annotations
 
@@ -35,3 +35,26 @@ def test_a_lighting_change_alerts_within_minutes_and_honest_shopping_never(
     assert dark.alarms_before == 0, dark
     assert dark.first_alert_min is not None and dark.first_alert_min < 3.0, dark
     assert all("store-001" in what for what in dark.alerting), dark.alerting
+
+
+def test_new_packaging_of_one_sku_alerts_on_that_sku_through_fusion(catalog: Catalog) -> None:
+    """The detector does not know the new packaging: frame PSI stays quiet, and the cameras
+    stop confirming what the scale says moved."""
+    settings = Settings().with_overrides(detect={"threads": 2})
+    reference = DriftReference.load(BUNDLED_MODEL.with_suffix(".drift.json"))
+    config = SimConfig(carts=8, sessions=8, seed=202, run_id="drift-202")
+    start = run_start_ms(config, catalog)
+    change = start + (CART_CLOCK_END_MS - start) * 2 // 5
+    sku = max(catalog.skus, key=lambda s: s.popularity).sku
+    repackaged = run_scenario(
+        "packaging",
+        config,
+        settings,
+        catalog,
+        reference,
+        [SceneChange("packaging", change, sku=sku)],
+    )
+    assert repackaged.alarms_before == 0, repackaged
+    assert repackaged.first_alert_min is not None and repackaged.first_alert_min < 5.0
+    (what,) = repackaged.alerting  # that SKU alone, and by vision, not by frame PSI
+    assert what.startswith(f"sku/{sku} vision unconfirmed"), what

@@ -81,6 +81,20 @@ def test_a_sku_the_cameras_stop_confirming_drifts_and_an_honest_one_does_not() -
     assert milk is not None and not milk.drifting and milk.unconfirmed == 0
 
 
+def test_honest_trials_before_a_change_do_not_dilute_it() -> None:
+    monitor = VisionDriftMonitor(VisionReference({"milk": [50, 100]}), 40, 10, 5.0)
+    for n in range(25):  # honest: every other change unconfirmed
+        monitor.observe(change("milk", "milk" if n % 2 else None))
+    for _ in range(15):  # then none confirmed: 15 of 40 would be no surprise at p = 0.5
+        monitor.observe(change("milk", None))
+    milk = monitor.reading("milk")
+    assert milk is not None and (milk.unconfirmed, milk.samples) == (16, 16)
+    assert milk.surprise == pytest.approx(16 * np.log10(2), rel=1e-6) and not milk.drifting
+    monitor.observe(change("milk", None))
+    milk = monitor.reading("milk")
+    assert milk is not None and milk.drifting and (milk.unconfirmed, milk.samples) == (17, 17)
+
+
 def test_the_honest_rates_travel_in_the_drift_reference_file(tmp_path: Path) -> None:
     frames = [Observation("s", 0, 90.0, 45.0, 0.9, 1, (("milk", 0.9),))] * 10
     plain = DriftReference.from_observations(frames, "test")
@@ -107,3 +121,28 @@ def test_the_watch_logs_a_sku_when_it_starts_drifting_and_when_it_is_back(
             watch.observe(change("milk", "milk"))
         assert any("milk back within bounds" in r.message for r in caplog.records)
     assert [r.sku for r in watch.readings()] == ["milk"]
+
+
+def test_a_reason_stage_watches_against_the_bundled_reference_and_meters_it() -> None:
+    from cartstream.core import metrics
+    from cartstream.core.settings import Settings
+    from cartstream.models.catalog import Catalog
+    from cartstream.streams.reason import ReasonStage
+    from cartstream.streams.worker import _meter_drift
+
+    stage = ReasonStage(Settings(), Catalog.load())
+    stage.start()
+    assert stage.vision_watch is not None  # the committed reference has honest rates
+    for _ in range(20):
+        stage.vision_watch.observe(change("DAI-MILK-1000", None))
+    before = list(metrics._drift_sources["vision_surprise"])
+    try:
+        _meter_drift(stage)
+        seen = list(metrics._observe_drift("vision_surprise")(None))  # type: ignore[arg-type]
+    finally:
+        metrics._drift_sources["vision_surprise"][:] = before
+    (observed,) = seen
+    assert observed.attributes == {"sku": "DAI-MILK-1000"} and observed.value >= 5.0
+    weight_only = ReasonStage(Settings().with_overrides(reason={"mode": "weight"}), Catalog.load())
+    weight_only.start()
+    assert weight_only.vision_watch is None and weight_only.vision_drift_readings() == []
