@@ -134,8 +134,9 @@ class BrokerTuning(_Frozen):
     end_offsets_from_fetch: bool = False  # raise ListOffsets' end offsets to a fetch's
     # kafka-python producers (carts, console): idempotent, so a retry is never written twice
     producer_idempotence: bool = True
-    # the least fetch wait of a tool that reads a topic to its end (tail, lag probe, the chaos
-    # verifier): off the hot path, so never as short as a stage's (see `reader_fetch_wait_ms`)
+    # the least fetch wait of a tool that reads a topic to its end (tail, the chaos verifier):
+    # off the hot path, so never as short as a stage's (see `reader_fetch_wait_ms`). Not the lag
+    # probe's: it fetches at the end offset, where Tansu holds a fetch for its whole wait
     reader_min_fetch_wait_ms: int = 500
 
     @property

@@ -47,7 +47,7 @@ class LagProbe:
                 **cfg,
                 request_timeout_ms=3000,
                 enable_auto_commit=False,
-                fetch_max_wait_ms=self.settings.tuning.reader_fetch_wait_ms,
+                fetch_max_wait_ms=self.settings.tuning.fetch_max_wait_ms or 100,
                 max_partition_fetch_bytes=1,
             )
         return self._admin, self._consumer
