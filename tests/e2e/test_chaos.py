@@ -36,6 +36,18 @@ def recovery_progress(folder: Path, lines: int = 40) -> list[str]:
     return out
 
 
+def crash_context(folder: Path, lines: int = 60) -> list[str]:
+    """What each chaos worker logged last before and as it exited: its errors, critical lines
+    and tracebacks (a worker that exits on its own must say why in the failure)."""
+    out = []
+    for log in sorted(folder.glob("worker-*.log")):
+        text = log.read_text(errors="replace").splitlines()
+        marks = ("ERROR", "CRITICAL", "Traceback", "Error:", "Exception", "  File ", "Crashed")
+        kept = [line for line in text if any(m in line for m in marks)]
+        out += [f"--- {log.name} (its last {lines} error lines)", *kept[-lines:]]
+    return out
+
+
 def ci_config(tmp_path: Path, slots: int, **overrides: Any) -> ChaosConfig:
     """A CI-sized run: two kills and a 10 s database outage over `slots` worker processes."""
     shape = Shape(
@@ -146,7 +158,9 @@ def assert_nothing_lost(result: ChaosResult, said: list[str], folder: Path) -> N
     assert verdict.duplicated_rows == 0
     assert verdict.differences == [], verdict.differences
     assert verdict.missing_on_topic == []
-    assert verdict.unexpected_exits == []
+    assert verdict.unexpected_exits == [], "\n".join(
+        [*verdict.unexpected_exits, *crash_context(folder / "chaos")]
+    )
     assert not any(verdict.open_sessions.values()), verdict.open_sessions
     assert verdict.lag_recovered, "\n".join(
         [str(verdict.lag_recovery_s), *said, *recovery_progress(folder / "chaos")]
