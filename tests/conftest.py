@@ -11,6 +11,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -39,6 +40,22 @@ os.environ.setdefault(
     "CARTSTREAM_OTEL_JSONL_PATH",
     os.path.join(tempfile.gettempdir(), f"cartstream-test-spans-{os.getpid()}.jsonl"),
 )
+
+
+E2E = Path(__file__).parent / "e2e"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/e2e is marked `e2e`. Under `pytest -n N --dist loadgroup`
+    (scripts/test) they run in two groups, each one test at a time in one process: the chaos
+    suite, whose carts shop at a paced speed, and the rest; the unit and integration tests fill
+    the gaps. Without xdist the group marks do nothing."""
+    for item in items:
+        if item.path.is_relative_to(E2E):
+            item.add_marker(pytest.mark.e2e)
+            group = "e2e-chaos" if item.get_closest_marker("chaos") else "e2e"
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from cartstream.core.settings import Settings
@@ -98,17 +99,24 @@ def test_four_carts_twenty_sessions_with_a_worker_killed_midway(
         ]
 
 
-def _children() -> set[str]:
-    """PIDs of every running broker or worker process."""
-    out = subprocess.run(
-        ["pgrep", "-f", "tansu|cartstream.* worker"], capture_output=True, text=True, check=False
-    ).stdout
-    return set(out.split())
+def _holding(folder: Path) -> list[str]:
+    """Processes that name `folder` in their command line or environment, or hold a file under
+    it open (the demo's broker writes its log there, its workers their spans): what a run in
+    `folder` started and left running. Other tests' brokers and workers, running beside this
+    one under xdist, do not count."""
+    mark = str(folder.resolve())
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline", "environ", "open_files"]):
+        info = process.info
+        named = [*(info["cmdline"] or []), *(info["environ"] or {}).values()]
+        named += [f.path for f in info["open_files"] or []]
+        if process.pid != os.getpid() and any(mark in text for text in named):
+            found.append(f"{process.pid}: {' '.join(info['cmdline'] or [])}")
+    return found
 
 
 def test_demo_command(tmp_path: Path) -> None:
     summary_path = tmp_path / "summary.json"
-    before = _children()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARTSTREAM_")}
     proc = subprocess.run(
         [
@@ -167,4 +175,4 @@ def test_demo_command(tmp_path: Path) -> None:
         assert section in report
     assert "| reason |" in report and "| detect |" in report  # per-stage percentiles
     assert "INSERT checkouts" in report and "send cart.weights #" in report
-    assert _children() - before == set(), "the demo left a process behind"
+    assert _holding(tmp_path) == [], "the demo left a process behind"
