@@ -5,6 +5,7 @@ Layout of a registry folder (a volume in a deployment, a folder on a laptop):
 
     versions/<version>/detector.onnx        the model, byte for byte as registered
     versions/<version>/detector.card.json   its card (metrics, training config, data, classes)
+    versions/<version>/detector.drift.json  its drift reference, when it was registered with one
     versions/<version>/registration.json    parent version, when, by whom, from where
     promotions.jsonl                        append-only: each promotion and rollback
 
@@ -34,6 +35,7 @@ from cartstream.exceptions import ConfigurationError
 MODEL_FILE = "detector.onnx"
 CARD_FILE = "detector.card.json"
 REGISTRATION_FILE = "registration.json"
+DRIFT_FILE = "detector.drift.json"  # models/drift.py: what honest shopping looks like to it
 PROMOTIONS_FILE = "promotions.jsonl"
 PROMOTED = "promoted"  # the version name that means "whatever is promoted now"
 
@@ -135,7 +137,8 @@ class Registry:
         self, model_path: Path, parent: str | None = None, source: str | None = None
     ) -> Registered:
         """Copy a model and its card in under the model's content version (a no-op when that
-        version is registered already). The card must exist and name the same version."""
+        version is registered already), with its drift reference when one lies beside it.
+        The card must exist and name the same version."""
         model_path = Path(model_path)
         card_path = model_path.with_suffix(".card.json")
         if not model_path.is_file():
@@ -159,6 +162,9 @@ class Registry:
         try:
             shutil.copyfile(model_path, staging / MODEL_FILE)
             (staging / CARD_FILE).write_text(json.dumps(card, indent=1) + "\n")
+            drift = model_path.with_suffix(".drift.json")
+            if drift.is_file():  # the detect and reason stages find it beside the model
+                shutil.copyfile(drift, staging / DRIFT_FILE)
             registration = {
                 "version": version,
                 "parent": parent,

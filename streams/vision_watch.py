@@ -2,9 +2,11 @@
 it decides is one more trial; a SKU that starts drifting, or is back, is logged, and the
 readings feed `cartstream.drift.vision_surprise`.
 
-The honest rates come from the drift reference beside the detector (`detect.drift_reference`,
-else `<detect.model_path>.drift.json`, else the bundled model's). A reference made before the
-monitor existed has none: then nothing is watched, and the log says how to make one.
+The honest rates come from the drift reference of the detector the worker runs, found as the
+detect stage finds it (`detect.drift_reference`, else the one beside the model that
+`detect.model_path` or the registry's promoted version names, else the bundled model's). A
+reference made before the monitor existed has none: then nothing is watched, and the log says
+how to make one.
 
 Like the detect stage's frame monitor, this is the worker's view of what it decided since it
 started, kept in memory: a change re-decided after a crash counts again, which moves a rate by
@@ -21,7 +23,8 @@ from typing import Any
 from cartstream.core.settings import Settings
 from cartstream.models.drift import DriftReference, find_reference
 from cartstream.models.inference import BUNDLED_MODEL
-from cartstream.models.vision_drift import VisionDriftMonitor, VisionReading
+from cartstream.models.registry import RegistryError, resolve_model
+from cartstream.models.vision_drift import VisionDriftMonitor, VisionReading, trial
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,12 @@ class VisionWatch:
     @classmethod
     def for_settings(cls, settings: Settings) -> VisionWatch | None:
         d, r = settings.detect, settings.reason
-        path = find_reference(d.drift_reference, d.model_path, BUNDLED_MODEL)
+        try:
+            model = resolve_model(d.model_path, d.registry, d.model_version)
+        except RegistryError as exc:  # the detect stage says so loudly; reasoning goes on
+            log.warning("reason: vision drift: %s; taking the bundled model's reference", exc)
+            model = None
+        path = find_reference(d.drift_reference, model, BUNDLED_MODEL)
         reference = DriftReference.load(path) if path is not None else None
         if reference is None or reference.vision is None:
             log.info("reason: no vision drift reference (run `cartstream models drift-reference`)")
@@ -50,13 +58,15 @@ class VisionWatch:
         return cls(monitor)
 
     def observe(self, change: Mapping[str, Any]) -> None:
-        """One decided change; logs a SKU when it starts drifting and when it is back."""
+        """One decided change; logs a SKU when it starts drifting and when it is back. A change
+        that is no trial (no weight SKU, no usable frames) changes no reading: nothing to do."""
+        seen = trial(change)
+        if seen is None:
+            return
+        sku = seen[0]
         with self._lock:
             self.monitor.observe(change)
-            sku = change.get("weight_sku")
-            if not sku:
-                return
-            reading = self.monitor.reading(str(sku))
+            reading = self.monitor.reading(sku)
             if reading is not None and reading.drifting and sku not in self._drifting:
                 log.warning(
                     "reason: vision drift: %s unconfirmed by the cameras in %d of its last %d "

@@ -146,3 +146,41 @@ def test_a_reason_stage_watches_against_the_bundled_reference_and_meters_it() ->
     weight_only = ReasonStage(Settings().with_overrides(reason={"mode": "weight"}), Catalog.load())
     weight_only.start()
     assert weight_only.vision_watch is None and weight_only.vision_drift_readings() == []
+
+
+def test_the_reason_stage_reads_the_reference_of_the_registrys_promoted_model(
+    tmp_path: Path,
+) -> None:
+    """A model registered with a drift reference beside it carries it into the registry, and a
+    reason stage on that registry takes its honest rates, as the detect stage takes its
+    frame features; a registry with nothing promoted falls back to the bundled reference."""
+    import dataclasses
+    import json
+
+    from cartstream.core.settings import Settings
+    from cartstream.models.catalog import Catalog
+    from cartstream.models.inference import BUNDLED_MODEL
+    from cartstream.models.registry import Registry, content_version
+    from cartstream.streams.reason import ReasonStage
+
+    bundled = DriftReference.load(BUNDLED_MODEL.with_suffix(".drift.json"))
+    model = tmp_path / "trained" / "detector.onnx"
+    model.parent.mkdir()
+    model.write_bytes(b"a retrained model")
+    card = {"version": content_version(model), "classes": ["A"]}
+    model.with_suffix(".card.json").write_text(json.dumps(card))
+    own = VisionReference({"DAI-MILK-1000": [1, 100]})
+    dataclasses.replace(bundled, vision=own).save(model.with_suffix(".drift.json"))
+
+    def watched(registry: Path) -> VisionReference:
+        settings = Settings().with_overrides(detect={"registry": registry})
+        stage = ReasonStage(settings, Catalog.load())
+        stage.start()
+        assert stage.vision_watch is not None
+        return stage.vision_watch.monitor.reference
+
+    registry = Registry(tmp_path / "registry")
+    version = registry.register(model).version
+    assert watched(tmp_path / "registry").counts == bundled.vision.counts  # nothing promoted
+    registry.promote(version)
+    assert watched(tmp_path / "registry").counts == own.counts
