@@ -13,7 +13,8 @@ A sink takes its inputs one at a time (each is a database write that may be retr
 
 Deadlines (a checkout waiting for its last weight packet, a review that never came) cannot write
 a Faust table from a timer, so a timer sends a `tick` for the key to the stage's own tick topic
-(same partition as the key's state), and the agent handles it like any input.
+(same partition as the key's state), and the agent handles it like any input. A tick is sent
+only once the stage has processed what its inputs hold on that partition (backlog.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from cartstream.core.telemetry import (
 )
 from cartstream.core.topics import changelog_topic_name, tick_topic_name
 from cartstream.exceptions import StoreUnavailable
+from cartstream.streams.backlog import Backlog, Ends, tick_ends, tick_value
 from cartstream.streams.in_order import InOrder
 from cartstream.streams.ingress import Admitted, Ingress
 from cartstream.streams.publish import Publisher, inbound_from, record_processed
@@ -201,6 +203,7 @@ class StageRunner(_InputRunner):
             app.timer(interval=1.0, name=f"{stage.name}-deadlines")(self._send_ticks)
         self.topic = app.topic(*self.input_topics(), value_serializer="raw", key_serializer="raw")
         self._ticked: dict[str, int] = {}
+        self.backlog = Backlog(app, stage.name, stage.inputs(), self.in_order.expected)
         self.in_order.agent = app.agent(self.topic, name=stage.name, concurrency=1)(self._run)
 
     def input_topics(self) -> list[str]:
@@ -244,7 +247,7 @@ class StageRunner(_InputRunner):
             if not await self.in_order.admit(msg):  # commits need every partition in order
                 continue
             if msg.topic == self.tick_topic_name:
-                self._on_tick((msg.key or b"").decode(), now_ms(), pending)
+                self._on_tick((msg.key or b"").decode(), msg.value, now_ms(), pending)
                 continue
             started = time.perf_counter()
             inbound = inbound_from(msg)
@@ -264,9 +267,12 @@ class StageRunner(_InputRunner):
         for key, (state, partition) in pending.states.items():
             self._store(key, state, partition)
 
-    def _on_tick(self, key: str, now: int, pending: _Pending) -> None:
-        self._ticked.pop(key, None)
+    def _on_tick(self, key: str, value: bytes | None, now: int, pending: _Pending) -> None:
         state, partition = self._latest(key, pending)
+        sent_at = tick_ends(value)
+        if state is not None and sent_at and self.backlog.short_of(partition, sent_at):
+            return  # sent by a worker further on (before a restart): `_send_ticks` sends again
+        self._ticked.pop(key, None)
         if state is None or not self.stage.needs_tick(state, now):
             return
         result = self.stage.tick(state, now)
@@ -324,15 +330,22 @@ class StageRunner(_InputRunner):
 
     async def _send_ticks(self) -> None:
         now = now_ms()
+        ends: dict[int, Ends | None] = {}  # partition -> its ends if caught up, asked once
         for key in list(self.table.keys()):
             stored = self._load(key)
             if stored is None or not self.stage.needs_tick(stored.state, now):
                 continue
             if now - self._ticked.get(key, 0) < TICK_RESEND_MS:
                 continue
+            p = stored.partition
+            if p not in ends:
+                ends[p] = self.backlog.caught_up(p)
+            caught_up = ends[p]
+            if caught_up is None:  # what the deadline waits for may be in the backlog
+                continue
             self._ticked[key] = now
             await self.tick_topic.send(
-                key=str(key).encode(), value=b"tick", partition=stored.partition
+                key=str(key).encode(), value=tick_value(caught_up), partition=p
             )
 
 

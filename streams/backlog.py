@@ -1,0 +1,111 @@
+"""Deadlines wait for what is already in the log: a stage's backlog per partition.
+
+A deadline is for data that never comes (a checkout's last weight packet, a step's frames). A
+worker that is behind, after a restart or under load, has such data sitting unread in its
+input partitions; firing the deadline then decides without it (seen: after a worker was
+killed, sessions closed "after 30 s without weight packet 245" while those packets waited in
+`cart.weights`). So a key's deadline tick is sent only while the stage has processed every
+record its input partitions (of the key's partition) held, and the tick carries those ends; a
+tick is acted on only if the stage has processed up to them (after a restart it may not have:
+the tick came from the worker before it). A tick held back is sent again later.
+
+Positions are the stage's own (`InOrder.expected`: the next offset it will process), else the
+group's committed offset (a partition assigned but not yet read); ends are the high watermarks
+of the consumer's last fetches. A partition whose position is unknown while its log holds
+records counts as behind. Holding never changes what is decided, only when: the backlog is
+read first, then the deadline fires.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from faust.types import TP
+
+log = logging.getLogger(__name__)
+
+Ends = dict[str, int | None]  # input topic -> high watermark of one partition
+
+
+def behind(positions: Mapping[str, int | None], ends: Mapping[str, int | None]) -> list[str]:
+    """The topics (of one partition) whose log ends past the stage's position: `positions`
+    the next offset to process (None: not known yet), `ends` the high watermark (None: not
+    fetched yet, so nothing known to be there)."""
+    late = []
+    for topic, end in ends.items():
+        if end is None or end <= 0:
+            continue
+        position = positions.get(topic)
+        if position is None or position < end:
+            late.append(topic)
+    return sorted(late)
+
+
+def tick_value(ends: Ends) -> bytes:
+    """A deadline tick's value: the input ends the stage had processed when it was sent."""
+    return json.dumps({"ends": ends}, sort_keys=True).encode()
+
+
+def tick_ends(value: bytes | None) -> Ends | None:
+    """The ends a tick was sent at; None for a tick without them (sent before they were)."""
+    try:
+        ends = json.loads(value or b"")["ends"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return {str(t): (int(e) if e is not None else None) for t, e in ends.items()}
+
+
+class Backlog:
+    """Which of a stage's input partitions hold unprocessed records, from its consumer."""
+
+    def __init__(self, app: Any, name: str, topics: Iterable[str], expected: dict[Any, int]):
+        self.app, self.name = app, name
+        self.topics = sorted(topics)
+        self.expected = expected  # InOrder's: partition -> the next offset the stage processes
+        self._held: set[int] = set()
+
+    def ends(self, partition: int) -> Ends:
+        """The high watermark of each input topic's `partition` (None: not assigned here or not
+        fetched yet: nothing known to wait for)."""
+        found: Ends = {}
+        for topic in self.topics:
+            try:
+                found[topic] = self.app.consumer.highwater(TP(topic, partition))
+            except Exception:  # not assigned here (a rebalance under way)
+                found[topic] = None
+        return found
+
+    def positions(self, partition: int) -> dict[str, int | None]:
+        consumer, positions = self.app.consumer, {}
+        for topic in self.topics:
+            tp = TP(topic, partition)
+            position = self.expected.get(tp)
+            positions[topic] = (
+                position if position is not None else consumer._committed_offset.get(tp)
+            )
+        return positions
+
+    def caught_up(self, partition: int) -> Ends | None:
+        """The ends of `partition` if the stage has processed everything up to them, else None
+        (logged when a partition starts holding its deadlines back, and when it stops)."""
+        ends, positions = self.ends(partition), self.positions(partition)
+        late = behind(positions, ends)
+        if late and partition not in self._held:
+            self._held.add(partition)
+            log.info(
+                "%s: deadlines of partition %d wait for records not processed yet: %s",
+                self.name,
+                partition,
+                ", ".join(f"{t}[{partition}] at {positions[t]} of {ends[t]}" for t in late),
+            )
+        elif not late and partition in self._held:
+            self._held.discard(partition)
+            log.info("%s: partition %d caught up; its deadlines fire again", self.name, partition)
+        return None if late else ends
+
+    def short_of(self, partition: int, ends: Mapping[str, int | None]) -> list[str]:
+        """The input topics whose `partition` the stage has not processed up to `ends` yet."""
+        return behind(self.positions(partition), ends)

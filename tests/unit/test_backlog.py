@@ -1,0 +1,73 @@
+"""Deadlines wait for a stage's backlog (streams/backlog.py): which input partitions hold
+records the stage has not processed."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from cartstream.streams.backlog import Backlog, behind, tick_ends, tick_value
+
+
+def test_a_partition_whose_log_ends_past_the_stage_position_is_behind() -> None:
+    assert behind({"weights": 10, "sessions": 5}, {"weights": 12, "sessions": 5}) == ["weights"]
+    assert behind({"weights": 12, "sessions": 5}, {"weights": 12, "sessions": 5}) == []
+
+
+def test_an_unread_partition_holding_records_is_behind_an_empty_or_unfetched_one_is_not() -> None:
+    assert behind({"weights": None}, {"weights": 3}) == ["weights"]
+    assert behind({"weights": None}, {"weights": 0}) == []
+    assert behind({"weights": None}, {"weights": None}) == []
+
+
+class FakeConsumer:
+    def __init__(self, ends: dict[TP, int], committed: dict[TP, int]) -> None:
+        self.ends = ends
+        self._committed_offset = committed
+
+    def highwater(self, tp: TP) -> int:
+        if tp not in self.ends:
+            raise KeyError(tp)  # aiokafka: not assigned to this consumer
+        return self.ends[tp]
+
+
+def test_positions_are_the_stages_own_then_the_groups_commits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ends = {TP("w", 3): 20, TP("s", 3): 4, TP("w", 4): 9}
+    committed = {TP("w", 3): 15, TP("s", 3): 4, TP("w", 4): 9}
+    expected: dict[Any, int] = {}
+    app = SimpleNamespace(consumer=FakeConsumer(ends, committed))
+    backlog = Backlog(app, "reason", ["w", "s"], expected)
+    with caplog.at_level(logging.INFO):
+        assert backlog.caught_up(3) is None  # committed 15, the log ends at 20: not read yet
+        expected[TP("w", 3)] = 19
+        assert backlog.caught_up(3) is None
+        expected[TP("w", 3)] = 20
+        assert backlog.caught_up(3) == {"s": 4, "w": 20}
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        "reason: deadlines of partition 3 wait for records not processed yet: w[3] at 15 of 20",
+        "reason: partition 3 caught up; its deadlines fire again",
+    ]
+    assert backlog.caught_up(4) == {"s": None, "w": 9}  # `s` is not assigned here
+
+
+def test_a_tick_sent_further_on_than_the_stage_stands_is_short_after_a_restart() -> None:
+    """A tick carries the ends its sender had processed; a restarted worker that has not read
+    that far yet holds it (its committed offset is behind them)."""
+    sent = tick_ends(tick_value({"w": 20, "s": 4}))
+    assert sent == {"s": 4, "w": 20}
+    committed = {TP("w", 3): 12, TP("s", 3): 4}
+    expected: dict[Any, int] = {}
+    backlog = Backlog(
+        SimpleNamespace(consumer=FakeConsumer({}, committed)), "r", ["w", "s"], expected
+    )
+    assert backlog.short_of(3, sent) == ["w"]
+    expected[TP("w", 3)] = 20
+    assert backlog.short_of(3, sent) == []
+    assert tick_ends(b"tick") is None  # a tick from before ticks carried their ends
