@@ -130,15 +130,17 @@ class VisionDriftMonitor:
         self.window, self.min_samples, self.alert_surprise = window, min_samples, alert_surprise
         self._trials: dict[str, _Trials] = {}
 
-    def observe(self, change: Mapping[str, Any]) -> None:
+    def observe(self, change: Mapping[str, Any]) -> str | None:
+        """Counts the change if it is a trial; the SKU it counted for, else None."""
         seen = trial(change)
         if seen is None:
-            return
+            return None
         sku, confirmed = seen
         trials = self._trials.get(sku)
         if trials is None:
             trials = self._trials[sku] = _Trials(self.window)
         trials.add(not confirmed)
+        return sku
 
     def reading(self, sku: str) -> VisionReading | None:
         """The SKU's window read against its honest rate; None below `min_samples`."""

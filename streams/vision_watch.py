@@ -24,7 +24,7 @@ from cartstream.core.settings import Settings
 from cartstream.models.drift import DriftReference, find_reference
 from cartstream.models.inference import BUNDLED_MODEL
 from cartstream.models.registry import RegistryError, resolve_model
-from cartstream.models.vision_drift import VisionDriftMonitor, VisionReading, trial
+from cartstream.models.vision_drift import VisionDriftMonitor, VisionReading
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,10 @@ class VisionWatch:
     def observe(self, change: Mapping[str, Any]) -> None:
         """One decided change; logs a SKU when it starts drifting and when it is back. A change
         that is no trial (no weight SKU, no usable frames) changes no reading: nothing to do."""
-        seen = trial(change)
-        if seen is None:
-            return
-        sku = seen[0]
         with self._lock:
-            self.monitor.observe(change)
+            sku = self.monitor.observe(change)
+            if sku is None:
+                return
             reading = self.monitor.reading(sku)
             if reading is not None and reading.drifting and sku not in self._drifting:
                 log.warning(
