@@ -15,7 +15,7 @@ import faust
 
 from cartstream.core.settings import Settings
 from cartstream.exceptions import ConfigurationError
-from cartstream.streams import broker_workarounds, faust_fixes
+from cartstream.streams import broker_wait, broker_workarounds, faust_fixes
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ def create_app(
     `has_tables`: some role keeps a table."""
     tuning = settings.tuning
     faust_fixes.install()  # see streams/faust_fixes.py: any broker needs them
+    broker_wait.wait_for_broker_on_bootstrap(settings.kafka.startup_wait_s)
     # the one-record-per-batch workaround protects table recovery; stateless workers skip it
     batch_bytes = tuning.producer_max_batch_bytes if has_tables else 16384
     if tuning.fetch_max_wait_ms is not None:

@@ -35,6 +35,9 @@ class KafkaSettings(_Frozen):
     sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = None
     client_id: str = "cartstream"
+    # a worker that starts while no broker answers waits this long for one (a broker restart
+    # that overlaps the worker's start-up), then stops with the connection error
+    startup_wait_s: float = Field(default=120.0, gt=0)
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:

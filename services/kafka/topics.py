@@ -16,8 +16,11 @@ from cartstream.exceptions import BrokerError
 log = logging.getLogger(__name__)
 
 
-def admin_client(settings: Settings, timeout_s: float = 15.0) -> KafkaAdminClient:
-    deadline = time.monotonic() + timeout_s
+def admin_client(settings: Settings, timeout_s: float | None = None) -> KafkaAdminClient:
+    """An admin client, waiting up to `timeout_s` (default `kafka.startup_wait_s`) for a
+    broker to answer."""
+    wait_s = settings.kafka.startup_wait_s if timeout_s is None else timeout_s
+    deadline = time.monotonic() + wait_s
     while True:
         try:
             return KafkaAdminClient(
