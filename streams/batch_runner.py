@@ -23,8 +23,8 @@ from cartstream.core.telemetry import (
 )
 from cartstream.schemas.codec import AvroCodec
 from cartstream.streams.ingress import Ingress
+from cartstream.streams.input_runner import in_order
 from cartstream.streams.publish import Publisher, inbound_from
-from cartstream.streams.runner import in_order
 from cartstream.streams.stage import Inbound, Outbound, Stage
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Persist: checkouts, anomalies, staff decisions -> Postgres (or the demo's SQLite), idempotently.
 
 A `Sink`: inputs `checkouts`, `anomalies` and `checkout.decisions` (from the console), run by
-`streams.runner.SinkRunner` on the broker and by `MemoryPipeline` in tests, through the same
+`streams.sink_runner.SinkRunner` on the broker and by `MemoryPipeline` in tests, through the same
 decode / dead-letter / span / metrics path as every stage. The store is injected
 (`CheckoutStore`; the SQL one is `services.storage.repository.Repository`), so this layer
 never imports the database code.

@@ -9,7 +9,7 @@ record handled in order against its key's latest state. Order of effects per bat
 3. Faust commits the batch's input offsets after that.
 A crash between any two steps re-delivers the batch; stages skip what their state says they
 applied, and every output id is derived from its inputs, so downstream dedupe absorbs repeats.
-A sink takes its inputs one at a time (each is a database write that may be retried).
+A sink takes its inputs one at a time (`sink_runner.py`); both share `input_runner.py`.
 
 Deadlines (a checkout waiting for its last weight packet, a review that never came) cannot write
 a Faust table from a timer, so a timer sends a `tick` for the key to the stage's own tick topic
@@ -22,37 +22,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 import faust
-from opentelemetry.trace import Span, SpanKind
 
 from cartstream.core.ids import now_ms
 from cartstream.core.settings import Settings
-from cartstream.core.telemetry import (
-    current_traceparent,
-    mark_error,
-    tracer,
-)
+from cartstream.core.telemetry import current_traceparent
 from cartstream.core.topics import changelog_topic_name, tick_topic_name
-from cartstream.exceptions import StoreUnavailable
 from cartstream.streams.backlog import Backlog, Ends, tick_ends, tick_value
-from cartstream.streams.in_order import InOrder
-from cartstream.streams.ingress import Admitted, Ingress
+from cartstream.streams.input_runner import RETRY_FIRST_S, InputRunner
 from cartstream.streams.publish import Publisher, inbound_from, record_processed
-from cartstream.streams.stage import Inbound, Outbound, Sink, Stage
-from cartstream.streams.tracing import process_span, record_span
+from cartstream.streams.stage import Outbound, Stage
+from cartstream.streams.tracing import record_span
 
 log = logging.getLogger(__name__)
 
 
 PARTITION_FIELD = "_partition"
 TICK_RESEND_MS = 5_000
-RETRY_FIRST_S = 0.5  # a sink's first retry while its store is unavailable ...
-RETRY_MAX_S = 10.0  # ... doubling up to this
 
 
 class _Stored:
@@ -86,68 +76,6 @@ class _Stored:
         return self.record
 
 
-def in_order(
-    app: faust.App, name: str, topics: Iterable[str], *, sequential: bool = True
-) -> InOrder:
-    """An `InOrder` for the agent `name` consuming `topics` (`sequential`: one batch at a time):
-    started afresh at every rebalance, and checked for partitions whose records stopped coming
-    every `InOrder.RESEEK_S`."""
-    guard = InOrder(app, name, topics, sequential=sequential)
-
-    async def _reset(sender: object, *_: object, **__: object) -> None:
-        guard.reset()
-
-    app.on_partitions_revoked.connect(_reset)
-    app.timer(interval=InOrder.RESEEK_S, name=f"{name}-in-order")(guard.check)
-    return guard
-
-
-class _InputRunner:
-    """What every consuming runner does per input: decode and validate, dead-letter what fails
-    (marking the `process <topic>` span Faust's sensor opened), else `_apply`; then count it."""
-
-    def __init__(
-        self, app: faust.App, node: Stage[Any] | Sink, settings: Settings, publisher: Publisher
-    ) -> None:
-        self.app = app
-        self.node = node
-        self.settings = settings
-        self.publisher = publisher
-        self.codec = publisher.codec
-        self.ingress = Ingress(settings, publisher.codec, node)
-        self.in_order = in_order(app, node.name, self.input_topics())
-
-    def input_topics(self) -> list[str]:
-        """What the agent consumes (and `InOrder` watches)."""
-        return [*self.node.inputs().keys()]
-
-    async def handle(self, msg: Any) -> None:
-        if not await self.in_order.admit(msg):
-            return
-        started = time.perf_counter()
-        inbound = inbound_from(msg)
-        now = now_ms()
-        span = process_span()
-        span.set_attribute("cartstream.stage", self.node.name)
-        admitted = self._admit(inbound, msg.value, now, span)
-        if admitted.outputs:
-            await self.publisher.publish(admitted.outputs, self.node.name)
-        if admitted.record is not None:
-            await self._apply(admitted.record, inbound, now)
-        record_processed(self.node.name, msg.topic, started, admitted.record is None)
-
-    def _admit(self, inbound: Inbound, value: bytes, now: int, span: Span) -> Admitted:
-        """Decode and validate; a dead letter marks the input's span failed with its reason."""
-        admitted = self.ingress.admit(inbound, value, now)
-        for out in admitted.outputs:
-            if out.topic == self.settings.topics.dead_letters:
-                mark_error(span, str(out.record["reason"]), str(out.record["error_type"]))
-        return admitted
-
-    async def _apply(self, record: Mapping[str, Any], inbound: Inbound, now: int) -> None:
-        raise NotImplementedError
-
-
 class _Pending:
     """What one batch did, held back until its outputs are acknowledged: every output in
     order, and each touched key's latest state (None: forget it) with its input partition."""
@@ -166,7 +94,7 @@ class _Pending:
         ]
 
 
-class StageRunner(_InputRunner):
+class StageRunner(InputRunner):
     def __init__(
         self, app: faust.App, stage: Stage[Any], settings: Settings, publisher: Publisher
     ) -> None:
@@ -347,70 +275,3 @@ class StageRunner(_InputRunner):
             await self.tick_topic.send(
                 key=str(key).encode(), value=tick_value(caught_up), partition=p
             )
-
-
-class SinkRunner(_InputRunner):
-    """Runs a `Sink`: each record written in a worker thread inside a CLIENT span (its
-    `operation`), one at a time and in order. While the store is unavailable the same record is
-    retried with backoff, so its offset (and every later one) stays uncommitted: nothing is
-    skipped, and the worker's other agents keep running. A rebalance during the retries ends
-    them without committing the record (it comes again). The agent never raises: Faust would
-    restart it and acknowledge the record it died on."""
-
-    def __init__(
-        self, app: faust.App, sink: Sink, settings: Settings, publisher: Publisher
-    ) -> None:
-        super().__init__(app, sink, settings, publisher)
-        self.sink = sink
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=sink.name)
-        topic = app.topic(*self.input_topics(), value_serializer="raw", key_serializer="raw")
-        self.in_order.agent = app.agent(topic, name=sink.name, concurrency=1)(self._run)
-
-    async def _run(self, stream: faust.StreamT) -> None:
-        log.info("%s: writing %s", self.sink.name, ", ".join(self.sink.inputs()))
-        async for event in stream.events():
-            await self.handle(event.message)
-
-    async def _apply(self, record: Mapping[str, Any], inbound: Inbound, now: int) -> None:
-        name, attributes = self.sink.operation(inbound)
-        loop = asyncio.get_running_loop()
-        delay = RETRY_FIRST_S
-        while True:
-            with tracer().start_as_current_span(
-                name, kind=SpanKind.CLIENT, attributes=attributes
-            ) as span:
-                try:
-                    new = await loop.run_in_executor(
-                        self.executor, self.sink.write, record, inbound
-                    )
-                except StoreUnavailable as exc:
-                    mark_error(span, str(exc), "UNAVAILABLE")
-                    log.warning(
-                        "%s: %s; retrying %s[%d]@%d in %.1f s",
-                        self.sink.name,
-                        exc,
-                        inbound.topic,
-                        inbound.partition,
-                        inbound.offset,
-                        delay,
-                    )
-                else:
-                    span.set_attribute("cartstream.inserted", bool(new))
-                    return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
-            if not self.app.flow_control.is_active():
-                # a rebalance waits for this record: give it up here; its acknowledgement is
-                # not committable (faust_fixes), so it is delivered again, to this worker or
-                # to the partition's next owner
-                log.warning(
-                    "%s: rebalancing; %s[%d]@%d will be delivered again",
-                    self.sink.name,
-                    inbound.topic,
-                    inbound.partition,
-                    inbound.offset,
-                )
-                return
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=True)

@@ -1,8 +1,9 @@
 """What every stage is: a deterministic function of (state, input record) -> (state, outputs).
 
-Stages know nothing of Faust or Kafka clients. `cartstream.streams.runner` runs them as Faust
-agents on a broker; `cartstream.streams.testing` runs them in memory. Both give a stage the same
-`Inbound` (where a record came from) and take the same `Outbound`s (what to publish).
+Stages know nothing of Faust or Kafka clients. `cartstream.streams.runner` (and `sink_runner`)
+run them as Faust agents on a broker; `cartstream.streams.testing` runs them in memory. Both give
+a stage the same `Inbound` (where a record came from) and take the same `Outbound`s (what to
+publish).
 """
 
 from __future__ import annotations

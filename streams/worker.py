@@ -30,7 +30,8 @@ from cartstream.streams.persist import CheckoutStore, PersistSink
 from cartstream.streams.publish import Publisher
 from cartstream.streams.reason import ReasonStage
 from cartstream.streams.reconcile import ReconcileStage
-from cartstream.streams.runner import SinkRunner, StageRunner
+from cartstream.streams.runner import StageRunner
+from cartstream.streams.sink_runner import SinkRunner
 from cartstream.streams.stage import Stage
 from cartstream.streams.tracing import consumer_lag, install_process_spans
 

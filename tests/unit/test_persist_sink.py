@@ -15,7 +15,7 @@ from cartstream.models.catalog import Catalog
 from cartstream.schemas.codec import AvroCodec
 from cartstream.schemas.records import Anomaly, Checkout, CheckoutDecision
 from cartstream.services.carts.simulate import SimConfig, cart_events, plan_carts
-from cartstream.streams import runner
+from cartstream.streams import sink_runner
 from cartstream.streams.anomalies import AnomalyStage
 from cartstream.streams.persist import PersistSink
 from cartstream.streams.publish import Publisher
@@ -141,10 +141,10 @@ class FakeApp:
 def test_the_runner_retries_the_same_record_while_the_store_is_down(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runner, "RETRY_FIRST_S", 0.01)
+    monkeypatch.setattr(sink_runner, "RETRY_FIRST_S", 0.01)
     store = MemoryStore(fail_times=3)
     publisher = Publisher(FakeApp(), AvroCodec(), settings.topics.dead_letters)  # type: ignore[arg-type]
-    sink = runner.SinkRunner(FakeApp(), PersistSink(settings, store), settings, publisher)  # type: ignore[arg-type]
+    sink = sink_runner.SinkRunner(FakeApp(), PersistSink(settings, store), settings, publisher)  # type: ignore[arg-type]
     checkout: dict[str, Any] = {"checkout_id": "k1", "status": "APPROVED", "requested_ms": 0}
     inbound = Inbound(settings.topics.checkouts, 0, 41, b"cart", 0)
     asyncio.run(sink._apply(checkout, inbound, 0))
@@ -155,11 +155,11 @@ def test_the_runner_retries_the_same_record_while_the_store_is_down(
 def test_a_rebalance_ends_the_retries_without_writing(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runner, "RETRY_FIRST_S", 0.01)
+    monkeypatch.setattr(sink_runner, "RETRY_FIRST_S", 0.01)
     store = MemoryStore(fail_times=1000)
     app = FakeApp(rebalancing=True)
     publisher = Publisher(app, AvroCodec(), settings.topics.dead_letters)  # type: ignore[arg-type]
-    sink = runner.SinkRunner(app, PersistSink(settings, store), settings, publisher)  # type: ignore[arg-type]
+    sink = sink_runner.SinkRunner(app, PersistSink(settings, store), settings, publisher)  # type: ignore[arg-type]
     checkout: dict[str, Any] = {"checkout_id": "k1", "status": "APPROVED", "requested_ms": 0}
     asyncio.run(sink._apply(checkout, Inbound(settings.topics.checkouts, 0, 41, b"c", 0), 0))
     assert store.checkouts == {} and store.fail_times == 999  # tried once, then handed back

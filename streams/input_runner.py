@@ -1,0 +1,89 @@
+"""What every consuming runner does per input record: take it in order (`InOrder`), decode and
+validate it, dead-letter what fails, else hand it to the runner's `_apply`; then count it.
+
+`runner.StageRunner` (a `Stage`, in batches, with its table and deadline ticks) and
+`sink_runner.SinkRunner` (a `Sink`, one database write at a time) build on it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import faust
+from opentelemetry.trace import Span
+
+from cartstream.core.ids import now_ms
+from cartstream.core.settings import Settings
+from cartstream.core.telemetry import mark_error
+from cartstream.streams.in_order import InOrder
+from cartstream.streams.ingress import Admitted, Ingress
+from cartstream.streams.publish import Publisher, inbound_from, record_processed
+from cartstream.streams.stage import Inbound, Sink, Stage
+from cartstream.streams.tracing import process_span
+
+RETRY_FIRST_S = 0.5  # the first retry of a failed write or batch ...
+RETRY_MAX_S = 10.0  # ... doubling up to this (a sink while its store is unavailable)
+
+
+def in_order(
+    app: faust.App, name: str, topics: Iterable[str], *, sequential: bool = True
+) -> InOrder:
+    """An `InOrder` for the agent `name` consuming `topics` (`sequential`: one batch at a time):
+    started afresh at every rebalance, and checked for partitions whose records stopped coming
+    every `InOrder.RESEEK_S`."""
+    guard = InOrder(app, name, topics, sequential=sequential)
+
+    async def _reset(sender: object, *_: object, **__: object) -> None:
+        guard.reset()
+
+    app.on_partitions_revoked.connect(_reset)
+    app.timer(interval=InOrder.RESEEK_S, name=f"{name}-in-order")(guard.check)
+    return guard
+
+
+class InputRunner:
+    """What every consuming runner does per input: decode and validate, dead-letter what fails
+    (marking the `process <topic>` span Faust's sensor opened), else `_apply`; then count it."""
+
+    def __init__(
+        self, app: faust.App, node: Stage[Any] | Sink, settings: Settings, publisher: Publisher
+    ) -> None:
+        self.app = app
+        self.node = node
+        self.settings = settings
+        self.publisher = publisher
+        self.codec = publisher.codec
+        self.ingress = Ingress(settings, publisher.codec, node)
+        self.in_order = in_order(app, node.name, self.input_topics())
+
+    def input_topics(self) -> list[str]:
+        """What the agent consumes (and `InOrder` watches)."""
+        return [*self.node.inputs().keys()]
+
+    async def handle(self, msg: Any) -> None:
+        if not await self.in_order.admit(msg):
+            return
+        started = time.perf_counter()
+        inbound = inbound_from(msg)
+        now = now_ms()
+        span = process_span()
+        span.set_attribute("cartstream.stage", self.node.name)
+        admitted = self._admit(inbound, msg.value, now, span)
+        if admitted.outputs:
+            await self.publisher.publish(admitted.outputs, self.node.name)
+        if admitted.record is not None:
+            await self._apply(admitted.record, inbound, now)
+        record_processed(self.node.name, msg.topic, started, admitted.record is None)
+
+    def _admit(self, inbound: Inbound, value: bytes, now: int, span: Span) -> Admitted:
+        """Decode and validate; a dead letter marks the input's span failed with its reason."""
+        admitted = self.ingress.admit(inbound, value, now)
+        for out in admitted.outputs:
+            if out.topic == self.settings.topics.dead_letters:
+                mark_error(span, str(out.record["reason"]), str(out.record["error_type"]))
+        return admitted
+
+    async def _apply(self, record: Mapping[str, Any], inbound: Inbound, now: int) -> None:
+        raise NotImplementedError
