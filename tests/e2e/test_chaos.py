@@ -4,6 +4,8 @@ input while carts shop; every checkout must equal the fault-free run's (the docu
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,34 +20,41 @@ pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def recovery_progress(folder: Path, lines: int = 40) -> list[str]:
-    """What each chaos worker last logged of its table recovery (Faust's `Recovery` lines and
-    its "Remaining for active recovery" tables), of records fetched again and of stalled agents
-    with where they wait (`InOrder`), and of agents Faust restarted: where a stalled partition
-    stands."""
+def worker_log_lines(
+    folder: Path, keep: Callable[[str], bool], lines: int, workers: str = "*"
+) -> list[str]:
+    """The last `lines` lines each chaos worker (`workers`: a glob of their indexes) logged
+    that `keep` accepts, under the log's name."""
     out = []
-    for log in sorted(folder.glob("worker-*.log")):
-        text = log.read_text(errors="replace").splitlines()
-        kept = [
-            line
-            for line in text
-            if any(w in line for w in ("Recovery", " again", "stalled", "Restarting"))
-            or line.startswith(("│", "|", "  "))
-        ]
-        out += [f"--- {log.name}", *kept[-lines:]]
+    for log in sorted(folder.glob(f"worker-{workers}.log")):
+        kept = [line for line in log.read_text(errors="replace").splitlines() if keep(line)]
+        out += [f"--- {log.name} (its last {lines} such lines)", *kept[-lines:]]
     return out
 
 
-def crash_context(folder: Path, lines: int = 60) -> list[str]:
-    """What each chaos worker logged last before and as it exited: its errors, critical lines
-    and tracebacks (a worker that exits on its own must say why in the failure)."""
-    out = []
-    for log in sorted(folder.glob("worker-*.log")):
-        text = log.read_text(errors="replace").splitlines()
-        marks = ("ERROR", "CRITICAL", "Traceback", "Error:", "Exception", "  File ", "Crashed")
-        kept = [line for line in text if any(m in line for m in marks)]
-        out += [f"--- {log.name} (its last {lines} error lines)", *kept[-lines:]]
-    return out
+def recovery_progress(folder: Path) -> list[str]:
+    """Where a stalled partition stands: each worker's table recovery (Faust's `Recovery` lines
+    and "Remaining for active recovery" tables), records fetched again, stalled agents with
+    where they wait (`InOrder`), and agents Faust restarted."""
+
+    def keep(line: str) -> bool:
+        words = ("Recovery", " again", "stalled", "Restarting")
+        return any(w in line for w in words) or line.startswith(("│", "|", "  "))
+
+    return worker_log_lines(folder, keep, 40)
+
+
+def crash_context(folder: Path, exits: list[str]) -> list[str]:
+    """Why the workers in `exits` ("worker 0 (all) exited with 1") exited: their errors and
+    tracebacks, without the reconnection noise every worker logs while the broker is away."""
+    marks = ("ERROR", "CRITICAL", "Traceback", "Error:", "Exception", "  File ", "Crashed")
+    noise = ("Unable connect", "Unable to update metadata", "NodeNotReadyError", "kafka.net.")
+
+    def keep(line: str) -> bool:
+        return any(m in line for m in marks) and not any(n in line for n in noise)
+
+    indexes = sorted({int(m) for m in re.findall(r"worker (\d+) ", " ".join(exits))})
+    return [line for i in indexes for line in worker_log_lines(folder, keep, 60, workers=str(i))]
 
 
 def ci_config(tmp_path: Path, slots: int, **overrides: Any) -> ChaosConfig:
@@ -159,7 +168,7 @@ def assert_nothing_lost(result: ChaosResult, said: list[str], folder: Path) -> N
     assert verdict.differences == [], verdict.differences
     assert verdict.missing_on_topic == []
     assert verdict.unexpected_exits == [], "\n".join(
-        [*verdict.unexpected_exits, *crash_context(folder / "chaos")]
+        [*verdict.unexpected_exits, *crash_context(folder / "chaos", verdict.unexpected_exits)]
     )
     assert not any(verdict.open_sessions.values()), verdict.open_sessions
     assert verdict.lag_recovered, "\n".join(
