@@ -18,6 +18,7 @@ from cartstream.models.catalog import Catalog
 from cartstream.schemas.codec import AvroCodec
 from cartstream.services.carts.simulate import SimConfig, cart_events, plan_carts
 from cartstream.streams import runner
+from cartstream.streams.backlog import tick_value
 from cartstream.streams.reason import ReasonStage
 from cartstream.streams.stage import Outbound
 from tests.unit.test_persist_sink import FakeApp as SinkRunnerApp
@@ -174,3 +175,69 @@ def test_no_state_is_stored_when_the_batch_outputs_were_not_acknowledged(
         asyncio.run(_feed(stage_runner, messages, batch=len(messages)))
     assert app.table.writes == 0 and not app.table  # the whole batch comes again
     stage_runner.stage.close()
+
+
+class TickTopic:
+    """The stage's tick topic: records what the deadline timer sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, bytes, int]] = []
+
+    async def send(self, key: bytes, value: bytes, partition: int) -> None:
+        self.sent.append((key, value, partition))
+
+
+def test_deadline_ticks_wait_for_the_partitions_backlog(
+    weight_settings: Settings, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner's wiring of backlog.py: no tick is sent for a partition whose inputs hold
+    records the stage has not processed; a tick that carries ends the stage has not reached
+    (sent before a restart) is held, and acted on once it has."""
+    from faust.types import TP
+
+    from tests.unit.test_backlog import FakeConsumer
+
+    messages = _messages(weight_settings, catalog)
+    stage_runner, app = _runner(weight_settings, catalog, FakePublisher())
+    asyncio.run(_feed(stage_runner, messages[: len(messages) // 2], batch=64))
+    stage = stage_runner.stage
+    monkeypatch.setattr(stage, "needs_tick", lambda state, now: True)
+    ticked: list[str] = []
+    tick = stage.tick
+
+    def counted(state: Any, now: int) -> Any:
+        ticked.append(state.cart_id)
+        return tick(state, now)
+
+    monkeypatch.setattr(stage, "tick", counted)
+    topic = TickTopic()
+    stage_runner.tick_topic = topic
+    p = next(iter(app.table.values())).partition
+    keys = sorted(k for k, v in app.table.items() if v.partition == p)
+    inputs = sorted(stage.inputs())
+    app.consumer = FakeConsumer({TP(t, p): 10 for t in inputs}, {})  # type: ignore[attr-defined]
+    expected = stage_runner.in_order.expected
+    expected.update({TP(t, p): 10 for t in inputs})
+    expected[TP(inputs[0], p)] = 5  # five records of the partition not processed yet
+
+    asyncio.run(stage_runner._send_ticks())
+    assert [s for s in topic.sent if s[2] == p] == []  # held: the backlog comes first
+
+    expected[TP(inputs[0], p)] = 10
+    asyncio.run(stage_runner._send_ticks())
+    sent = [s for s in topic.sent if s[2] == p]
+    assert sorted(k.decode() for k, _, _ in sent) == keys
+    assert {v for _, v, _ in sent} == {tick_value({t: 10 for t in inputs})}
+
+    key, value, _ = sent[0]
+    delivered = SimpleNamespace(
+        topic=stage_runner.tick_topic_name, partition=p, key=key, value=value, headers={}
+    )
+    cart = app.table[key.decode()].state.cart_id
+    expected[TP(inputs[0], p)] = 7  # a restarted worker, not as far on as the sender
+    asyncio.run(stage_runner.handle_batch([delivered]))
+    assert ticked == []
+    expected[TP(inputs[0], p)] = 10
+    asyncio.run(stage_runner.handle_batch([delivered]))
+    assert ticked == [cart]
+    stage.close()
