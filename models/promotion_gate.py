@@ -6,14 +6,19 @@ human-verified frames of exported review queues (`cartstream review export`), th
 to store data there is. Both models see exactly the same images; inference is deterministic, so
 a difference in mAP@0.5 or count accuracy is the models', not noise. Latency is the median of
 interleaved timed runs of the same batch on both models (the machine's load moves both alike).
+
+When the candidate ran as a shadow beside the champion (`detect.shadow_version`), the online
+comparison of the frames both saw (`cartstream models shadow-report --json`) is judged too
+(`with_online`): it must be of these two models, the candidate no less accurate on the frames
+people verified, and its median time per frame on the workers within the same slowdown bound.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,7 @@ class GateBounds:
     max_map_drop: float = 0.0  # candidate mAP@0.5 may be at most this much below the champion's
     max_count_drop: float = 0.0  # likewise exact-count accuracy
     max_slowdown: float = 1.25  # candidate ms per frame at most this many times the champion's
+    max_online_accuracy_drop: float = 0.0  # on the verified frames of a shadow deployment
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,7 @@ class GateResult:
     champion_ms: float
     candidate_ms: float
     refusals: list[str] = field(default_factory=list)
+    online: dict[str, Any] | None = None  # the shadow deployment's report, when judged
 
     @property
     def passed(self) -> bool:
@@ -85,6 +92,45 @@ def judge(
             f"(bound: {bounds.max_slowdown:.2f}x)"
         )
     return GateResult(champion, candidate, list(sets), champion_ms, candidate_ms, refusals)
+
+
+def judge_online(
+    online: Mapping[str, Any], champion: str, candidate: str, bounds: GateBounds
+) -> list[str]:
+    """Refusals from a shadow deployment's report (the dict `models shadow-report --json`
+    prints): pure, like `judge`."""
+    pairs = {(p["champion"], p["candidate"]) for p in online.get("models", [])}
+    if pairs != {(champion, candidate)}:
+        seen = ", ".join(f"{a} with {b}" for a, b in sorted(pairs)) or "no frames"
+        return [f"the shadow report compares {seen}, not {champion} with {candidate}"]
+    refusals = []
+    verified = int(online.get("verified_frames") or 0)
+    ours = online.get("champion_accuracy_on_verified")
+    theirs = online.get("candidate_accuracy_on_verified")
+    if (
+        verified
+        and ours is not None
+        and theirs is not None
+        and (ours - theirs > bounds.max_online_accuracy_drop + 1e-12)
+    ):
+        refusals.append(
+            f"accuracy on {verified} verified frames of the shadow deployment: "
+            f"{theirs:.4f} against the champion's {ours:.4f}"
+        )
+    champion_ms = (online.get("champion_ms_p50_p99") or [None])[0]
+    candidate_ms = (online.get("candidate_ms_p50_p99") or [None])[0]
+    if champion_ms and candidate_ms and candidate_ms > champion_ms * bounds.max_slowdown:
+        refusals.append(
+            f"{candidate_ms:.2f} ms per frame on the workers (median of the shadow deployment) "
+            f"against the champion's {champion_ms:.2f} (bound: {bounds.max_slowdown:.2f}x)"
+        )
+    return refusals
+
+
+def with_online(result: GateResult, online: Mapping[str, Any], bounds: GateBounds) -> GateResult:
+    """The offline verdict with the shadow deployment's report judged as well."""
+    refusals = judge_online(online, result.champion, result.candidate, bounds)
+    return replace(result, refusals=[*result.refusals, *refusals], online=dict(online))
 
 
 def _scores(report: EvalReport) -> dict[str, float]:

@@ -124,6 +124,12 @@ def show(ctx: click.Context, version: str, registry: Path | None) -> None:
     help="An exported review queue whose verified frames the gate also scores.",
 )
 @click.option("--max-slowdown", type=float, default=1.25, show_default=True)
+@click.option(
+    "--shadow-report",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="The JSON of `models shadow-report --json` for VERSION as a shadow: judged too.",
+)
 @registry_option
 @click.pass_context
 def promote(
@@ -135,19 +141,21 @@ def promote(
     gate_seed: int,
     verified: tuple[Path, ...],
     max_slowdown: float,
+    shadow_report: Path | None,
     registry: Path | None,
 ) -> None:
     """Make VERSION the one workers load, if it passes the gate: no worse
     than the promoted model on held-out scenes (and verified review frames), and not slower
-    than --max-slowdown times it."""
+    than --max-slowdown times it; with --shadow-report, likewise online beside it."""
     from cartstream.models.catalog import Catalog
-    from cartstream.models.promotion_gate import GateBounds, run_gate
+    from cartstream.models.promotion_gate import GateBounds, run_gate, with_online
 
     reg = open_registry(ctx, registry)
     candidate = reg.get(version)
     champion = reg.promoted()
     verdict = None
     if champion is not None and champion != candidate.version and not force:
+        bounds = GateBounds(max_slowdown=max_slowdown)
         result = run_gate(
             reg.model_path(champion),
             candidate.model_path,
@@ -155,14 +163,25 @@ def promote(
             images=gate_images,
             seed=gate_seed,
             verified=verified,
-            bounds=GateBounds(max_slowdown=max_slowdown),
+            bounds=bounds,
         )
+        if shadow_report is not None:
+            result = with_online(result, json.loads(shadow_report.read_text()), bounds)
         verdict = result.as_dict()
         for s in result.sets:
             click.echo(f"{s.name}: champion {s.champion}, candidate {s.candidate}")
         click.echo(
             f"ms per frame: champion {result.champion_ms:.2f}, candidate {result.candidate_ms:.2f}"
         )
+        if result.online is not None:
+            o = result.online
+            click.echo(
+                f"shadow deployment: {o.get('frames')} frames, agreement {o.get('agreement')}, "
+                f"accuracy on {o.get('verified_frames')} verified frames: champion "
+                f"{o.get('champion_accuracy_on_verified')}, candidate "
+                f"{o.get('candidate_accuracy_on_verified')}; ms p50/p99: champion "
+                f"{o.get('champion_ms_p50_p99')}, candidate {o.get('candidate_ms_p50_p99')}"
+            )
         if not result.passed:
             raise click.ClickException(
                 f"{candidate.version} refused by the promotion gate: " + "; ".join(result.refusals)
