@@ -15,7 +15,7 @@ from cartstream.services.cli.context import cli_settings, console
 
 @click.command("drift-reference")
 @click.option("--carts", type=int, default=8, show_default=True)
-@click.option("--sessions", type=int, default=12, show_default=True, help="Per cart.")
+@click.option("--sessions", type=int, default=36, show_default=True, help="Per cart.")
 @click.option("--seed", type=int, default=101, show_default=True)
 @click.option(
     "--out",
