@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faust.types import TP
 
 from cartstream.core.settings import Settings
 from cartstream.models.catalog import Catalog
@@ -21,6 +22,7 @@ from cartstream.streams import runner
 from cartstream.streams.backlog import tick_value
 from cartstream.streams.reason import ReasonStage
 from cartstream.streams.stage import Outbound
+from tests.unit.test_backlog import FakeConsumer
 from tests.unit.test_persist_sink import FakeApp as SinkRunnerApp
 
 
@@ -193,10 +195,6 @@ def test_deadline_ticks_wait_for_the_partitions_backlog(
     """The runner's wiring of backlog.py: no tick is sent for a partition whose inputs hold
     records the stage has not processed; a tick that carries ends the stage has not reached
     (sent before a restart) is held, and acted on once it has."""
-    from faust.types import TP
-
-    from tests.unit.test_backlog import FakeConsumer
-
     messages = _messages(weight_settings, catalog)
     stage_runner, app = _runner(weight_settings, catalog, FakePublisher())
     asyncio.run(_feed(stage_runner, messages[: len(messages) // 2], batch=64))
