@@ -9,6 +9,11 @@ Outputs at stride 8 (28x28 cells for 224 input):
 - `sizes`  [B, 2, H, W]: box width and height as fractions of the frame;
 - `offsets`[B, 2, H, W]: sub-cell offset of the box centre, in cells.
 Training uses the focal loss on Gaussian-splatted centres and L1 on size/offset at centres.
+
+With `context=True` a stride-16 stage is added and its features, upsampled, join the stride-8
+ones before the heads: the receptive field grows from 87 to about 167 pixels, so a cell
+sees the whole of a 62-pixel pack (a 1 L carton and a 2 L bottle of the same milk differ only in
+silhouette; 6 and 12 eggs in size).
 """
 
 from __future__ import annotations
@@ -49,10 +54,11 @@ class CartDetector(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, num_classes: int, width: int = 32) -> None:
+    def __init__(self, num_classes: int, width: int = 32, context: bool = False) -> None:
         super().__init__()
         w = width
         self.num_classes = num_classes
+        self.context: nn.Module | None = None
         self.backbone = nn.Sequential(
             _conv_bn(3, w, 3, 2),  # /2
             _separable(w, 2 * w, 2),  # /4
@@ -62,6 +68,13 @@ class CartDetector(nn.Module):
             Residual(4 * w),
             Residual(4 * w),
         )
+        if context:
+            self.context = nn.Sequential(
+                _separable(4 * w, 8 * w, 2),  # /16
+                Residual(8 * w),
+                Residual(8 * w),
+                _conv_bn(8 * w, 4 * w, 1),
+            )
         self.neck = _separable(4 * w, 4 * w)
         self.heat = nn.Conv2d(4 * w, num_classes, 1)
         self.box = nn.Conv2d(4 * w, 4, 1)
@@ -73,7 +86,10 @@ class CartDetector(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).float()
         x = (x - self.mean) / self.std
-        return self.neck(self.backbone(x))  # type: ignore[no-any-return]
+        x = self.backbone(x)
+        if self.context is not None:
+            x = x + F.interpolate(self.context(x), size=x.shape[-2:], mode="nearest")
+        return self.neck(x)  # type: ignore[no-any-return]
 
     def raw(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Heat logits [B,C,H,W] and box regression [B,4,H,W] (training)."""

@@ -47,7 +47,8 @@ def write_card(
         "file": path.name,
         "bytes": path.stat().st_size,
         "architecture": "CenterNet-style single-stage detector, depthwise-separable backbone, "
-        "stride 8, heads: class heatmap / box size / centre offset",
+        + ("stride 8 with a stride-16 context stage" if model.context is not None else "stride 8")
+        + ", heads: class heatmap / box size / centre offset",
         "input": {
             "name": "images",
             "dtype": "uint8",

@@ -31,7 +31,7 @@ def write_markdown(path: Path, card: dict[str, Any]) -> None:
 ## Training data and config
 {card["data"]}
 
-Reproduce: `cartstream models train-detector --seed {cfg["seed"]} --images {cfg["images"]} --epochs {cfg["epochs"]}`
+Reproduce: `cartstream models train-detector --seed {cfg["seed"]} --images {cfg["images"]} --epochs {cfg["epochs"]}{" --context" if cfg.get("context") else ""}{f" --sibling-share {cfg['sibling_share']}" if cfg.get("sibling_share") else ""}`
 (batch {cfg["batch_size"]}, AdamW lr {cfg["lr"]} one-cycle, weight decay {cfg["weight_decay"]},
 width {cfg["width"]}, {cfg["threads"]} threads, random horizontal flips). Trained in
 {t["seconds"] / 60:.1f} minutes ({t["steps"]} steps, {t["epochs_done"]} epochs) on a 2-core CPU.

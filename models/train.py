@@ -34,6 +34,11 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     width: int = 32
+    context: bool = False  # the stride-16 context stage (detector.py)
+    # share of training scenes that show an item beside a same-brand sibling (milk 1 L and 2 L,
+    # eggs 6 and 12, white and wholemeal bread): the pairs the detector confuses; 0 renders the
+    # held-out scenes' own mix
+    sibling_share: float = 0.0
     threads: int = 2
     max_minutes: float = 27.0
     jpeg_quality: int = 85
@@ -58,8 +63,31 @@ class TrainResult:
         }
 
 
-def scene_plan(rng: np.random.Generator, catalog: Catalog) -> tuple[str | None, list[str]]:
-    """What one training (or evaluation) frame shows: the hand's item and the basket's."""
+def siblings(catalog: Catalog) -> dict[str, list[str]]:
+    """Packaged SKU -> the other packaged SKUs of its brand (those with any)."""
+    packed = [s for s in catalog.skus if not s.sold_by_weight]
+    out = {s.sku: [o.sku for o in packed if o.brand == s.brand and o.sku != s.sku] for s in packed}
+    return {sku: others for sku, others in out.items() if others}
+
+
+def scene_plan(
+    rng: np.random.Generator,
+    catalog: Catalog,
+    sibling_share: float = 0.0,
+    pairs: dict[str, list[str]] | None = None,
+) -> tuple[str | None, list[str]]:
+    """What one training (or evaluation) frame shows: the hand's item and the basket's; with
+    `sibling_share`, that share of frames shows an item (in hand or not) beside a same-brand
+    sibling (`siblings`). The rng is drawn from the same way when the share is 0."""
+    if sibling_share > 0 and pairs and rng.random() < sibling_share:
+        names = sorted(pairs)
+        sku = names[int(rng.integers(len(names)))]
+        other = pairs[sku][int(rng.integers(len(pairs[sku])))]
+        n = len(catalog)
+        rest = [catalog.skus[int(i)].sku for i in rng.integers(0, n, int(rng.integers(0, 4)))]
+        if rng.random() < 0.5:
+            return sku, [other, *rest]
+        return None, [sku, other, *rest]
     roll = rng.random()
     n = len(catalog)
     if roll < 0.08:
@@ -71,15 +99,16 @@ def scene_plan(rng: np.random.Generator, catalog: Catalog) -> tuple[str | None, 
 
 
 def render_dataset(
-    catalog: Catalog, count: int, seed: int, jpeg_quality: int = 85
+    catalog: Catalog, count: int, seed: int, jpeg_quality: int = 85, sibling_share: float = 0.0
 ) -> tuple[np.ndarray, list[BoxList]]:
     """`count` labelled frames (after a JPEG round trip, as the detector will see them)."""
     renderer = SceneRenderer(catalog)
+    pairs = siblings(catalog) if sibling_share > 0 else None
     rng = np.random.default_rng(seed)
     images = np.empty((count, renderer.size, renderer.size, 3), np.uint8)
     labels: list[BoxList] = []
     for i in range(count):
-        hand, basket = scene_plan(rng, catalog)
+        hand, basket = scene_plan(rng, catalog, sibling_share, pairs)
         img, boxes = renderer.render(rng, int(rng.integers(2)), hand, basket)
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
         seen: np.ndarray | None = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
@@ -102,10 +131,12 @@ def train_detector(
     images, labels = (
         data
         if data is not None
-        else render_dataset(catalog, config.images, config.seed, config.jpeg_quality)
+        else render_dataset(
+            catalog, config.images, config.seed, config.jpeg_quality, config.sibling_share
+        )
     )
     log.info("rendered %d scenes in %.1f s", len(labels), time.monotonic() - started)
-    model = CartDetector(len(catalog), config.width)
+    model = CartDetector(len(catalog), config.width, config.context)
     steps_per_epoch = max(1, len(labels) // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

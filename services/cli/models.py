@@ -29,6 +29,19 @@ def models() -> None:
 @click.option("--epochs", type=int, default=9, show_default=True)
 @click.option("--minutes", type=float, default=27.0, show_default=True, help="Time budget.")
 @click.option(
+    "--context/--no-context",
+    default=False,
+    show_default=True,
+    help="Add the stride-16 context stage (a wider view: pack sizes and silhouettes).",
+)
+@click.option(
+    "--sibling-share",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of training scenes showing an item beside a same-brand sibling.",
+)
+@click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),
     default=TRAINED_MODEL,
@@ -61,6 +74,8 @@ def train_detector(
     images: int,
     epochs: int,
     minutes: float,
+    context: bool,
+    sibling_share: float,
     out: Path,
     replace_bundled: bool,
     eval_images: int,
@@ -90,8 +105,15 @@ def train_detector(
     out.parent.mkdir(parents=True, exist_ok=True)
     logging.getLogger("cartstream").setLevel(logging.INFO)
     catalog = Catalog.load()
-    config = TrainConfig(seed=seed, images=images, epochs=epochs, max_minutes=minutes)
-    data = _with_extra(catalog, images, seed, config.jpeg_quality, extra) if extra else None
+    config = TrainConfig(
+        seed=seed,
+        images=images,
+        epochs=epochs,
+        max_minutes=minutes,
+        context=context,
+        sibling_share=sibling_share,
+    )
+    data = _with_extra(catalog, config, extra) if extra else None
     result = train(
         catalog,
         config,
@@ -122,16 +144,16 @@ def train_detector(
         console.print(f"workers use it with CARTSTREAM_DETECT__MODEL_PATH={out.resolve()}")
 
 
-def _with_extra(
-    catalog: Any, images: int, seed: int, quality: int, extra: tuple[Path, ...]
-) -> tuple[Any, list[Any]]:
+def _with_extra(catalog: Any, config: Any, extra: tuple[Path, ...]) -> tuple[Any, list[Any]]:
     """The rendered training set plus the verified images of exported review queues."""
     import numpy as np
 
     from cartstream.models.dataset import load_labelled
     from cartstream.models.train import render_dataset
 
-    scenes, labels = render_dataset(catalog, images, seed, quality)
+    scenes, labels = render_dataset(
+        catalog, config.images, config.seed, config.jpeg_quality, config.sibling_share
+    )
     for folder in extra:
         more, more_labels = load_labelled(folder, catalog)
         console.print(f"{folder}: {len(more_labels)} verified images")

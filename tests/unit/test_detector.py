@@ -7,7 +7,13 @@ from cartstream.models.catalog import Catalog
 from cartstream.models.detector import CartDetector, make_targets
 from cartstream.models.evaluate import average_precision, score_detections
 from cartstream.models.inference import FrameDetections, decode_peaks
-from cartstream.models.train import TrainConfig, render_dataset, train_detector
+from cartstream.models.train import (
+    TrainConfig,
+    render_dataset,
+    scene_plan,
+    siblings,
+    train_detector,
+)
 
 
 def test_peaks_decode_to_boxes() -> None:
@@ -74,3 +80,31 @@ def test_a_few_training_steps_reduce_the_loss(catalog: Catalog) -> None:
 def test_detector_is_compact(catalog: Catalog) -> None:
     model = CartDetector(len(catalog))
     assert sum(p.numel() for p in model.parameters()) < 500_000
+
+
+def test_the_context_stage_widens_the_view_and_keeps_the_outputs(catalog: Catalog) -> None:
+    """Which input columns a cell's class scores depend on (their gradient): 87 pixels wide
+    without the stride-16 stage, about 167 with it."""
+    torch.manual_seed(0)
+    for context, width in ((False, 87), (True, 167)):
+        model = CartDetector(len(catalog), 8, context).eval()
+        frame = torch.full((1, 224, 224, 3), 128.0, requires_grad=True)
+        logits, _ = model.raw(frame)
+        assert tuple(logits.shape) == (1, len(catalog), 28, 28)
+        logits[0, :, 14, 12].sum().backward()  # type: ignore[no-untyped-call]
+        assert frame.grad is not None
+        columns = (frame.grad[0].abs().sum(dim=(0, 2)) > 0).nonzero().flatten()
+        assert int(columns.max() - columns.min()) + 1 == width
+
+
+def test_sibling_scenes_show_an_item_beside_its_brand_sibling(catalog: Catalog) -> None:
+    pairs = siblings(catalog)
+    assert "DAI-MILK-2000" in pairs["DAI-MILK-1000"] and pairs["DAI-EGGS-6"] == ["DAI-EGGS-12"]
+    rng = np.random.default_rng(1)
+    plans = [scene_plan(rng, catalog, 1.0, pairs) for _ in range(50)]
+    for hand, basket in plans:
+        shown = [hand, *basket] if hand else basket
+        assert shown[1] in pairs[shown[0]]
+    # a share of 0 draws exactly as before: the held-out scenes do not move
+    plain = [scene_plan(np.random.default_rng(2), catalog) for _ in range(3)]
+    assert plain == [scene_plan(np.random.default_rng(2), catalog, 0.0, pairs) for _ in range(3)]
