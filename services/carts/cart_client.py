@@ -47,6 +47,8 @@ from cartstream.services.carts.spool import Spool, SpoolRecord
 log = logging.getLogger(__name__)
 
 ProducerFactory = Callable[[], Any]
+# (the record, the partition and offset the broker acknowledged it at): told once per delivery
+Delivered = Callable[[SpoolRecord, int, int], None]
 SignerOf = Callable[[str], CartSigner | None]  # cart id -> its signer (None: send unsigned)
 
 
@@ -74,6 +76,7 @@ class CartClient:
         producer_factory: ProducerFactory | None = None,
         fsync: bool = False,
         signer_of: SignerOf | None = None,
+        on_delivered: Delivered | None = None,
     ) -> None:
         setup_tracing(settings, component="cart")
         self.settings = settings
@@ -82,6 +85,7 @@ class CartClient:
         self.batch_size = batch_size
         self._factory = producer_factory or self._default_producer
         self._signer_of = signer_of or signers_from(settings)
+        self._on_delivered = on_delivered
         self._producer: Any = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -177,8 +181,10 @@ class CartClient:
                 for _, r in batch
             ]
             self._producer.flush(timeout=15)
-            for fut in futures:
-                fut.get(timeout=0)
+            acks = [fut.get(timeout=0) for fut in futures]
+            if self._on_delivered is not None:
+                for (_, record), ack in zip(batch, acks, strict=True):
+                    self._on_delivered(record, ack.partition, ack.offset)
             return True
         except (KafkaError, OSError, AssertionError) as exc:
             log.warning(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from cartstream.core.settings import KafkaSettings, Settings
@@ -12,6 +13,7 @@ from cartstream.services.carts.cart_client import CartClient
 from cartstream.services.kafka.broker import EmbeddedBroker
 from cartstream.services.kafka.tail import read_topic
 from cartstream.services.kafka.topics import ensure_topics
+from cartstream.services.tools.chaos.acked import AckLedger, absent_from_log
 
 CARTS = ("cart-a", "cart-b", "cart-c")
 
@@ -88,7 +90,8 @@ def test_nothing_a_durable_broker_acknowledged_is_lost_across_kill_9(tmp_path: P
         kafka=KafkaSettings(bootstrap_servers=broker.bootstrap), broker_profile="tansu-s3"
     )
     ensure_topics(settings)
-    client = CartClient(settings, tmp_path / "spool", batch_size=20)
+    ledger = AckLedger()
+    client = CartClient(settings, tmp_path / "spool", batch_size=20, on_delivered=ledger.note)
     sent: list[dict[str, object]] = []
     try:
         for seq in range(240):
@@ -104,6 +107,11 @@ def test_nothing_a_durable_broker_acknowledged_is_lost_across_kill_9(tmp_path: P
             time.sleep(0.01)
         assert client.flush(120), f"{client.pending()} events still spooled"
         received = {r["event_id"] for r in collect(settings)}
+        # the chaos verifier's lost-write check (acked.py) agrees, and would name a loss
+        acked = ledger.of_keys(CARTS)
+        assert {a.event_id for a in acked} == {p["event_id"] for p in sent}
+        invented = replace(acked[0], event_id="never-sent")
+        assert absent_from_log(settings, [*acked, invented]) == [invented]
     finally:
         client.close(5)
         broker.stop(kill=True)

@@ -28,6 +28,7 @@ from cartstream.services.carts.simulate import SimConfig, plan_carts, simulate
 from cartstream.services.kafka.lag import LagProbe
 from cartstream.services.storage.migrate import upgrade
 from cartstream.services.storage.repository import Repository
+from cartstream.services.tools.chaos.acked import AckLedger, absent_from_log
 from cartstream.services.tools.chaos.cluster import Cluster, Topology
 from cartstream.services.tools.chaos.schedule import Fault, Shape, plan
 from cartstream.services.tools.chaos.verify import Outcome, Sample, Verdict, collect, verify
@@ -74,6 +75,9 @@ class RunRecord:
     unexpected_exits: list[str]
     seconds: float
     fuzz: dict[str, Any] = field(default_factory=dict)
+    # cart records the broker acknowledged and its log does not hold (checked when sessions
+    # were lost, for their carts: acked.py)
+    acked_not_in_log: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -132,13 +136,15 @@ def run_once(
     )
     catalog = Catalog.load(settings.catalog_path)
     sim = SimConfig(carts=config.carts, sessions=config.sessions, seed=config.seed, run_id=run_id)
-    requested = [s.session_id for s in plan_carts(sim, catalog) if s.plan.outcome == "checkout"]
+    planned = [s for s in plan_carts(sim, catalog) if s.plan.outcome == "checkout"]
+    requested = [s.session_id for s in planned]
     repo = Repository.from_url(database_url)
     timeline: Timeline | None = None
     try:
         cluster.start()
         timeline = Timeline(cluster, faults, repo, say)
-        carts = CartThread(cluster, sim, catalog, folder, config.speed)
+        ledger = AckLedger()
+        carts = CartThread(cluster, sim, catalog, folder, config.speed, ledger)
         started = time.monotonic()
         carts.start()
         fuzz = start_fuzz(cluster, config, label)
@@ -157,6 +163,17 @@ def run_once(
         stages = stateful_roles([r for s in cluster.slots for r in parse_roles(s.roles)])
         outcome = collect(repo, cluster.settings, requested, sorted(set(stages)))
         exits = [e for s in cluster.slots for e in s.unexpected_exits]
+        lost_carts = {s.cart_id for s in planned if s.session_id not in outcome.checkouts}
+        acked_not_in_log = [
+            a.describe() for a in absent_from_log(cluster.settings, ledger.of_keys(lost_carts))
+        ]
+        if lost_carts:
+            say(
+                f"{label}: of {len(ledger.of_keys(lost_carts))} records the broker acknowledged "
+                f"to the carts of lost sessions ({', '.join(sorted(lost_carts))}), "
+                f"{len(acked_not_in_log)} are not in its log"
+                + "".join(f"\n  {line}" for line in acked_not_in_log[:20])
+            )
         return RunRecord(
             label,
             requested,
@@ -166,6 +183,7 @@ def run_once(
             exits,
             seconds,
             fuzz_report,
+            acked_not_in_log,
         )
     finally:
         if timeline is not None:
@@ -207,9 +225,16 @@ class CartThread:
     unreachable), in a thread, paced in real time."""
 
     def __init__(
-        self, cluster: Cluster, sim: SimConfig, catalog: Catalog, folder: Path, speed: float
+        self,
+        cluster: Cluster,
+        sim: SimConfig,
+        catalog: Catalog,
+        folder: Path,
+        speed: float,
+        ledger: AckLedger,
     ) -> None:
         self.cluster, self.sim, self.catalog, self.folder = cluster, sim, catalog, folder
+        self.ledger = ledger
         self.speed = speed
         self.done = False
         self.finished_at = float("inf")
@@ -224,7 +249,7 @@ class CartThread:
 
     def _main(self) -> None:
         settings = self.cluster.settings
-        client = CartClient(settings, self.folder / "spool")
+        client = CartClient(settings, self.folder / "spool", on_delivered=self.ledger.note)
         try:
             report = simulate(
                 self.sim,
