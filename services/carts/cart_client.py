@@ -10,7 +10,8 @@ lose an event when the Wi-Fi drops.
 to Kafka in order and advances the spool's cursor only after the broker acknowledged them. While
 the broker is unreachable events pile up on disk; when it comes back they are replayed in the
 order they were produced. A batch that fails is re-sent from its first event, so the broker may
-see an event twice: consumers dedupe on the `event-id` header / record field.
+see an event twice: consumers dedupe on the `event-id` header / record field. `on_delivered`
+hears where the broker put each event (the chaos verifier's lost-write check keeps that ledger).
 
 With cart keys configured, every record is signed as it is sent (core/cart_auth.py): the
 signing time and counter are those of the send, so a spool drained after an outage is fresh
