@@ -103,6 +103,18 @@ class Catalog:
         }
 
     @cached_property
+    def brand_siblings(self) -> dict[str, tuple[str, ...]]:
+        """Packaged SKU -> the other packaged SKUs of its brand, whatever their shape (the
+        detector's confusions: milk 1 L carton and 2 L bottle, eggs 6 and 12); only SKUs that
+        have any."""
+        packed = [s for s in self.skus if not s.sold_by_weight]
+        found = {
+            s.sku: tuple(o.sku for o in packed if o.brand == s.brand and o.sku != s.sku)
+            for s in packed
+        }
+        return {sku: others for sku, others in found.items() if others}
+
+    @cached_property
     def weight_twins(self) -> dict[str, tuple[str, ...]]:
         """SKU -> the other packaged SKUs a scale cannot tell apart from it (within 2 sd)."""
         packaged = [s for s in self.skus if not s.sold_by_weight]

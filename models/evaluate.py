@@ -52,6 +52,8 @@ class EvalReport:
     per_class_ap: dict[str, float]
     confusions: list[tuple[str, str, int]]
     mean_best_score: float
+    # true boxes taken for a same-brand sibling (`Catalog.brand_siblings`), every pair counted
+    sibling_confusions: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         worst = sorted(self.per_class_ap.items(), key=lambda kv: kv[1])[:8]
@@ -59,6 +61,7 @@ class EvalReport:
             "images": self.images,
             "map50": round(self.map50, 4),
             "count_accuracy": round(self.count_accuracy, 4),
+            "sibling_confusions": self.sibling_confusions,
             "worst_classes": {k: round(v, 4) for k, v in worst},
             "confusions": [{"truth": a, "detected": b, "count": n} for a, b, n in self.confusions],
         }
@@ -108,6 +111,9 @@ def score_detections(
         per_class_ap=ap,
         confusions=[(a, b, n) for (a, b), n in confusions.most_common(10)],
         mean_best_score=float(np.mean(best)) if best else 0.0,
+        sibling_confusions=sum(
+            n for (a, b), n in confusions.items() if b in catalog.brand_siblings.get(a, ())
+        ),
     )
 
 

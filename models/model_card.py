@@ -42,6 +42,7 @@ width {cfg["width"]}, {cfg["threads"]} threads, random horizontal flips). Traine
 |---|---|
 | mAP@0.5 | {m.get("map50", "n/a")} |
 | per-frame exact-count accuracy | {m.get("count_accuracy", "n/a")} |
+| true boxes taken for a same-brand sibling | {m.get("sibling_confusions", "n/a")} |
 
 Weakest classes (AP@0.5):
 

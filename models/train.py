@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -63,22 +63,15 @@ class TrainResult:
         }
 
 
-def siblings(catalog: Catalog) -> dict[str, list[str]]:
-    """Packaged SKU -> the other packaged SKUs of its brand (those with any)."""
-    packed = [s for s in catalog.skus if not s.sold_by_weight]
-    out = {s.sku: [o.sku for o in packed if o.brand == s.brand and o.sku != s.sku] for s in packed}
-    return {sku: others for sku, others in out.items() if others}
-
-
 def scene_plan(
     rng: np.random.Generator,
     catalog: Catalog,
     sibling_share: float = 0.0,
-    pairs: dict[str, list[str]] | None = None,
+    pairs: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[str | None, list[str]]:
     """What one training (or evaluation) frame shows: the hand's item and the basket's; with
     `sibling_share`, that share of frames shows an item (in hand or not) beside a same-brand
-    sibling (`siblings`). The rng is drawn from the same way when the share is 0."""
+    sibling (`Catalog.brand_siblings`). The rng is drawn from the same way when the share is 0."""
     if sibling_share > 0 and pairs and rng.random() < sibling_share:
         names = sorted(pairs)
         sku = names[int(rng.integers(len(names)))]
@@ -103,7 +96,7 @@ def render_dataset(
 ) -> tuple[np.ndarray, list[BoxList]]:
     """`count` labelled frames (after a JPEG round trip, as the detector will see them)."""
     renderer = SceneRenderer(catalog)
-    pairs = siblings(catalog) if sibling_share > 0 else None
+    pairs = catalog.brand_siblings if sibling_share > 0 else None
     rng = np.random.default_rng(seed)
     images = np.empty((count, renderer.size, renderer.size, 3), np.uint8)
     labels: list[BoxList] = []

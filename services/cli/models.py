@@ -181,6 +181,7 @@ def eval_detector(images: int, seed: int, model: Path | None, as_json: bool) -> 
     click.echo(f"model {runtime.version} on {report.images} held-out scenes (seed {seed})")
     click.echo(f"  mAP@0.5          {report.map50:.4f}")
     click.echo(f"  count accuracy   {report.count_accuracy:.4f}")
+    click.echo(f"  taken for a same-brand sibling: {report.sibling_confusions} boxes")
     for row in out["confusions"]:
         click.echo(f"  {row['truth']:<22} taken for {row['detected']:<22} {row['count']}x")
 

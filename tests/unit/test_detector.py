@@ -11,7 +11,6 @@ from cartstream.models.train import (
     TrainConfig,
     render_dataset,
     scene_plan,
-    siblings,
     train_detector,
 )
 
@@ -98,8 +97,8 @@ def test_the_context_stage_widens_the_view_and_keeps_the_outputs(catalog: Catalo
 
 
 def test_sibling_scenes_show_an_item_beside_its_brand_sibling(catalog: Catalog) -> None:
-    pairs = siblings(catalog)
-    assert "DAI-MILK-2000" in pairs["DAI-MILK-1000"] and pairs["DAI-EGGS-6"] == ["DAI-EGGS-12"]
+    pairs = catalog.brand_siblings
+    assert "DAI-MILK-2000" in pairs["DAI-MILK-1000"] and pairs["DAI-EGGS-6"] == ("DAI-EGGS-12",)
     rng = np.random.default_rng(1)
     plans = [scene_plan(rng, catalog, 1.0, pairs) for _ in range(50)]
     for hand, basket in plans:
@@ -108,3 +107,18 @@ def test_sibling_scenes_show_an_item_beside_its_brand_sibling(catalog: Catalog) 
     # a share of 0 draws exactly as before: the held-out scenes do not move
     plain = [scene_plan(np.random.default_rng(2), catalog) for _ in range(3)]
     assert plain == [scene_plan(np.random.default_rng(2), catalog, 0.0, pairs) for _ in range(3)]
+
+
+def test_sibling_confusions_count_only_same_brand_mistakes(catalog: Catalog) -> None:
+    one, two, other = (
+        catalog.index("DAI-MILK-1000"),
+        catalog.index("DAI-MILK-2000"),
+        catalog.index("BAK-WHITE-800"),
+    )
+    truth = [[(one, 0.1, 0.1, 0.4, 0.4)], [(one, 0.1, 0.1, 0.4, 0.4)]]
+    boxes = np.array([[0.1, 0.1, 0.4, 0.4]], np.float32)
+    score = np.array([0.9], np.float32)
+    found = [FrameDetections(np.array([two]), score, boxes)]
+    found.append(FrameDetections(np.array([other]), score, boxes))
+    report = score_detections(catalog, truth, found, 0.3)
+    assert len(report.confusions) == 2 and report.sibling_confusions == 1
