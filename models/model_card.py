@@ -17,6 +17,12 @@ def write_markdown(path: Path, card: dict[str, Any]) -> None:
         or "| - | - | - |"
     )
     worst = "\n".join(f"| {k} | {v:.3f} |" for k, v in m.get("worst_classes", {}).items())
+    budget = (
+        f" of {cfg['epochs']}: the {cfg['max_minutes']:.0f}-minute budget stopped it; a faster "
+        "machine trains further"
+        if t["epochs_done"] < cfg["epochs"] and "max_minutes" in cfg
+        else ""
+    )
     text = f"""# Model card: {card["name"]}
 
 | | |
@@ -34,7 +40,7 @@ def write_markdown(path: Path, card: dict[str, Any]) -> None:
 Reproduce: `cartstream models train-detector --seed {cfg["seed"]} --images {cfg["images"]} --epochs {cfg["epochs"]}{" --context" if cfg.get("context") else ""}{f" --sibling-share {cfg['sibling_share']}" if cfg.get("sibling_share") else ""}`
 (batch {cfg["batch_size"]}, AdamW lr {cfg["lr"]} one-cycle, weight decay {cfg["weight_decay"]},
 width {cfg["width"]}, {cfg["threads"]} threads, random horizontal flips). Trained in
-{t["seconds"] / 60:.1f} minutes ({t["steps"]} steps, {t["epochs_done"]} epochs) on a 2-core CPU.
+{t["seconds"] / 60:.1f} minutes ({t["steps"]} steps, {t["epochs_done"]} epochs{budget}) on a 2-core CPU.
 
 ## Metrics (held-out rendered scenes, `cartstream models eval-detector --images {m.get("images", "?")}`)
 
