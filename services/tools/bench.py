@@ -101,19 +101,30 @@ def stage_rate(frames: np.ndarray, batch: int, count: int = 512) -> float:
         detect={"threads": os.cpu_count() or 2, "max_batch": batch}
     )
     stage = DetectStage(settings, Catalog.load())
+    stage.start()  # loads the detector, as a worker does before its first batch
     codec = AvroCodec()
     values = [codec.encode(CART_FRAME, r) for r in frame_records(frames, count)]
     now = now_ms()
+    detections = 0
     started = time.perf_counter()
-    for i in range(0, count, batch):
-        chunk = values[i : i + batch]
-        records = [codec.decode(v, CART_FRAME) for v in chunk]
-        inbounds = [Inbound(settings.topics.frames, 0, i + k, b"c", now) for k in range(len(chunk))]
-        for r, inbound in zip(records, inbounds, strict=True):
-            stage.validate(r, inbound, now)
-        for out in stage.handle_batch(records, inbounds, chunk, now):
-            codec.encode(out.schema, out.record)
-    return count / (time.perf_counter() - started)
+    try:
+        for i in range(0, count, batch):
+            chunk = values[i : i + batch]
+            records = [codec.decode(v, CART_FRAME) for v in chunk]
+            inbounds = [
+                Inbound(settings.topics.frames, 0, i + k, b"c", now) for k in range(len(chunk))
+            ]
+            for r, inbound in zip(records, inbounds, strict=True):
+                stage.validate(r, inbound, now)
+            for out in stage.handle_batch(records, inbounds, chunk, now):
+                codec.encode(out.schema, out.record)
+                detections += out.topic == settings.topics.detections
+        seconds = time.perf_counter() - started
+    finally:
+        stage.close()
+    if detections != count:  # a stage that detected nothing measured nothing
+        raise RuntimeError(f"the detect stage published {detections} detections for {count} frames")
+    return count / seconds
 
 
 def agent_rate(frames: np.ndarray, batch: int, count: int, log_dir: Path) -> Rate:
