@@ -37,7 +37,7 @@ def write_markdown(path: Path, card: dict[str, Any]) -> None:
 ## Training data and config
 {card["data"]}
 
-Reproduce: `cartstream models train-detector --seed {cfg["seed"]} --images {cfg["images"]} --epochs {cfg["epochs"]}{" --context" if cfg.get("context") else ""}{f" --sibling-share {cfg['sibling_share']}" if cfg.get("sibling_share") else ""}`
+Reproduce: `cartstream models train-detector --seed {cfg["seed"]} --images {cfg["images"]} --epochs {cfg["epochs"]}{" --context" if cfg.get("context") else " --no-context"} --sibling-share {cfg.get("sibling_share", 0.0)}`
 (batch {cfg["batch_size"]}, AdamW lr {cfg["lr"]} one-cycle, weight decay {cfg["weight_decay"]},
 width {cfg["width"]}, {cfg["threads"]} threads, random horizontal flips). Trained in
 {t["seconds"] / 60:.1f} minutes ({t["steps"]} steps, {t["epochs_done"]} epochs{budget}) on a 2-core CPU.

@@ -34,11 +34,11 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     width: int = 32
-    context: bool = False  # the stride-16 context stage (detector.py)
+    context: bool = True  # the stride-16 context stage (detector.py)
     # share of training scenes that show an item beside a same-brand sibling (milk 1 L and 2 L,
     # eggs 6 and 12, white and wholemeal bread): the pairs the detector confuses; 0 renders the
     # held-out scenes' own mix
-    sibling_share: float = 0.0
+    sibling_share: float = 0.25
     threads: int = 2
     max_minutes: float = 27.0
     jpeg_quality: int = 85

@@ -30,14 +30,14 @@ def models() -> None:
 @click.option("--minutes", type=float, default=27.0, show_default=True, help="Time budget.")
 @click.option(
     "--context/--no-context",
-    default=False,
+    default=True,
     show_default=True,
     help="Add the stride-16 context stage (a wider view: pack sizes and silhouettes).",
 )
 @click.option(
     "--sibling-share",
     type=click.FloatRange(0, 1),
-    default=0.0,
+    default=0.25,
     show_default=True,
     help="Share of training scenes showing an item beside a same-brand sibling.",
 )
