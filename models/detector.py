@@ -10,8 +10,8 @@ Outputs at stride 8 (28x28 cells for 224 input):
 - `offsets`[B, 2, H, W]: sub-cell offset of the box centre, in cells.
 Training uses the focal loss on Gaussian-splatted centres and L1 on size/offset at centres.
 
-With `context=True` a stride-16 stage is added and its features, upsampled, join the stride-8
-ones before the heads: the receptive field grows from 87 to about 167 pixels, so a cell
+With `context` (the default) a stride-16 stage is added and its features, upsampled, join the
+stride-8 ones before the heads: the receptive field grows from 87 to about 167 pixels, so a cell
 sees the whole of a 62-pixel pack (a 1 L carton and a 2 L bottle of the same milk differ only in
 silhouette; 6 and 12 eggs in size).
 """
@@ -54,7 +54,7 @@ class CartDetector(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, num_classes: int, width: int = 32, context: bool = False) -> None:
+    def __init__(self, num_classes: int, width: int = 32, context: bool = True) -> None:
         super().__init__()
         w = width
         self.num_classes = num_classes

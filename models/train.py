@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -64,14 +64,12 @@ class TrainResult:
 
 
 def scene_plan(
-    rng: np.random.Generator,
-    catalog: Catalog,
-    sibling_share: float = 0.0,
-    pairs: Mapping[str, Sequence[str]] | None = None,
+    rng: np.random.Generator, catalog: Catalog, sibling_share: float = 0.0
 ) -> tuple[str | None, list[str]]:
     """What one training (or evaluation) frame shows: the hand's item and the basket's; with
     `sibling_share`, that share of frames shows an item (in hand or not) beside a same-brand
     sibling (`Catalog.brand_siblings`). The rng is drawn from the same way when the share is 0."""
+    pairs = catalog.brand_siblings
     if sibling_share > 0 and pairs and rng.random() < sibling_share:
         names = sorted(pairs)
         sku = names[int(rng.integers(len(names)))]
@@ -96,12 +94,11 @@ def render_dataset(
 ) -> tuple[np.ndarray, list[BoxList]]:
     """`count` labelled frames (after a JPEG round trip, as the detector will see them)."""
     renderer = SceneRenderer(catalog)
-    pairs = catalog.brand_siblings if sibling_share > 0 else None
     rng = np.random.default_rng(seed)
     images = np.empty((count, renderer.size, renderer.size, 3), np.uint8)
     labels: list[BoxList] = []
     for i in range(count):
-        hand, basket = scene_plan(rng, catalog, sibling_share, pairs)
+        hand, basket = scene_plan(rng, catalog, sibling_share)
         img, boxes = renderer.render(rng, int(rng.integers(2)), hand, basket)
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
         seen: np.ndarray | None = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None

@@ -100,13 +100,13 @@ def test_sibling_scenes_show_an_item_beside_its_brand_sibling(catalog: Catalog) 
     pairs = catalog.brand_siblings
     assert "DAI-MILK-2000" in pairs["DAI-MILK-1000"] and pairs["DAI-EGGS-6"] == ("DAI-EGGS-12",)
     rng = np.random.default_rng(1)
-    plans = [scene_plan(rng, catalog, 1.0, pairs) for _ in range(50)]
+    plans = [scene_plan(rng, catalog, 1.0) for _ in range(50)]
     for hand, basket in plans:
         shown = [hand, *basket] if hand else basket
         assert shown[1] in pairs[shown[0]]
     # a share of 0 draws exactly as before: the held-out scenes do not move
     plain = [scene_plan(np.random.default_rng(2), catalog) for _ in range(3)]
-    assert plain == [scene_plan(np.random.default_rng(2), catalog, 0.0, pairs) for _ in range(3)]
+    assert plain == [scene_plan(np.random.default_rng(2), catalog, 0.0) for _ in range(3)]
 
 
 def test_sibling_confusions_count_only_same_brand_mistakes(catalog: Catalog) -> None:

@@ -53,10 +53,6 @@ class AckLedger:
         with self._lock:
             return [a for a in self._acked if a.key in wanted]
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._acked)
-
 
 def absent_from_log(settings: Settings, acked: Iterable[Acked]) -> list[Acked]:
     """The acknowledged records whose event id the partition they went to does not hold."""

@@ -164,12 +164,12 @@ def run_once(
         outcome = collect(repo, cluster.settings, requested, sorted(set(stages)))
         exits = [e for s in cluster.slots for e in s.unexpected_exits]
         lost_carts = {s.cart_id for s in planned if s.session_id not in outcome.checkouts}
-        acked_not_in_log = [
-            a.describe() for a in absent_from_log(cluster.settings, ledger.of_keys(lost_carts))
-        ]
+        acked_not_in_log: list[str] = []
         if lost_carts:
+            acked = ledger.of_keys(lost_carts)
+            acked_not_in_log = [a.describe() for a in absent_from_log(cluster.settings, acked)]
             say(
-                f"{label}: of {len(ledger.of_keys(lost_carts))} records the broker acknowledged "
+                f"{label}: of {len(acked)} records the broker acknowledged "
                 f"to the carts of lost sessions ({', '.join(sorted(lost_carts))}), "
                 f"{len(acked_not_in_log)} are not in its log"
                 + "".join(f"\n  {line}" for line in acked_not_in_log[:20])
