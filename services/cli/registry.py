@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import click
 
 from cartstream.models.registry import PROMOTED, Registered, Registry
 from cartstream.schemas.records import ShadowDetection
 from cartstream.services.cli.context import cli_settings
+
+if TYPE_CHECKING:
+    from cartstream.services.tools.shadow_report import ShadowReport
 
 DEFAULT_REGISTRY = Path("cartstream-models/registry")
 FOLLOW = "workers on `promoted` switch within detect.promotion_check_s, others at their next start"
@@ -130,6 +133,15 @@ def show(ctx: click.Context, version: str, registry: Path | None) -> None:
     default=None,
     help="The JSON of `models shadow-report --json` for VERSION as a shadow: judged too.",
 )
+@click.option(
+    "--shadow",
+    "from_shadow",
+    is_flag=True,
+    help="Judge the shadow deployment too, read from cart.detections.shadow now: the frames "
+    "where VERSION ran beside the promoted model (scored on --verified frames as well). "
+    "Refused if it has seen none.",
+)
+@click.option("--shadow-idle", type=float, default=2.0, show_default=True, help="Seconds of quiet.")
 @registry_option
 @click.pass_context
 def promote(
@@ -142,14 +154,19 @@ def promote(
     verified: tuple[Path, ...],
     max_slowdown: float,
     shadow_report: Path | None,
+    from_shadow: bool,
+    shadow_idle: float,
     registry: Path | None,
 ) -> None:
     """Make VERSION the one workers load, if it passes the gate: no worse
     than the promoted model on held-out scenes (and verified review frames), and not slower
-    than --max-slowdown times it; with --shadow-report, likewise online beside it."""
+    than --max-slowdown times it; with --shadow (or a saved --shadow-report), likewise online,
+    where it ran beside the promoted model on the workers."""
     from cartstream.models.catalog import Catalog
     from cartstream.models.promotion_gate import GateBounds, run_gate, with_online
 
+    if from_shadow and shadow_report is not None:
+        raise click.UsageError("give --shadow or --shadow-report, not both")
     reg = open_registry(ctx, registry)
     candidate = reg.get(version)
     champion = reg.promoted()
@@ -167,6 +184,9 @@ def promote(
         )
         if shadow_report is not None:
             result = with_online(result, json.loads(shadow_report.read_text()), bounds)
+        elif from_shadow:
+            online = _compare_shadow(ctx, verified, shadow_idle, (champion, candidate.version))
+            result = with_online(result, online.as_dict(), bounds)
         verdict = result.as_dict()
         for s in result.sets:
             click.echo(f"{s.name}: champion {s.champion}, candidate {s.candidate}")
@@ -203,6 +223,26 @@ def rollback(ctx: click.Context, reason: str, registry: Path | None) -> None:
     click.echo(f"rolled back to {done.version} (from {done.previous}); {FOLLOW}")
 
 
+def _compare_shadow(
+    ctx: click.Context,
+    verified: tuple[Path, ...],
+    idle: float,
+    pair: tuple[str, str] | None = None,
+) -> ShadowReport:
+    """The shadow deployment as cart.detections.shadow holds it now (only the frames of
+    `pair`, champion and candidate, when given)."""
+    from cartstream.services.kafka.tail import read_topic
+    from cartstream.services.tools.shadow_report import compare, verified_labels
+
+    settings = cli_settings(ctx)
+    topic = settings.topics.detections_shadow
+    read = (r for r, _ in read_topic(settings, topic, idle_timeout_s=idle))
+    records = cast(Iterator[ShadowDetection], read)
+    if pair is not None:
+        records = (r for r in records if (r["champion_version"], r["candidate_version"]) == pair)
+    return compare(records, verified_labels(verified), settings.detect.score_threshold)
+
+
 @click.command("shadow-report")
 @click.option(
     "--verified",
@@ -218,19 +258,7 @@ def shadow_report(
 ) -> None:
     """Compare a shadow candidate with the champion on the frames both saw (agreement,
     confusions, accuracy on verified frames, latency), from cart.detections.shadow."""
-    from cartstream.services.kafka.tail import read_topic
-    from cartstream.services.tools.shadow_report import compare, verified_labels
-
-    settings = cli_settings(ctx)
-    records = (
-        r for r, _ in read_topic(settings, settings.topics.detections_shadow, idle_timeout_s=idle)
-    )
-    report = compare(
-        cast(Iterator[ShadowDetection], records),
-        verified_labels(verified),
-        settings.detect.score_threshold,
-    )
-    out = report.as_dict()
+    out = _compare_shadow(ctx, verified, idle).as_dict()
     if as_json:
         click.echo(json.dumps(out, indent=1))
         return

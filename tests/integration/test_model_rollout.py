@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 from click.testing import CliRunner
 from kafka import KafkaProducer
@@ -111,3 +112,76 @@ def test_a_promotion_reaches_a_running_worker_without_losing_a_frame(
     # one comparison per frame, or two for a frame re-delivered across the switch
     assert report["frames"] >= len({f for f in sent if shadowed(f, 0.5)})
     assert report["agreement"] == 1.0  # the candidate has the champion's weights
+
+
+def test_promote_judges_the_shadow_deployment_it_reads_from_the_broker(
+    broker_settings: Callable[..., Settings], pg_url: str, tmp_path: Path, catalog: Catalog
+) -> None:
+    """`models promote --shadow` reads cart.detections.shadow itself: a candidate that was
+    worse than the champion on the verified frames both saw is refused for it, and one that
+    never ran as a shadow is refused for having no online figures."""
+    settings = broker_settings()
+    ensure_topics(settings)
+    registry = Registry(tmp_path / "registry")
+    champion = registry.register(copy_bundled(tmp_path / "a"))
+    worse = registry.register(variant(tmp_path / "worse", 0.5))
+    unseen = registry.register(variant(tmp_path / "unseen", 0.0))
+    registry.promote(champion.version)
+    ready = tmp_path / "ready"
+    env = worker_env(settings, settings.app_id, pg_url, ready)
+    env["CARTSTREAM_DETECT__REGISTRY"] = str(registry.root)
+    env["CARTSTREAM_DETECT__SHADOW_VERSION"] = worse.version
+    env["CARTSTREAM_DETECT__SHADOW_SHARE"] = "1.0"
+    worker = WorkerProcess(env, tmp_path / "worker.log", roles="detect")
+    images, truth = render_dataset(catalog, 8, seed=78)
+    records = frame_records(images, 24)
+    verified = tmp_path / "review"
+    (verified / "images").mkdir(parents=True)
+    with (verified / "labels.jsonl").open("w") as fh:
+        for i, record in enumerate(records):  # what a person verified: the rendered truth
+            name = f"images/{record['event_id']}.jpg"
+            (verified / name).write_bytes(cast(bytes, record["jpeg"]))
+            boxes = [
+                {"sku": catalog.skus[c].sku, "x0": x0, "y0": y0, "x1": x1, "y1": y1}
+                for c, x0, y0, x1, y1 in truth[i % len(truth)]
+            ]
+            row = {"image": name, "frame_event_id": record["event_id"], "verified": True}
+            fh.write(json.dumps({**row, "boxes": boxes}) + "\n")
+    codec = AvroCodec()
+    producer = KafkaProducer(**settings.kafka.kafka_python_config())
+    try:
+        worker.wait_ready(ready, timeout_s=90)
+        for record in records:
+            producer.send(
+                settings.topics.frames,
+                key=str(record["cart_id"]).encode(),
+                value=codec.encode(CART_FRAME, record),
+            ).get(timeout=10)
+        deadline = time.monotonic() + 60
+        shadows: set[str] = set()
+        while len(shadows) < len(records) and time.monotonic() < deadline:
+            time.sleep(1)
+            shadows = {
+                r["frame_event_id"]
+                for r, _ in read_topic(
+                    settings, settings.topics.detections_shadow, idle_timeout_s=0.5
+                )
+            }
+    finally:
+        producer.close()
+        worker.stop()
+    assert len(shadows) == len(records)
+
+    def promote(version: str) -> Any:
+        args = ["--bootstrap", settings.kafka.bootstrap_servers, "models", "promote", version]
+        args += ["--registry", str(registry.root), "--gate-images", "32", "--max-slowdown", "4"]
+        return CliRunner().invoke(cli, [*args, "--verified", str(verified), "--shadow"], obj={})
+
+    refused = promote(worse.version)
+    assert refused.exit_code != 0
+    assert f"shadow deployment: {len(records)} frames" in refused.output, refused.output
+    assert "verified frames of the shadow deployment" in refused.output, refused.output
+    never = promote(unseen.version)
+    assert never.exit_code != 0
+    assert f"compares no frames, not {champion.version} with {unseen.version}" in never.output
+    assert registry.promoted() == champion.version
