@@ -332,6 +332,13 @@ def bench_tls(frames: int, packets: int, frame_kb: int, repeats: int, out: Path)
 @click.option(
     "--profile", "profile_carts", default="", help="py-spy the worker at these points (carts)."
 )
+@click.option(
+    "--workers",
+    "workers_list",
+    default="1",
+    show_default=True,
+    help="Worker processes in one group, per point (e.g. 1,2: every point with 1, then with 2).",
+)
 def bench_pipeline(
     modes: str,
     carts_list: str,
@@ -341,27 +348,33 @@ def bench_pipeline(
     out: Path,
     work: Path,
     profile_carts: str,
+    workers_list: str,
 ) -> None:
-    """N live carts at real-time pace on one worker: latency per hop, lag, CPU, saturation."""
+    """N live carts at real-time pace on one worker (or several in one group): latency per hop,
+    lag, CPU, saturation."""
     from cartstream.core.settings import Settings
     from cartstream.services.tools import bench_pipeline as bp
     from cartstream.services.tools.load.recording import Mode
 
     profiled = {int(n) for n in profile_carts.split(",") if n.strip()}
     points = []
+    counts = [int(n) for n in workers_list.split(",") if n.strip()]
+    if not counts or min(counts) < 1:
+        raise click.BadParameter("worker counts of 1 or more", param_hint="--workers")
     for mode in [m.strip() for m in modes.split(",") if m.strip()]:
         sizes = full_carts if mode == "full" else carts_list
-        for carts in [int(n) for n in sizes.split(",") if n.strip()]:
-            click.echo(f"{mode}: {carts} carts for {seconds:.0f} s ...")
+        for workers, carts in [(w, int(n)) for w in counts for n in sizes.split(",") if n.strip()]:
+            click.echo(f"{mode}: {carts} carts, {workers} worker(s), for {seconds:.0f} s ...")
             kind: Mode = "full" if mode == "full" else "reasoning"
             point = bp.run_point(
                 Settings(),
                 kind,
                 carts,
                 seconds,
-                work / f"{mode}-{carts}",
+                work / f"{mode}-{carts}-{workers}w",
                 admin_database_url,
                 profile=carts in profiled,
+                workers=workers,
             )
             points.append(point)
             click.echo("\n".join(bp.table([point])[2:]))

@@ -38,6 +38,7 @@ from cartstream.streams.app import group_id, parse_roles
 from cartstream.streams.worker import stateful_roles
 
 DRAIN_S = 30.0
+REBALANCE_S = 8.0  # Tansu answers a join after session_timeout/2 (3 s under `tansu`), twice
 ROLES: dict[str, str] = {"reasoning": "reason,anomalies,reconcile,persist", "full": "all"}
 # the issue's targets: p99 of the hop that matters per mode, in ms
 TARGET_MS: dict[str, tuple[str, float]] = {
@@ -59,6 +60,7 @@ class Point:
     cpu: dict[str, float]  # mean share of one core while sending
     rss_mb: dict[str, float]
     lag_series: list[tuple[float, int | None]]
+    workers: int = 1  # in one consumer group; cpu["worker"] is their sum, rss_mb the largest
     hot: list[Hot] = field(default_factory=list)  # py-spy: the worker's hottest functions
     shares: dict[str, float] = field(default_factory=dict)  # of its samples, per suspect
 
@@ -99,8 +101,12 @@ def run_point(
     admin_url: str,
     profile: bool = False,
     screens: ScreenWatch | None = None,
+    workers: int = 1,
+    templates: int = 20,
 ) -> Point:
-    """`screens`: also follow every cart's screen through a console (`bench screen`)."""
+    """`screens`: also follow every cart's screen through a console (`bench screen`);
+    `workers`: that many worker processes in one group (py-spy follows the first); `templates`:
+    carts simulated, whose copies make up the load (fewer build faster: the CI smoke)."""
     folder.mkdir(parents=True, exist_ok=True)
     with EmbeddedBroker(log_path=folder / "broker.log") as broker:
         app_id = f"bench-{mode}-{carts}-{uuid.uuid4().hex[:6]}"
@@ -113,20 +119,31 @@ def run_point(
         ensure_topics(s)
         ensure_tick_topics(s, stateful_roles(roles))
         database = fresh_database(admin_url, "bench")
-        ready = folder / "worker.ready"
-        worker = WorkerProcess(
-            worker_env(s, app_id, database, ready), folder / "worker.log", roles=ROLES[mode]
-        )
+        names = ["worker"] if workers == 1 else [f"worker-{i}" for i in range(workers)]
+        ready = {n: folder / f"{n}.ready" for n in names}
+        procs = {
+            n: WorkerProcess(
+                worker_env(s, app_id, database, ready[n]), folder / f"{n}.log", roles=ROLES[mode]
+            )
+            for n in names
+        }
+        worker = procs[names[0]]
         generator: Any = None
         sampler: Sampler | None = None
         try:
-            worker.wait_ready(ready, timeout_s=240)
-            load = LoadConfig(broker.bootstrap, carts, seconds, mode, str(folder / "load"))
+            for n, proc in procs.items():
+                proc.wait_ready(ready[n], timeout_s=240)
+            if workers > 1:  # the group's partitions spread over every member before the load
+                time.sleep(REBALANCE_S)
+            load = LoadConfig(
+                broker.bootstrap, carts, seconds, mode, str(folder / "load"), templates=templates
+            )
             generator = multiprocessing.get_context("spawn").Process(
                 target=generator_main, args=(load,), name="load-generator"
             )
             generator.start()
-            pids = {"worker": worker.proc.pid, "broker": broker.pid, "generator": generator.pid}
+            pids = {n: p.proc.pid for n, p in procs.items()}
+            pids.update(broker=broker.pid, generator=generator.pid)
             groups = {group_id(s, roles): consumed_topics(s, roles)}
             sampler = Sampler(s, groups, lambda: pids)
             sampler.start()
@@ -152,7 +169,8 @@ def run_point(
                 sampler.stop()
             if generator is not None and generator.is_alive():
                 generator.kill()
-            worker.stop()
+            for proc in procs.values():
+                proc.stop()
             drop_database(admin_url, database)
     raw = folder / "profile.txt"
     hot = profile_summary(raw) if profile and raw.exists() else []
@@ -169,8 +187,15 @@ def run_point(
         lag_max=max((lag for _, lag in lags if lag is not None), default=0),
         lag_end=end_lag,
         drained_s=drained,
-        cpu={n: sampler.mean_cpu(n, begin, sent_at) for n in ("worker", "broker", "generator")},
-        rss_mb={n: sampler.max_rss(n) for n in ("worker", "broker", "generator")},
+        cpu={
+            "worker": round(sum(sampler.mean_cpu(n, begin, sent_at) for n in names), 2),
+            **{n: sampler.mean_cpu(n, begin, sent_at) for n in ("broker", "generator")},
+        },
+        rss_mb={
+            "worker": max(sampler.max_rss(n) for n in names),
+            **{n: sampler.max_rss(n) for n in ("broker", "generator")},
+        },
+        workers=workers,
         lag_series=[(round(t - begin, 1), lag) for t, lag in lags],
         hot=hot,
         shares=shares,
@@ -214,16 +239,18 @@ def _ms(v: float | None) -> str:
 
 def table(points: list[Point]) -> list[str]:
     head = (
-        "| mode | carts | events/s sent | generator late p99 (ms) | produce→detection p50 / p99 "
+        "| mode | carts | workers | events/s sent | generator late p99 (ms) "
+        "| produce→detection p50 / p99 "
         "| last packet→basket change p50 / p95 / p99 / max | checkout→row p50 / p99 "
         "| lag max / at end | drained after (s) | CPU worker / broker / generator (cores) "
         "| worker RSS (MB) | keeps up |"
     )
-    rows = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    rows = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
     for p in points:
         d, b, c = (p.hops[h] for h in HOPS)
         rows.append(
-            f"| {p.mode} | {p.carts:,} | {p.load.send_rate:,.0f} | {p.load.late_ms_p99:,.0f} "
+            f"| {p.mode} | {p.carts:,} | {p.workers} | {p.load.send_rate:,.0f} "
+            f"| {p.load.late_ms_p99:,.0f} "
             f"| {_ms(d.p50)} / {_ms(d.p99)} "
             f"| {_ms(b.p50)} / {_ms(b.p95)} / {_ms(b.p99)} / {_ms(b.max)} "
             f"| {_ms(c.p50)} / {_ms(c.p99)} | {p.lag_max:,} / {p.lag_end} "
@@ -276,9 +303,10 @@ def report(points: list[Point], command: str, doc: Path) -> str:
         "## Pipeline under load (`cartstream bench pipeline`)",
         "",
         f"Produced by `{command}` on {time.strftime('%Y-%m-%d')}: 2 cores shared by the broker,",
-        "the worker, Postgres and the load generator (their CPU shares are in the table). One",
-        "worker; carts replayed at real-time pace from pre-encoded simulator output (20 template",
-        "carts copied with their own ids and start times). *reasoning*: detections replayed from",
+        "the workers, Postgres and the load generator (their CPU shares are in the table; a",
+        "point's workers share one consumer group, and their CPU is summed); carts replayed at",
+        "real-time pace from pre-encoded simulator output (20 template carts copied with their",
+        "own ids and start times). *reasoning*: detections replayed from",
         "the committed detector on the same frames, worker roles reason, anomalies, reconcile,",
         "persist; *full*: frames, every role. Latencies in ms. A point keeps up when the generator",
         f"kept pace (p99 lateness ≤ 100 ms), lag drained within {DRAIN_S:.0f} s of the last send,",
@@ -287,10 +315,10 @@ def report(points: list[Point], command: str, doc: Path) -> str:
         *table(points),
         "",
     ]
-    for mode in sorted({p.mode for p in points}):
-        best = saturation(points, mode)
+    for mode, workers in sorted({(p.mode, p.workers) for p in points}):
+        best = saturation([p for p in points if p.workers == workers], mode)
         lines.append(
-            f"- **{mode}**: saturation "
+            f"- **{mode}, {workers} worker{'s' if workers > 1 else ''}**: saturation "
             + (
                 f"at {best.carts:,} carts ({best.load.send_rate:,.0f} events/s)"
                 if best
@@ -300,7 +328,8 @@ def report(points: list[Point], command: str, doc: Path) -> str:
     lines += ["", f"![latency vs load]({plot_path.name})", ""]
     for p in (p for p in points if p.hot):
         lines += [
-            f"### Where the worker's time goes: {p.mode}, {p.carts:,} carts (py-spy, 100 Hz)",
+            f"### Where the worker's time goes: {p.mode}, {p.carts:,} carts, "
+            f"{p.workers} worker{'s' if p.workers > 1 else ''} (py-spy, 100 Hz, the first)",
             "",
             "| suspect | share of the worker's samples with it on the stack |",
             "|---|---:|",
