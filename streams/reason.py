@@ -74,7 +74,7 @@ class ReasonStage:
             catalog,
             mode=self.mode,
             device=r.device,
-            params=FusionParams(max_quantity=r.max_quantity),
+            params=FusionParams(max_quantity=r.max_quantity, lookalike_share=r.lookalike_share),
         )
         if r.torch_threads:
             self.fusion.limit_cpu_threads(r.torch_threads)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from cartstream.core.settings import Settings
 from cartstream.models.catalog import Catalog
-from cartstream.models.fusion import Fusion, StepEvidence
+from cartstream.models.fusion import Fusion, FusionParams, StepEvidence
+from cartstream.streams.reason import ReasonStage
 
 
 def seen(catalog: Catalog, **scores: float) -> np.ndarray:
@@ -78,6 +80,30 @@ def test_frames_that_disagree_on_a_look_alike_are_outvoted(catalog: Catalog) -> 
     assert decide(catalog, step) == ("ADD", "BAK-WHOLEMEAL-800", 1)
     swapped = StepEvidence(809.0, 1.5, views[:, ::-1].copy())  # the same views, other SKUs
     assert decide(catalog, swapped)[1] != "BAK-WHOLEMEAL-800"
+
+
+def test_a_smaller_look_alike_share_lets_the_views_outvote_popularity(
+    catalog: Catalog, settings: Settings
+) -> None:
+    # two of three views favour wholemeal, each also scoring white; white is the more popular
+    views = frames(
+        catalog,
+        {"BAK_WHOLEMEAL_800": 0.6, "BAK_WHITE_800": 0.4},
+        {"BAK_WHITE_800": 0.55, "BAK_WHOLEMEAL_800": 0.45},
+        {"BAK_WHOLEMEAL_800": 0.6, "BAK_WHITE_800": 0.4},
+    )
+    step = StepEvidence(809.0, 1.5, views)
+
+    def sku(share: float) -> str | None:
+        params = FusionParams(lookalike_share=share)
+        (d,) = Fusion(catalog, device="cpu", params=params).decide([step])
+        return d.sku
+
+    assert sku(0.4) == "BAK-WHITE-800"  # each view's white score counts 0.4 for wholemeal ...
+    assert sku(0.15) == "BAK-WHOLEMEAL-800"  # ... and wholemeal's for white: popularity decides
+    assert FusionParams().lookalike_share == 0.15
+    tuned = settings.with_overrides(reason={"lookalike_share": 0.3})
+    assert ReasonStage(tuned, catalog).fusion.params.lookalike_share == 0.3
 
 
 def test_units_counted_in_hand_settle_an_ambiguous_weight(catalog: Catalog) -> None:
