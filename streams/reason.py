@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, cast
 
 import numpy as np
@@ -70,12 +71,10 @@ class ReasonStage:
         if self.mode != "weight" and not settings.detect.enabled:
             log.warning("reason: detection is disabled, so steps are decided by weight alone")
             self.mode = "weight"
-        self.fusion = Fusion(
-            catalog,
-            mode=self.mode,
-            device=r.device,
-            params=FusionParams(max_quantity=r.max_quantity, lookalike_share=r.lookalike_share),
-        )
+        params = FusionParams(max_quantity=r.max_quantity)
+        if r.lookalike_share is not None:
+            params = replace(params, lookalike_share=r.lookalike_share)
+        self.fusion = Fusion(catalog, mode=self.mode, device=r.device, params=params)
         if r.torch_threads:
             self.fusion.limit_cpu_threads(r.torch_threads)
         self.wait_ms = int(r.checkout_wait_s * 1000)

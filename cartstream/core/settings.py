@@ -250,9 +250,9 @@ class ReasonSettings(_Frozen):
     settle_max_std_g: float = Field(default=4.0, gt=0)
     min_step_g: float = Field(default=12.0, gt=0)
     max_quantity: int = Field(default=4, ge=1, le=20)
-    # how much a box of a look-alike (same brand and shape) counts for its sibling in fusion
-    # (models/fusion.py `FusionParams.lookalike_share`, where the measurement is)
-    lookalike_share: float = Field(default=0.15, ge=0, le=1)
+    # how much a box of a look-alike (same brand and shape) counts for its sibling in fusion;
+    # None: fusion's own (models/fusion.py `FusionParams.lookalike_share`, tuned per detector)
+    lookalike_share: float | None = Field(default=None, ge=0, le=1)
     checkout_wait_s: float = Field(default=30.0, gt=0)
     # a step waits this long (wall clock) for the detections of the frames sent before it
     vision_wait_s: float = Field(default=15.0, gt=0)

@@ -61,8 +61,14 @@ class Point:
     rss_mb: dict[str, float]
     lag_series: list[tuple[float, int | None]]
     workers: int = 1  # in one consumer group; cpu["worker"] is their sum, rss_mb the largest
+    templates: int = 20  # carts simulated, whose copies make up the load
     hot: list[Hot] = field(default_factory=list)  # py-spy: the worker's hottest functions
     shares: dict[str, float] = field(default_factory=dict)  # of its samples, per suspect
+
+    @property
+    def series(self) -> str:
+        """The mode and the worker count: the points a saturation and a plot line are of."""
+        return f"{self.mode}, {self.workers} worker{'s' if self.workers > 1 else ''}"
 
     @property
     def target(self) -> tuple[str, float]:
@@ -196,6 +202,7 @@ def run_point(
             **{n: sampler.max_rss(n) for n in ("broker", "generator")},
         },
         workers=workers,
+        templates=templates,
         lag_series=[(round(t - begin, 1), lag) for t, lag in lags],
         hot=hot,
         shares=shares,
@@ -261,8 +268,8 @@ def table(points: list[Point]) -> list[str]:
     return rows
 
 
-def saturation(points: list[Point], mode: str) -> Point | None:
-    kept = [p for p in points if p.mode == mode and p.kept_up]
+def saturation(points: list[Point], series: str) -> Point | None:
+    kept = [p for p in points if p.series == series and p.kept_up]
     return max(kept, key=lambda p: p.carts) if kept else None
 
 
@@ -273,17 +280,17 @@ def plot(points: list[Point], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for mode in sorted({p.mode for p in points}):
-        mine = sorted((p for p in points if p.mode == mode), key=lambda p: p.carts)
+    for series in sorted({p.series for p in points}):
+        mine = sorted((p for p in points if p.series == series), key=lambda p: p.carts)
         for q, style in (("p50", "--"), ("p99", "-")):
             xy = [(p.carts, getattr(p.hops[HOPS[1]], q)) for p in mine]
             xy = [(x, max(float(y), 1.0)) for x, y in xy if y is not None]  # log axis: ≥ 1 ms
             if xy:
-                left.plot(*zip(*xy, strict=True), style, marker="o", label=f"{mode} {q}")
+                left.plot(*zip(*xy, strict=True), style, marker="o", label=f"{series} {q}")
         for p in mine:
             ts = [t for t, lag in p.lag_series if lag is not None]
             lags = [lag for _, lag in p.lag_series if lag is not None]
-            right.plot(ts, lags, lw=1, label=f"{mode} {p.carts}")
+            right.plot(ts, lags, lw=1, label=f"{series}, {p.carts} carts")
     for _, limit in TARGET_MS.values():
         left.axhline(limit, color="grey", lw=0.8, ls=":")
     left.set(xscale="log", yscale="log", xlabel="carts", ylabel="last packet → basket change (ms)")
@@ -305,7 +312,8 @@ def report(points: list[Point], command: str, doc: Path) -> str:
         f"Produced by `{command}` on {time.strftime('%Y-%m-%d')}: 2 cores shared by the broker,",
         "the workers, Postgres and the load generator (their CPU shares are in the table; a",
         "point's workers share one consumer group, and their CPU is summed); carts replayed at",
-        "real-time pace from pre-encoded simulator output (20 template carts copied with their",
+        "real-time pace from pre-encoded simulator output "
+        f"({'/'.join(sorted({str(p.templates) for p in points}))} template carts copied with their",
         "own ids and start times). *reasoning*: detections replayed from",
         "the committed detector on the same frames, worker roles reason, anomalies, reconcile,",
         "persist; *full*: frames, every role. Latencies in ms. A point keeps up when the generator",
@@ -315,10 +323,10 @@ def report(points: list[Point], command: str, doc: Path) -> str:
         *table(points),
         "",
     ]
-    for mode, workers in sorted({(p.mode, p.workers) for p in points}):
-        best = saturation([p for p in points if p.workers == workers], mode)
+    for series in sorted({p.series for p in points}):
+        best = saturation(points, series)
         lines.append(
-            f"- **{mode}, {workers} worker{'s' if workers > 1 else ''}**: saturation "
+            f"- **{series}**: saturation "
             + (
                 f"at {best.carts:,} carts ({best.load.send_rate:,.0f} events/s)"
                 if best
@@ -328,8 +336,8 @@ def report(points: list[Point], command: str, doc: Path) -> str:
     lines += ["", f"![latency vs load]({plot_path.name})", ""]
     for p in (p for p in points if p.hot):
         lines += [
-            f"### Where the worker's time goes: {p.mode}, {p.carts:,} carts, "
-            f"{p.workers} worker{'s' if p.workers > 1 else ''} (py-spy, 100 Hz, the first)",
+            f"### Where the worker's time goes: {p.series}, {p.carts:,} carts "
+            "(py-spy, 100 Hz, the first worker)",
             "",
             "| suspect | share of the worker's samples with it on the stack |",
             "|---|---:|",
