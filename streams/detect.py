@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,15 +27,8 @@ from cartstream.core.ids import derived_id
 from cartstream.core.settings import Settings
 from cartstream.exceptions import ConfigurationError
 from cartstream.models.catalog import Catalog
-from cartstream.models.drift import (
-    DriftMonitor,
-    DriftReading,
-    DriftReference,
-    Observation,
-    find_reference,
-)
+from cartstream.models.drift import DriftReading
 from cartstream.models.inference import (
-    BUNDLED_MODEL,
     Detector,
     DetectorRuntime,
     FrameDetections,
@@ -59,12 +51,10 @@ from cartstream.schemas.records import (
 )
 from cartstream.schemas.validation import validate_frame
 from cartstream.streams.deadletter import dead_letter
+from cartstream.streams.frame_watch import FrameWatch
 from cartstream.streams.stage import Inbound, Outbound, Result
 
 log = logging.getLogger(__name__)
-
-
-DRIFT_LOG_CHECK_S = 1.0  # how often a detect stage looks whether a scope started drifting
 
 
 class DetectStage:
@@ -88,10 +78,7 @@ class DetectStage:
         self._checked_at = 0.0  # when `maybe_switch` last looked at the registry
         self._refused: str | None = None  # a promoted version that would not load: not retried
         self.shadow: DetectorRuntime | None = None  # a candidate beside it (detect.shadow_*)
-        self.drift: DriftMonitor | None = None  # live detections vs the model's reference
-        self._drifting: set[tuple[tuple[str, ...], str]] = set()
-        self._drift_lock = threading.Lock()  # batches run in `in_flight` threads
-        self._drift_checked = 0.0  # when the windows were last read for the log
+        self.drift: FrameWatch | None = None  # live detections vs the model's reference
         self.codec = AvroCodec()
 
     def start(self) -> None:
@@ -113,7 +100,8 @@ class DetectStage:
                 )
             )
         self._checked_at = time.monotonic()
-        self.drift = self._drift_monitor()
+        model = getattr(self.runtime, "model_path", None)
+        self.drift = FrameWatch.for_model(self.settings, Path(model) if model else None)
         if self.config.shadow_version is not None:
             if self.config.registry is None:
                 raise ConfigurationError("detect.shadow_version names a version of detect.registry")
@@ -151,54 +139,9 @@ class DetectStage:
         runtime.warm_up(self.config.max_batch)
         return runtime
 
-    def _drift_monitor(self) -> DriftMonitor | None:
-        """Drift monitoring against `detect.drift_reference`, else the reference beside the
-        model file, else the bundled model's (the same cameras and catalog); None without one."""
-        c = self.config
-        model = getattr(self.runtime, "model_path", None)
-        path = find_reference(c.drift_reference, Path(model) if model else None, BUNDLED_MODEL)
-        if path is None:
-            log.info("detect: no drift reference (run `cartstream models drift-reference`)")
-            return None
-        reference = DriftReference.load(path)
-        log.info("detect: drift monitored against %s (%s)", path, reference.source)
-        return DriftMonitor(reference, c.drift_window, c.drift_min_samples, c.drift_alert_psi)
-
     def drift_readings(self) -> list[DriftReading]:
         """PSI per store camera and SKU with a full enough window (for the metrics)."""
-        with self._drift_lock:
-            return self.drift.readings() if self.drift is not None else []
-
-    def _watch_drift(self, outputs: Sequence[Outbound]) -> None:
-        """Feed the monitor; log a scope when it starts drifting and when it is back."""
-        with self._drift_lock:
-            if self.drift is not None:
-                self._observe(self.drift, outputs)
-
-    def _observe(self, drift: DriftMonitor, outputs: Sequence[Outbound]) -> None:
-        zone = self.settings.reason.hand_zone_y
-        for out in outputs:
-            if out.topic == self.topics.detections:
-                drift.observe(Observation.of_detection(out.record, zone))
-        clock = time.monotonic()
-        if clock - self._drift_checked < DRIFT_LOG_CHECK_S:
-            return  # PSI of every window is not worth computing for every batch
-        self._drift_checked = clock
-        readings = drift.readings()
-        now = {(r.scope, r.feature) for r in readings if r.drifting}
-        for r in readings:
-            if (r.scope, r.feature) in now - self._drifting:
-                log.warning(
-                    "detect: drift: %s %s PSI %.2f over the last %d frames (alert at %.2f)",
-                    "/".join(r.scope),
-                    r.feature,
-                    r.psi,
-                    r.samples,
-                    drift.alert_psi,
-                )
-        for scope, feature in sorted(self._drifting - now):
-            log.info("detect: drift: %s %s back within bounds", "/".join(scope), feature)
-        self._drifting = now
+        return self.drift.readings() if self.drift is not None else []
 
     def _remote(self, endpoint: str) -> Detector:
         """The detector behind an inference server; the server owns model and version."""
@@ -356,7 +299,8 @@ class DetectStage:
                             frames[i], results[n], found, (champion_ms, candidate_ms), inbounds[i]
                         )
                     )
-        self._watch_drift(outputs)
+        if self.drift is not None:
+            self.drift.observe(outputs)
         return outputs
 
     def _shadow_output(
