@@ -380,11 +380,12 @@ def demo(
 
 
 def _register_model_commands() -> None:
+    from cartstream.services.cli.bench import bench
     from cartstream.services.cli.chaos import chaos
     from cartstream.services.cli.console import console as console_command
     from cartstream.services.cli.drift import COMMANDS as DRIFT_COMMANDS
     from cartstream.services.cli.eval import evaluate
-    from cartstream.services.cli.models import bench, models
+    from cartstream.services.cli.models import models
     from cartstream.services.cli.registry import COMMANDS as REGISTRY_COMMANDS
     from cartstream.services.cli.review import review
     from cartstream.services.cli.serve import serve
