@@ -8,9 +8,12 @@ event loop (and every other agent in the worker) keeps going; one batch is in fl
 so each partition's frames arrive in order and a frame never delivered is fetched again.
 
 Every valid frame yields one Detection (possibly with no boxes: an empty view is evidence too),
-stamped with the model version. A frame whose best score is below `detect.review_below` also goes
-to `cart.review-frames` for labelling. Bad frames go to the dead-letter topic. With detection
-disabled the stage validates frames and publishes nothing, and says so at start-up.
+stamped with the model version, on the frame's own partition number of `cart.detections`: the
+reason stage takes a cart's detections, weight packets and session events from one partition
+number, so detections follow where the cart put its frames whatever partitioner its client uses.
+A frame whose best score is below `detect.review_below` also goes to `cart.review-frames` for
+labelling. Bad frames go to the dead-letter topic. With detection disabled the stage validates
+frames and publishes nothing, and says so at start-up.
 """
 
 from __future__ import annotations
@@ -284,7 +287,7 @@ class DetectStage:
         brightness, contrast = frame_stats(batch)
         for n, (i, found) in enumerate(zip(good, results, strict=True)):
             quality = (float(brightness[n]), float(contrast[n]))
-            outputs += self._outputs(frames[i], found, inbounds[i].traceparent, quality)
+            outputs += self._outputs(frames[i], found, inbounds[i], quality)
         if self.shadow is not None:
             share = self.config.shadow_share
             chosen = [n for n, i in enumerate(good) if shadowed(frames[i]["event_id"], share)]
@@ -339,10 +342,11 @@ class DetectStage:
         self,
         frame: CartFrame,
         found: FrameDetections,
-        trace: bytes | None,
+        inbound: Inbound,
         quality: tuple[float, float],
     ) -> list[Outbound]:
         assert self.runtime is not None
+        trace = inbound.traceparent
         version = self.runtime.version
         boxes = _boxes(self.runtime, found)
         detection: Detection = {
@@ -359,7 +363,19 @@ class DetectStage:
             "brightness": quality[0],
             "contrast": quality[1],
         }
-        out = [Outbound(self.topics.detections, frame["cart_id"], DETECTION, detection, trace)]
+        # the frame's partition, not the key's hash: reason reads a cart's detections beside its
+        # weight packets, which its cart sent to that partition number with its own client's
+        # partitioner (librdkafka's default is not Kafka's murmur2 that this producer uses)
+        out = [
+            Outbound(
+                self.topics.detections,
+                frame["cart_id"],
+                DETECTION,
+                detection,
+                trace,
+                partition=inbound.partition,
+            )
+        ]
         best = found.best_score
         if boxes and best < self.config.review_below:
             review: ReviewFrame = {

@@ -99,6 +99,7 @@ class Publisher:
                     key=out.key.encode(),
                     value=self.codec.encode(out.schema, out.record),
                     headers=headers,
+                    partition=out.partition,
                 )
             futures.append(fut)
         if futures:

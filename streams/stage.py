@@ -40,7 +40,8 @@ class Inbound:
 class Outbound:
     """One record to publish. `traceparent`: the trace it continues (None: the span of the
     input being processed); `links`: traceparents of the other records it was made from (the
-    frames and weight packets of a basket change, the changes of a checkout)."""
+    frames and weight packets of a basket change, the changes of a checkout); `partition`: where
+    it goes (None: the producer's partitioner picks by key)."""
 
     topic: str
     key: str
@@ -48,6 +49,7 @@ class Outbound:
     record: Mapping[str, Any]
     traceparent: bytes | None = None
     links: tuple[bytes, ...] = ()
+    partition: int | None = None
 
 
 @dataclass

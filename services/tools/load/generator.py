@@ -106,6 +106,9 @@ def replay(bootstrap: str, recording: Any, build_s: float) -> LoadStats:
             "queue.buffering.max.kbytes": 1_048_576,
             "enable.idempotence": False,
             "acks": 1,
+            # the carts' client (kafka-python) and the workers' (aiokafka) partition by Kafka's
+            # murmur2; librdkafka's default (CRC32) would put a cart's records elsewhere
+            "partitioner": "murmur2_random",
         }
     )
     events = recording.events
