@@ -4,10 +4,35 @@ pipeline under load and the cart screens; each prints a table and writes it unde
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, TypeVar, cast
 
 import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def out_option(default: str = "docs/benchmarks.md") -> Callable[[F], F]:
+    """Where a bench writes its table."""
+    return click.option(
+        "--out", type=click.Path(path_type=Path), default=Path(default), show_default=True
+    )
+
+
+def admin_database_option(what: str) -> Callable[[F], F]:
+    """The Postgres server where `what` creates its own database."""
+    return click.option(
+        "--admin-database-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        show_default=True,
+        help=f"A Postgres server where {what} creates its own database.",
+    )
+
+
+WORK_OPTION = click.option(
+    "--work", type=click.Path(path_type=Path), default=Path("cartstream-bench")
+)
 
 
 @click.group()
@@ -25,9 +50,7 @@ def bench() -> None:
     help="Frames through the broker per batch size (0: bare loop only).",
 )
 @click.option("--seconds", type=float, default=5.0, show_default=True)
-@click.option(
-    "--out", type=click.Path(path_type=Path), default=Path("docs/benchmarks.md"), show_default=True
-)
+@out_option()
 def bench_detector(batches: str, agent_frames: int, seconds: float, out: Path) -> None:
     """Frames/s at each batch size: bare onnxruntime loop vs the detect agent via the broker."""
     import tempfile
@@ -49,9 +72,7 @@ def bench_detector(batches: str, agent_frames: int, seconds: float, out: Path) -
 @click.option("--seconds", type=float, default=8.0, show_default=True)
 @click.option("--max-batch", type=int, default=32, show_default=True)
 @click.option("--max-wait-ms", type=float, default=5.0, show_default=True)
-@click.option(
-    "--out", type=click.Path(path_type=Path), default=Path("docs/benchmarks.md"), show_default=True
-)
+@out_option()
 def bench_serving(
     batch: int, clients: str, seconds: float, max_batch: int, max_wait_ms: float, out: Path
 ) -> None:
@@ -118,9 +139,7 @@ def bench_auth(carts: int, sessions: int, repeats: int, out: Path, demo: bool) -
 @click.option("--packets", type=int, default=20000, show_default=True)
 @click.option("--frame-kb", type=int, default=24, show_default=True)
 @click.option("--repeats", type=int, default=3, show_default=True)
-@click.option(
-    "--out", type=click.Path(path_type=Path), default=Path("docs/tls.md"), show_default=True
-)
+@out_option("docs/tls.md")
 def bench_tls(frames: int, packets: int, frame_kb: int, repeats: int, out: Path) -> None:
     """Producer and consumer throughput over TLS (a terminator) against plaintext."""
     import tempfile
@@ -143,16 +162,9 @@ def bench_tls(frames: int, packets: int, frame_kb: int, repeats: int, out: Path)
 @click.option("--carts", "carts_list", default="100,300,1000,3000", show_default=True)
 @click.option("--full-carts", default="100,300", show_default=True, help="Carts in full mode.")
 @click.option("--seconds", type=float, default=60.0, show_default=True, help="Per point.")
-@click.option(
-    "--admin-database-url",
-    default="postgresql://postgres@127.0.0.1:5432/postgres",
-    show_default=True,
-    help="A Postgres server where each point creates its own database.",
-)
-@click.option(
-    "--out", type=click.Path(path_type=Path), default=Path("docs/benchmarks.md"), show_default=True
-)
-@click.option("--work", type=click.Path(path_type=Path), default=Path("cartstream-bench"))
+@admin_database_option("each point")
+@out_option()
+@WORK_OPTION
 @click.option(
     "--profile", "profile_carts", default="", help="py-spy the worker at these points (carts)."
 )
@@ -217,16 +229,9 @@ def bench_pipeline(
     help="reasoning: detections replayed (detect elsewhere); full: the worker detects on CPU.",
 )
 @click.option("--seconds", type=float, default=90.0, show_default=True)
-@click.option(
-    "--admin-database-url",
-    default="postgresql://postgres@127.0.0.1:5432/postgres",
-    show_default=True,
-    help="A Postgres server where the run creates its own database.",
-)
-@click.option(
-    "--out", type=click.Path(path_type=Path), default=Path("docs/benchmarks.md"), show_default=True
-)
-@click.option("--work", type=click.Path(path_type=Path), default=Path("cartstream-bench"))
+@admin_database_option("the run")
+@out_option()
+@WORK_OPTION
 def bench_screen(
     carts: int, mode: str, seconds: float, admin_database_url: str, out: Path, work: Path
 ) -> None:
