@@ -102,9 +102,11 @@ class TopicSettings(_Frozen):
     output_partitions: int = Field(default=4, ge=1, le=4096)
     replication_factor: int = Field(default=1, ge=1, le=7)
 
-    def all_topics(self) -> dict[str, int]:
-        """Every topic cartstream owns, with its partition count."""
-        streams = [
+    def streams(self) -> list[str]:
+        """The cart-keyed streams, co-partitioned (`stream_partitions` each): reason reads a
+        cart's weight packets, session events and detections from one partition number, and
+        detect publishes each detection on its frame's partition number."""
+        return [
             self.frames,
             self.weights,
             self.sessions,
@@ -112,6 +114,10 @@ class TopicSettings(_Frozen):
             self.basket_changes,
             self.reviews,
         ]
+
+    def all_topics(self) -> dict[str, int]:
+        """Every topic cartstream owns, with its partition count."""
+        streams = self.streams()
         outputs = [
             self.anomalies,
             self.checkouts,

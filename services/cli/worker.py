@@ -9,7 +9,7 @@ import faust
 from cartstream.core.broker_check import check_access
 from cartstream.core.gc_pauses import freeze_startup_heap
 from cartstream.core.settings import Settings
-from cartstream.services.kafka.topics import ensure_tick_topics
+from cartstream.services.kafka.topics import check_stream_partitions, ensure_tick_topics
 from cartstream.services.storage.repository import Repository
 from cartstream.streams.worker import build_app, stateful_roles
 
@@ -19,6 +19,7 @@ def run_worker(
 ) -> None:
     """Run until stopped (SIGTERM/SIGINT stop it cleanly; SIGKILL is survived by design)."""
     check_access(settings)  # a wrong CA or login: a clear error now, not a retry for ever
+    check_stream_partitions(settings)  # co-partitioning is what every stage relies on
     ensure_tick_topics(settings, stateful_roles(roles))
     store = None
     if "persist" in roles:

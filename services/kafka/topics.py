@@ -52,6 +52,29 @@ def ensure_tick_topics(settings: Settings, stages: list[str]) -> dict[str, int]:
     return counts
 
 
+def check_stream_partitions(settings: Settings) -> dict[str, int]:
+    """The cart-keyed streams that exist, with their partition counts; `BrokerError` when one
+    has other than `topics.stream_partitions` (a cart's records would be read from one partition
+    number and its detections written to another, or to one that does not exist)."""
+    partitions = settings.topics.stream_partitions
+    admin = admin_client(settings)
+    try:
+        existing = set(admin.list_topics())
+        names = [n for n in settings.topics.streams() if n in existing]
+        counts = partition_counts(admin, names) if names else {}
+    finally:
+        admin.close()
+    wrong = [f"{n} has {c}" for n, c in sorted(counts.items()) if c != partitions]
+    if wrong:
+        raise BrokerError(
+            f"the cart streams must all have {partitions} partitions "
+            "(CARTSTREAM_TOPICS__STREAM_PARTITIONS): "
+            + ", ".join(wrong)
+            + "; they are read side by side, one partition number per cart"
+        )
+    return counts
+
+
 def ensure_topics(settings: Settings, topics: dict[str, int] | None = None) -> dict[str, int]:
     """Create every missing topic; return name -> partition count as the cluster reports it."""
     wanted = topics if topics is not None else settings.topics.all_topics()

@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import pytest
 
 from cartstream.core.settings import Settings
 from cartstream.exceptions import BrokerError
-from cartstream.services.kafka.topics import ensure_tick_topics, ensure_topics, tick_topic_name
+from cartstream.services.kafka.topics import (
+    check_stream_partitions,
+    ensure_tick_topics,
+    ensure_topics,
+    tick_topic_name,
+)
 
 
 def test_topics_get_their_partition_counts(broker_settings: Callable[..., Settings]) -> None:
@@ -44,3 +50,19 @@ def test_a_worker_without_a_stateful_role_wants_no_tick_topic(
     settings = broker_settings()
     ensure_topics(settings)  # the cluster has topics: none of them is asked for
     assert ensure_tick_topics(settings, []) == {}
+
+
+def test_a_cart_stream_with_another_partition_count_is_refused(
+    broker_settings: Callable[..., Settings],
+) -> None:
+    """Detections go to their frame's partition number and reason reads a cart's streams side
+    by side: a worker does not start on streams of different sizes."""
+    tag = uuid.uuid4().hex[:8]
+    names = ("frames", "weights", "sessions", "detections", "basket_changes", "reviews")
+    settings = broker_settings(topics={n: f"{n}-{tag}" for n in names})
+    assert sorted(settings.topics.streams()) == sorted(f"{n}-{tag}" for n in names)
+    ensure_topics(settings, {settings.topics.frames: 8})
+    assert check_stream_partitions(settings) == {settings.topics.frames: 8}  # the rest absent
+    ensure_topics(settings, {settings.topics.detections: 4})
+    with pytest.raises(BrokerError, match=f"detections-{tag} has 4"):
+        check_stream_partitions(settings)
