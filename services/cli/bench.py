@@ -91,12 +91,7 @@ def bench_serving(
 @click.option("--sessions", type=int, default=5, show_default=True, help="Sessions per cart.")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Runs per setting.")
 @click.option("--seed", type=int, default=11, show_default=True)
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=Path("docs/tracing-overhead.md"),
-    show_default=True,
-)
+@out_option("docs/tracing-overhead.md")
 def bench_tracing(carts: int, sessions: int, repeats: int, seed: int, out: Path) -> None:
     """Events/s and p99 latency with tracing off vs on (whole demo runs, alternating)."""
     import tempfile
@@ -114,12 +109,7 @@ def bench_tracing(carts: int, sessions: int, repeats: int, seed: int, out: Path)
 @click.option("--carts", type=int, default=4, show_default=True)
 @click.option("--sessions", type=int, default=3, show_default=True, help="Sessions per cart.")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Runs per setting.")
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=Path("docs/auth-overhead.md"),
-    show_default=True,
-)
+@out_option("docs/auth-overhead.md")
 @click.option("--demo/--no-demo", default=True, show_default=True, help="End-to-end runs too.")
 def bench_auth(carts: int, sessions: int, repeats: int, out: Path, demo: bool) -> None:
     """Events/s with cart signature verification off vs enforced (in memory and end to end)."""

@@ -61,8 +61,9 @@ def test_a_cart_stream_with_another_partition_count_is_refused(
     names = ("frames", "weights", "sessions", "detections", "basket_changes", "reviews")
     settings = broker_settings(topics={n: f"{n}-{tag}" for n in names})
     assert sorted(settings.topics.streams()) == sorted(f"{n}-{tag}" for n in names)
-    ensure_topics(settings, {settings.topics.frames: 8})
-    assert check_stream_partitions(settings) == {settings.topics.frames: 8}  # the rest absent
-    ensure_topics(settings, {settings.topics.detections: 4})
-    with pytest.raises(BrokerError, match=f"detections-{tag} has 4"):
+    partitions = settings.topics.stream_partitions
+    ensure_topics(settings, {settings.topics.frames: partitions})
+    assert check_stream_partitions(settings) == {settings.topics.frames: partitions}  # rest absent
+    ensure_topics(settings, {settings.topics.detections: partitions // 2})
+    with pytest.raises(BrokerError, match=f"detections-{tag} has {partitions // 2}"):
         check_stream_partitions(settings)
