@@ -4,8 +4,9 @@ A stateful stage takes its inputs in batches (`take_events`, settings `stage_bat
 record handled in order against its key's latest state. Order of effects per batch
 (at-least-once without transactions):
 1. every output of the batch is published and the acks awaited;
-2. only then each key the batch touched has its latest state written to the table (its
-   changelog), once;
+2. only then each key the batch touched has its latest state put in the table, and a snapshot
+   of it queued for the changelog (changelog.py: written once per key per commit, before the
+   commit);
 3. Faust commits the batch's input offsets after that.
 A crash between any two steps re-delivers the batch; stages skip what their state says they
 applied, and every output id is derived from its inputs, so downstream dedupe absorbs repeats.
@@ -33,6 +34,7 @@ from cartstream.core.settings import Settings
 from cartstream.core.telemetry import current_traceparent
 from cartstream.core.topics import changelog_topic_name, tick_topic_name
 from cartstream.streams.backlog import Backlog, Ends, tick_ends, tick_value
+from cartstream.streams.changelog import ChangelogWrites, flush_before_commit
 from cartstream.streams.input_runner import RETRY_FIRST_S, InputRunner
 from cartstream.streams.publish import Publisher, inbound_from, record_processed
 from cartstream.streams.stage import Outbound, Stage
@@ -106,6 +108,7 @@ class StageRunner(InputRunner):
         self.within_s = settings.stage_batch.max_wait_ms / 1000.0
         self.table: Any = None
         self.tick_topic: Any = None
+        self.changelog: ChangelogWrites | None = None
         if stage.stateful:
             self.tick_topic = app.topic(
                 self.tick_topic_name,
@@ -128,6 +131,8 @@ class StageRunner(InputRunner):
                 key_type=str,
                 value_type=dict,
             )
+            self.changelog = ChangelogWrites(self.table)
+            flush_before_commit(app, self.changelog)
             app.timer(interval=1.0, name=f"{stage.name}-deadlines")(self._send_ticks)
         self.topic = app.topic(*self.input_topics(), value_serializer="raw", key_serializer="raw")
         self._ticked: dict[str, int] = {}
@@ -227,20 +232,19 @@ class StageRunner(InputRunner):
         return stored
 
     def _store(self, key: str, state: Any, partition: int) -> None:
-        """The key's state into the table and its changelog, on the partition its inputs come
-        on. Written after the batch, outside Faust's per-event iteration, so the partition is
-        given here (what Faust would take from the current event); forgetting a key writes
-        its tombstone."""
-        if self.table is None:
+        """The key's state into the table, and a snapshot of it queued for its changelog on
+        the partition its inputs come on (written before the next commit, changelog.py);
+        forgetting a key queues its tombstone."""
+        if self.table is None or self.changelog is None:
             return
         if state is None:
             if key in self.table.data:
                 del self.table.data[key]
-                self.table.send_changelog(partition, key, value=None, value_serializer="raw")
+                self.changelog.forget(key, partition)
             return
         stored = _Stored(state, partition, self.stage.dump_state)
         self.table.data[key] = stored
-        self.table.send_changelog(partition, key, stored)
+        self.changelog.put(key, stored, partition)
 
     def states(self) -> Iterator[Any]:
         """Every typed state this worker holds now (its partitions'), for read-only views."""

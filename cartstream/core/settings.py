@@ -238,8 +238,9 @@ class DetectSettings(_Frozen):
 class StageBatchSettings(_Frozen):
     """How the stateful stages (reason, anomalies, reconcile) take their inputs: up to
     `max_size` at a time, waiting at most `max_wait_ms` for more. A batch's outputs are
-    acknowledged together and each key's state is written to the changelog once per batch, so a
-    loaded worker does fewer round trips per input; an idle one adds at most `max_wait_ms`."""
+    acknowledged together (and each key's state goes to the changelog once per commit,
+    streams/changelog.py), so a loaded worker does fewer round trips per input; an idle one
+    adds at most `max_wait_ms`."""
 
     max_size: int = Field(default=256, ge=1, le=10_000)
     max_wait_ms: float = Field(default=5.0, gt=0)

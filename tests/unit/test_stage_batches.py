@@ -1,6 +1,6 @@
 """The Faust runner takes a stateful stage's inputs in batches: the outputs and states are
-those of one record at a time, each key's state is written once per batch, and only after the
-batch's outputs were acknowledged."""
+those of one record at a time; each key's state is stored only after the batch's outputs were
+acknowledged, and written to the changelog once per commit, when the consumer starts it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faust.sensors.base import SensorDelegate
 from faust.types import TP
 
 from cartstream.core.settings import Settings
@@ -46,15 +47,20 @@ class FakeTable(dict[str, Any]):
 
 
 class FakeApp(SinkRunnerApp):
-    """Just enough of a Faust app to build a StageRunner: a sink runner's, with tables."""
+    """Just enough of a Faust app to build a StageRunner: a sink runner's, with tables and
+    sensors; `commit()` is what the consumer's commit does first (the sensors' hook)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conf = SimpleNamespace(id="batch-test")
         self.table = FakeTable()
+        self.sensors = SensorDelegate(SimpleNamespace(beacon=SimpleNamespace(new=lambda _: None)))
 
     def Table(self, *_: Any, **__: Any) -> FakeTable:
         return self.table
+
+    def commit(self) -> None:
+        self.sensors.on_commit_initiated(consumer=None)
 
 
 class FakePublisher:
@@ -112,17 +118,28 @@ def _runner(
     return stage_runner, app
 
 
-async def _feed(stage_runner: runner.StageRunner, messages: Sequence[Any], batch: int) -> None:
-    for start in range(0, len(messages), batch):
+async def _feed(
+    stage_runner: runner.StageRunner, messages: Sequence[Any], batch: int, commit_every: int = 1
+) -> None:
+    """Batches of `batch` records, a commit after every `commit_every` batches and at the end."""
+    app = stage_runner.app
+    for n, start in enumerate(range(0, len(messages), batch), 1):
         await stage_runner.handle_batch(messages[start : start + batch])
+        if n % commit_every == 0:
+            app.commit()
+    app.commit()
 
 
 def _run(
-    settings: Settings, catalog: Catalog, messages: Sequence[Any], batch: int
+    settings: Settings,
+    catalog: Catalog,
+    messages: Sequence[Any],
+    batch: int,
+    commit_every: int = 1,
 ) -> tuple[FakePublisher, FakeApp]:
     publisher = FakePublisher()
     stage_runner, app = _runner(settings, catalog, publisher)
-    asyncio.run(_feed(stage_runner, messages, batch))
+    asyncio.run(_feed(stage_runner, messages, batch, commit_every))
     stage_runner.stage.close()
     return publisher, app
 
@@ -153,19 +170,54 @@ def test_batches_give_the_outputs_and_states_of_one_record_at_a_time(
     }
 
 
-def test_a_key_is_written_once_per_batch(weight_settings: Settings, catalog: Catalog) -> None:
+def test_a_key_is_written_once_per_commit(weight_settings: Settings, catalog: Catalog) -> None:
     messages = _messages(weight_settings, catalog)
     _, one_app = _run(weight_settings, catalog, messages, batch=1)
-    _, many_app = _run(weight_settings, catalog, messages, batch=64)
-    batches = [messages[i : i + 64] for i in range(0, len(messages), 64)]
-    keys_per_batch = sum(len({m.key for m in b}) for b in batches)
-    assert one_app.table.writes == len(messages)
-    assert many_app.table.writes <= keys_per_batch < len(messages) / 10
+    _, many_app = _run(weight_settings, catalog, messages, batch=16, commit_every=8)
+    assert one_app.table.writes == len(messages)  # a commit per record: a write per record
+    keys = [key for _, key, _ in one_app.table.changelog]  # each record's state key, in order
+    keys_per_commit = sum(len(set(keys[i : i + 128])) for i in range(0, len(keys), 128))
+    assert many_app.table.writes == keys_per_commit < len(messages) / 10
+    # the changelog ends with every key's stored state, as a crash would recover it
+    latest = {key: value for _, key, value in many_app.table.changelog}
+    assert {k: v.record for k, v in latest.items()} == {
+        k: v.record for k, v in many_app.table.items()
+    }
     # each state goes to the changelog partition its cart's inputs come on
     cart_partition = {m.key.decode(): m.partition for m in messages}
     written = [(p, v) for p, _, v in many_app.table.changelog if v is not None]
     assert len({p for p, _ in written}) > 1
     assert all(p == cart_partition[v.state.cart_id] == v.partition for p, v in written)
+
+
+def test_nothing_reaches_the_changelog_before_a_commit_starts(
+    weight_settings: Settings, catalog: Catalog
+) -> None:
+    messages = _messages(weight_settings, catalog)
+    stage_runner, app = _runner(weight_settings, catalog, FakePublisher())
+    asyncio.run(stage_runner.handle_batch(messages[:64]))
+    assert app.table and app.table.writes == 0  # stored, not yet written
+    app.commit()
+    assert app.table.writes == len(app.table)
+    app.commit()  # nothing new: nothing written again
+    assert app.table.writes == len(app.table)
+    stage_runner.stage.close()
+
+
+def test_a_written_state_is_the_one_stored_not_a_later_one(
+    weight_settings: Settings, catalog: Catalog
+) -> None:
+    """The changelog gets a snapshot taken when the batch stored the state: a later batch
+    changing the live state before the commit does not leak into the earlier record."""
+    messages = _messages(weight_settings, catalog)
+    stage_runner, app = _runner(weight_settings, catalog, FakePublisher())
+    asyncio.run(stage_runner.handle_batch(messages[:64]))
+    stored = {k: dict(v.record) for k, v in app.table.items()}
+    app.commit()
+    asyncio.run(stage_runner.handle_batch(messages[64:128]))
+    first = {key: value.record for _, key, value in app.table.changelog}
+    assert first == stored
+    stage_runner.stage.close()
 
 
 def test_no_state_is_stored_when_the_batch_outputs_were_not_acknowledged(
@@ -175,6 +227,7 @@ def test_no_state_is_stored_when_the_batch_outputs_were_not_acknowledged(
     stage_runner, app = _runner(weight_settings, catalog, FakePublisher(fail=True))
     with pytest.raises(ConnectionError):
         asyncio.run(_feed(stage_runner, messages, batch=len(messages)))
+    app.commit()
     assert app.table.writes == 0 and not app.table  # the whole batch comes again
     stage_runner.stage.close()
 
