@@ -80,11 +80,13 @@ class _Stored:
 
 class _Pending:
     """What one batch did, held back until its outputs are acknowledged: every output in
-    order, and each touched key's latest state (None: forget it) with its input partition."""
+    order, each touched key's latest state (None: forget it) with its input partition, and the
+    keys whose stored state the stage was handed (it may have changed them in place)."""
 
     def __init__(self) -> None:
         self.outputs: list[Outbound] = []
         self.states: dict[str, tuple[Any, int]] = {}
+        self.loaded: set[str] = set()
 
     def add(self, outputs: Sequence[Outbound]) -> None:
         """Outputs made inside a record's span continue its trace once that span has ended."""
@@ -161,8 +163,8 @@ class StageRunner(InputRunner):
             except Exception:
                 # Faust would restart the agent and acknowledge the whole batch (take_events
                 # acks in a `finally`): instead its records are read again, and nothing the
-                # batch did was stored. A record that fails every time holds its partition,
-                # loudly, rather than vanish from a bill.
+                # batch did was stored (`handle_batch` rolled its keys back). A record that
+                # fails every time holds its partition, loudly, rather than vanish from a bill.
                 log.exception(
                     "%s: a batch of %d records failed; reading them again in %.1f s",
                     self.stage.name,
@@ -174,8 +176,19 @@ class StageRunner(InputRunner):
 
     async def handle_batch(self, messages: Sequence[Any]) -> None:
         """Each record in order, inside its own `process <topic>` span, against its key's
-        latest state; then the batch's outputs, acknowledged; then the touched keys' states."""
+        latest state; then the batch's outputs, acknowledged; then the touched keys' states.
+        If anything fails first, every key the batch touched is as it was stored before it."""
         pending = _Pending()
+        try:
+            await self._apply_batch(messages, pending)
+        except BaseException:
+            self._roll_back(pending.loaded)
+            raise
+        for key, (state, partition) in pending.states.items():
+            self._store(key, state, partition)
+
+    async def _apply_batch(self, messages: Sequence[Any], pending: _Pending) -> None:
+        """The records through the stage, in order, and their outputs published."""
         for msg in messages:
             if not await self.in_order.admit(msg):  # commits need every partition in order
                 continue
@@ -197,8 +210,17 @@ class StageRunner(InputRunner):
             record_processed(self.stage.name, msg.topic, started, admitted.record is None)
         if pending.outputs:
             await self.publisher.publish(pending.outputs, self.stage.name)
-        for key, (state, partition) in pending.states.items():
-            self._store(key, state, partition)
+
+    def _roll_back(self, keys: set[str]) -> None:
+        """The stage changes a state in place, so a batch that failed (its outputs never
+        acknowledged) leaves its keys' live states ahead of what was stored: applied again,
+        its records would be skipped as done and their outputs never sent. Each key goes back
+        to its stored snapshot."""
+        for key in keys:
+            stored = self.table.data.get(key) if self.table is not None else None
+            if isinstance(stored, _Stored):
+                state = self.stage.load_state(stored.record)
+                self.table.data[key] = _Stored.recovered(state, stored.record)
 
     def _on_tick(self, key: str, value: bytes | None, now: int, pending: _Pending) -> None:
         state, partition = self._latest(key, pending)
@@ -216,6 +238,7 @@ class StageRunner(InputRunner):
         """The key's state as the batch left it so far, else as stored (None: no state)."""
         if key in pending.states:
             return pending.states[key]
+        pending.loaded.add(key)
         stored = self._load(key)
         return (stored.state, stored.partition) if stored else (None, 0)
 

@@ -292,3 +292,23 @@ def test_deadline_ticks_wait_for_the_partitions_backlog(
     asyncio.run(stage_runner.handle_batch([delivered]))
     assert ticked == [cart]
     stage.close()
+
+
+def test_a_batch_whose_outputs_failed_is_applied_again_in_full(
+    weight_settings: Settings, catalog: Catalog
+) -> None:
+    """A batch whose publish failed is read again (the broker was away): its second delivery
+    gives the outputs the first would have, as if the failure never happened."""
+    messages = _messages(weight_settings, catalog)
+    clean, _ = _run(weight_settings, catalog, messages, batch=64)
+    publisher = FakePublisher()
+    stage_runner, _ = _runner(weight_settings, catalog, publisher)
+    half = len(messages) // 2
+    asyncio.run(_feed(stage_runner, messages[:half], batch=64))
+    publisher.fail = True
+    with pytest.raises(ConnectionError):
+        asyncio.run(stage_runner.handle_batch(messages[half : half + 64]))
+    publisher.fail = False
+    asyncio.run(_feed(stage_runner, messages[half:], batch=64))
+    stage_runner.stage.close()
+    assert publisher.sent == clean.sent
