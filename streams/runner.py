@@ -28,16 +28,17 @@ from dataclasses import replace
 from typing import Any
 
 import faust
+from opentelemetry.trace import Span
 
 from cartstream.core.ids import now_ms
 from cartstream.core.settings import Settings
-from cartstream.core.telemetry import current_traceparent
+from cartstream.core.telemetry import current_traceparent, mark_error
 from cartstream.core.topics import changelog_topic_name, tick_topic_name
 from cartstream.streams.backlog import Backlog, Ends, tick_ends, tick_value
 from cartstream.streams.changelog import ChangelogWrites, flush_before_commit
 from cartstream.streams.input_runner import RETRY_FIRST_S, InputRunner
 from cartstream.streams.publish import Publisher, inbound_from, record_processed
-from cartstream.streams.stage import Outbound, Stage
+from cartstream.streams.stage import Inbound, Outbound, Stage
 from cartstream.streams.tracing import record_span
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,11 @@ class StageRunner(InputRunner):
         partitions = settings.topics.stream_partitions
         self.tick_topic_name = tick_topic_name(settings.app_id, stage.name)
         self.max_batch = settings.stage_batch.max_size
+        # the many records (a cart's packets and detections) most of which only change a
+        # state: under `otel_record_spans="effects"` only those with an effect get a span
+        self.span_every_record = settings.otel_record_spans == "all"
+        self.busy_streams = frozenset((settings.topics.weights, settings.topics.detections))
+        self.dead_letters = settings.topics.dead_letters
         self.within_s = settings.stage_batch.max_wait_ms / 1000.0
         self.table: Any = None
         self.tick_topic: Any = None
@@ -197,19 +203,46 @@ class StageRunner(InputRunner):
                 continue
             started = time.perf_counter()
             inbound = inbound_from(msg)
-            with record_span(inbound, self.app.conf.id, self.stage.name) as span:
-                now = now_ms()
-                admitted = self._admit(inbound, msg.value, now, span)
-                pending.add(admitted.outputs)
-                if admitted.record is not None:
-                    key = self.stage.state_key(admitted.record)
-                    state = self._latest(key, pending)[0]
-                    result = self.stage.handle(state, admitted.record, inbound, now)
-                    pending.add(result.outputs)
-                    pending.states[key] = (result.state, inbound.partition)
-            record_processed(self.stage.name, msg.topic, started, admitted.record is None)
+            if self.span_every_record or msg.topic not in self.busy_streams:
+                with record_span(inbound, self.app.conf.id, self.stage.name) as span:
+                    outputs, rejected = self._apply_record(inbound, msg.value, pending)
+                    self._mark_letters(span, outputs)
+                    pending.add(outputs)
+            else:  # a span only for what a trace passes through, opened after the fact
+                began, group = time.time_ns(), self.app.conf.id
+                try:
+                    outputs, rejected = self._apply_record(inbound, msg.value, pending)
+                except Exception:
+                    with record_span(inbound, group, self.stage.name, began):
+                        raise  # recorded on the span, as the SDK records it on any span
+                if outputs:
+                    with record_span(inbound, group, self.stage.name, began) as span:
+                        self._mark_letters(span, outputs)
+                        pending.add(outputs)
+            record_processed(self.stage.name, msg.topic, started, rejected)
         if pending.outputs:
             await self.publisher.publish(pending.outputs, self.stage.name)
+
+    def _apply_record(
+        self, inbound: Inbound, value: bytes, pending: _Pending
+    ) -> tuple[list[Outbound], bool]:
+        """One record decoded, validated and handled against its key's latest state: its
+        outputs (a dead letter first), and whether it was rejected (not handled)."""
+        now = now_ms()
+        admitted = self.ingress.admit(inbound, value, now)
+        if admitted.record is None:
+            return list(admitted.outputs), True
+        key = self.stage.state_key(admitted.record)
+        state = self._latest(key, pending)[0]
+        result = self.stage.handle(state, admitted.record, inbound, now)
+        pending.states[key] = (result.state, inbound.partition)
+        return [*admitted.outputs, *result.outputs], False
+
+    def _mark_letters(self, span: Span, outputs: Sequence[Outbound]) -> None:
+        """A dead letter marks its input's span failed, with its reason."""
+        for out in outputs:
+            if out.topic == self.dead_letters:
+                mark_error(span, str(out.record["reason"]), str(out.record["error_type"]))
 
     def _roll_back(self, keys: set[str]) -> None:
         """The stage changes a state in place, so a batch that failed (its outputs never

@@ -53,9 +53,12 @@ def install_process_spans(app: faust.App, skip_topics: Iterable[str]) -> Process
 
 
 @contextmanager
-def record_span(inbound: Inbound, group: str, stage: str) -> Iterator[Span]:
+def record_span(
+    inbound: Inbound, group: str, stage: str, start_time: int | None = None
+) -> Iterator[Span]:
     """A `process <topic>` span for one record of a batch, current while it is handled: the
-    child of the record's `traceparent`, with the attributes the sensor would give it."""
+    child of the record's `traceparent`, with the attributes the sensor would give it.
+    `start_time` (ns since the epoch): when its handling began, for a span opened after it."""
     attributes: dict[str, Any] = {
         "messaging.destination.partition.id": str(inbound.partition),
         "messaging.kafka.message.offset": inbound.offset,
@@ -70,6 +73,7 @@ def record_span(inbound: Inbound, group: str, stage: str) -> Iterator[Span]:
         parent=inbound.traceparent,
         kind=SpanKind.CONSUMER,
         attributes=attributes,
+        start_time=start_time,
     ) as span:
         yield span
 

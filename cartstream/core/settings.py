@@ -401,6 +401,12 @@ class Settings(BaseSettings):
     otel_jsonl_path: Path = Path("cartstream-spans.jsonl")
     otel_jsonl_max_mb: int = Field(default=100, ge=1)  # then rotated once to <path>.1
     otel_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)  # decided at the cart
+    # which weight packets and detections get a `process <topic>` span in reason: "effects",
+    # those that produced an output or a dead letter (every one a checkout's trace passes
+    # through); "all", every one, also those that only changed a session's state (about a
+    # fifth of a loaded worker's throughput, docs/benchmarks.md). Every other input of a
+    # stage (session events, basket changes, reviews) always gets its span
+    otel_record_spans: Literal["effects", "all"] = "effects"
     otel_metrics_interval_s: float = Field(default=10.0, gt=0)  # OTLP metric export period
     service_name: str = "cartstream"
     ready_file: Path | None = None  # touched once the worker owns its partitions (probes, demo)

@@ -207,11 +207,14 @@ def message_span(
     kind: SpanKind = SpanKind.CONSUMER,
     attributes: Mapping[str, Any] | None = None,
     links: Iterable[bytes | str] = (),
+    start_time: int | None = None,
 ) -> Iterator[Span]:
     """A span named `<operation> <topic>` with OTel messaging attributes.
 
     `parent`: the traceparent to continue (None: the current span); `links`: traceparents of
-    other spans this one depends on (the frames of an inference batch, a checkout's changes).
+    other spans this one depends on (the frames of an inference batch, a checkout's changes);
+    `start_time`: when it began (ns since the epoch; None: now), for a span opened after the
+    work it covers.
     """
     attrs = {
         "messaging.system": "kafka",
@@ -227,5 +230,6 @@ def message_span(
         kind=kind,
         attributes=attrs,
         links=span_links,
+        start_time=start_time,
     ) as span:
         yield span

@@ -14,7 +14,12 @@ from typing import Any
 import pytest
 from faust.sensors.base import SensorDelegate
 from faust.types import TP
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
+from cartstream.core import telemetry
 from cartstream.core.settings import Settings
 from cartstream.models.catalog import Catalog
 from cartstream.schemas.codec import AvroCodec
@@ -312,3 +317,51 @@ def test_a_batch_whose_outputs_failed_is_applied_again_in_full(
     asyncio.run(_feed(stage_runner, messages[half:], batch=64))
     stage_runner.stage.close()
     assert publisher.sent == clean.sent
+
+
+@pytest.mark.parametrize("mode", ["effects", "all"])
+def test_record_spans_cover_every_record_with_an_effect(
+    weight_settings: Settings, catalog: Catalog, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """`otel_record_spans`: "effects" opens a `process <topic>` span for each weight packet
+    that produced an output or a dead letter (its outputs continue that span's trace, a dead
+    letter marks it failed) and none for one that only changed a state, and one for every
+    session event; "all", one for every record."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    monkeypatch.setattr(telemetry, "_tracer", provider.get_tracer("test"))
+    settings = weight_settings.with_overrides(otel_record_spans=mode)
+    messages = _messages(settings, catalog)
+    garbage = SimpleNamespace(**{**vars(messages[5]), "value": b"\x00garbage", "offset": 10_000})
+    messages.insert(6, garbage)
+    publisher = FakePublisher()
+    stage_runner, _ = _runner(settings, catalog, publisher)
+    outputs: list[Outbound] = []
+    publish = publisher.publish
+
+    async def keep(batch: Iterable[Outbound], stage: str, **kw: Any) -> None:
+        outputs.extend(batch)
+        await publish(batch, stage, **kw)
+
+    publisher.publish = keep  # type: ignore[method-assign]
+    asyncio.run(_feed(stage_runner, messages, batch=16))
+    stage_runner.stage.close()
+    spans = memory.get_finished_spans()
+    assert all(s.name.startswith("process cart.") for s in spans)
+    sessions = [m for m in messages if m.topic == settings.topics.sessions]
+    named = [s.name for s in spans]
+    assert named.count(f"process {settings.topics.sessions}") == len(sessions) > 0
+    (failed,) = [s for s in spans if s.status.status_code == StatusCode.ERROR]
+    assert failed.attributes is not None
+    assert failed.attributes["messaging.kafka.message.offset"] == 10_000
+    spanned = {s.attributes["messaging.kafka.message.offset"] for s in spans if s.attributes}
+    effects = {o.traceparent for o in outputs}
+    assert None not in effects
+    span_ids = {f"{s.context.span_id:016x}" for s in spans if s.context}
+    # every output continues the trace of its record's span, or of the packet that began it
+    assert any(t is not None and t.decode().split("-")[2] in span_ids for t in effects)
+    if mode == "all":
+        assert len(spans) == len(messages)
+    else:
+        assert 10_000 in spanned and 0 < len(spans) - len(sessions) < len(messages) / 5
