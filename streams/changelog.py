@@ -13,8 +13,29 @@ sensor hook), and Faust's commit flushes the producer before it commits the offs
 - a batch's states are put here before its inputs are acknowledged, and the offsets a commit
   takes are computed after this hook, synchronously, so every committed offset's state was
   handed to the producer first;
-- a crash loses only states whose inputs were not committed: they are read and applied again;
-- a rebalance commits (`Consumer.wait_empty`) before another worker recovers the table.
+- a crash loses only states whose inputs were not committed: they are read and applied again.
+
+A worker must also never write a state *after* another worker took the partition over and
+wrote newer ones: the changelog's last record is what the next recovery restores, while the
+committed offsets have moved past the inputs that record lacks. Two guards:
+
+- **Revoked partitions.** At a rebalance Faust forgets the acknowledgements of the partitions
+  it revokes (`Consumer.on_partitions_revoked`), so their pending inputs are never committed by
+  this worker; their pending states are dropped there too (`ChangelogWrites.drop`). Whoever
+  owns a partition next recovers it from the last commit's states and reads on from there.
+- **A worker that stood still.** A worker stopped for longer than the group's session timeout
+  (SIGSTOP, a frozen VM) has been evicted and does not know it until its next heartbeat; the
+  commit timer, overdue, may fire first. So a commit that starts more than a session timeout
+  after the previous one (`CommitGuard`) writes nothing and commits nothing
+  (`faust_fixes.commits_held`) for one session timeout: long enough for the heartbeat to
+  report the eviction and the revocation to drop what is pending. A worker that was only slow
+  resumes after that, having lost nothing but the wait.
+
+Not covered: a worker the group dropped while it kept running (it missed a rebalance) writes
+and commits until its next heartbeat tells it, and the changelog keeps whichever owner wrote
+last. The chaos run of 2026-12-04 lost one checkout that way (docs/reliability.md, "Two owners
+at once"); closing it needs fencing (transactions) or recovery that keeps the most advanced
+state, not the last written.
 
 What is put is a snapshot (`_Stored` in runner.py): the live state may change again before the
 write, under a batch whose outputs are not yet acknowledged.
@@ -22,10 +43,16 @@ write, under a batch whose outputs are not yet acknowledged.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from faust.sensors import Sensor
+
+from cartstream.streams import faust_fixes
+
+log = logging.getLogger(__name__)
 
 
 class ChangelogWrites:
@@ -55,24 +82,65 @@ class ChangelogWrites:
                 self.table.send_changelog(partition, key, value)
         return len(pending)
 
+    def drop(self, partitions: set[int]) -> int:
+        """Forget the pending records of `partitions` (revoked: their inputs are read again by
+        their next owner); how many."""
+        gone = [k for k, (_, p) in self._pending.items() if p in partitions]
+        for key in gone:
+            del self._pending[key]
+        return len(gone)
 
-class FlushBeforeCommit(Sensor):  # type: ignore[misc]
-    """Calls each registered flush when the consumer starts a commit, before it takes the
-    offsets to commit."""
 
-    def __init__(self, **kwargs: Any) -> None:
+class CommitGuard(Sensor):  # type: ignore[misc]
+    """Writes every table's pending records when the consumer starts a commit, before it
+    takes the offsets to commit; drops those of revoked partitions; and after a standstill
+    longer than `stall_s` holds both writes and commits for `stall_s` (module docstring)."""
+
+    def __init__(self, app: Any, stall_s: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.flushes: list[Callable[[], int]] = []
+        self.app = app
+        self.stall_s = stall_s
+        self.writes: list[ChangelogWrites] = []
+        self.last_commit: float | None = None
+        self.clock: Callable[[], float] = time.monotonic
 
     def on_commit_initiated(self, consumer: Any) -> None:
-        for flush in self.flushes:
-            flush()
+        now = self.clock()
+        last, self.last_commit = self.last_commit, now
+        if last is not None and now - last > self.stall_s:
+            log.warning(
+                "no commit for %.1f s (more than the session timeout): this worker may have "
+                "been evicted from its group; holding changelog writes and commits for %.1f s",
+                now - last,
+                self.stall_s,
+            )
+            faust_fixes.hold_commits(self.app, now + self.stall_s)
+        if faust_fixes.commits_held(self.app, now):
+            return
+        for writes in self.writes:
+            writes.flush()
+
+    def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
+        partitions = {tp.partition for tp in revoked}
+        dropped = sum(writes.drop(partitions) for writes in self.writes)
+        if dropped:
+            log.info("dropped %d pending changelog writes of revoked partitions", dropped)
 
 
-def flush_before_commit(app: Any, writes: ChangelogWrites) -> None:
-    """Register `writes` with the app's one `FlushBeforeCommit` sensor (added on first use)."""
-    sensor = next((s for s in app.sensors if isinstance(s, FlushBeforeCommit)), None)
-    if sensor is None:
-        sensor = FlushBeforeCommit()
-        app.sensors.add(sensor)
-    sensor.flushes.append(writes.flush)
+def guard_commits(app: Any, writes: ChangelogWrites, stall_s: float) -> CommitGuard:
+    """Register `writes` with the app's one `CommitGuard` (added on first use, with the
+    revocation hook on the app's table manager, which Faust calls before it commits)."""
+    guard = next((s for s in app.sensors if isinstance(s, CommitGuard)), None)
+    if guard is None:
+        guard = CommitGuard(app, stall_s)
+        app.sensors.add(guard)
+        manager = app.tables
+        revoked = manager.on_partitions_revoked
+
+        def on_partitions_revoked(tps: set[Any]) -> None:
+            guard.on_partitions_revoked(tps)
+            revoked(tps)
+
+        manager.on_partitions_revoked = on_partitions_revoked
+    guard.writes.append(writes)
+    return guard

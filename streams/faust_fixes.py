@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import time
 import weakref
 from typing import Any
 
@@ -133,7 +134,7 @@ def never_commit_past_unprocessed() -> None:
     The replacement commits a run only if it starts exactly at the committed offset, and
     nothing while that offset is unknown (`InOrder` asks the broker for it before its agent
     takes a partition's first record). Offsets below it (processed again after a re-delivery)
-    are discarded."""
+    are discarded. Nothing is committed while `hold_commits` holds them."""
     from faust.transport import consumer as module
 
     consumer_cls = module.Consumer
@@ -141,6 +142,8 @@ def never_commit_past_unprocessed() -> None:
         return
 
     def new_offset(self: Any, tp: Any) -> int | None:
+        if commits_held(self.app):
+            return None  # kept acknowledged: committed once the hold ends
         acked: list[int] = self._acked[tp]
         committed = self._committed_offset.get(tp)
         if not acked or committed is None:
@@ -163,6 +166,20 @@ def never_commit_past_unprocessed() -> None:
 
     setattr(new_offset, _PATCHED, True)
     consumer_cls._new_offset = new_offset  # type: ignore[method-assign]
+
+
+_HOLD = "_cartstream_commits_held_until"
+
+
+def hold_commits(app: Any, until: float) -> None:
+    """No offset of `app`'s consumer is committed before `until` (time.monotonic()); see
+    changelog.py's `CommitGuard`: a worker that may have been evicted commits nothing until
+    its group has told it."""
+    setattr(app, _HOLD, max(until, getattr(app, _HOLD, 0.0)))
+
+
+def commits_held(app: Any, now: float | None = None) -> bool:
+    return (time.monotonic() if now is None else now) < getattr(app, _HOLD, 0.0)
 
 
 def dropped(message: Any) -> None:

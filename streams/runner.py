@@ -35,7 +35,7 @@ from cartstream.core.settings import Settings
 from cartstream.core.telemetry import current_traceparent, mark_error
 from cartstream.core.topics import changelog_topic_name, tick_topic_name
 from cartstream.streams.backlog import Backlog, Ends, tick_ends, tick_value
-from cartstream.streams.changelog import ChangelogWrites, flush_before_commit
+from cartstream.streams.changelog import ChangelogWrites, guard_commits
 from cartstream.streams.input_runner import RETRY_FIRST_S, InputRunner
 from cartstream.streams.publish import Publisher, inbound_from, record_processed
 from cartstream.streams.stage import Inbound, Outbound, Stage
@@ -140,7 +140,7 @@ class StageRunner(InputRunner):
                 value_type=dict,
             )
             self.changelog = ChangelogWrites(self.table)
-            flush_before_commit(app, self.changelog)
+            guard_commits(app, self.changelog, settings.tuning.session_timeout_s)
             app.timer(interval=1.0, name=f"{stage.name}-deadlines")(self._send_ticks)
         self.topic = app.topic(*self.input_topics(), value_serializer="raw", key_serializer="raw")
         self._ticked: dict[str, int] = {}

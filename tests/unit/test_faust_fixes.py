@@ -88,7 +88,7 @@ def test_a_commit_never_passes_a_record_that_was_not_processed() -> None:
     tp = TP("cart.weights", 7)
 
     def consumer(committed: int | None, acked: list[int]) -> Any:
-        state = SimpleNamespace(_committed_offset=defaultdict(lambda: None))
+        state = SimpleNamespace(_committed_offset=defaultdict(lambda: None), app=SimpleNamespace())
         state._committed_offset[tp] = committed
         state._acked = {tp: list(acked)}
         state._acked_index = {tp: set(acked)}
@@ -106,6 +106,31 @@ def test_a_commit_never_passes_a_record_that_was_not_processed() -> None:
     assert commit(state) is None and state._acked[tp] == [177, 180]  # kept for later
     state._acked[tp].append(176)
     assert commit(state) == 178 and state._acked[tp] == [180]
+
+
+def test_nothing_is_committed_while_commits_are_held() -> None:
+    import time
+
+    from cartstream.streams.faust_fixes import (
+        commits_held,
+        hold_commits,
+        never_commit_past_unprocessed,
+    )
+
+    never_commit_past_unprocessed()
+    tp = TP("cart.weights", 3)
+    state = SimpleNamespace(
+        _committed_offset={tp: 10}, _acked={tp: [10, 11]}, _acked_index={tp: {10, 11}}
+    )
+    state.app = SimpleNamespace()
+    hold_commits(state.app, time.monotonic() + 60)
+    hold_commits(state.app, time.monotonic() - 1)  # a shorter hold never shortens one
+    assert commits_held(state.app)
+    assert faust_consumer.Consumer._new_offset(state, tp) is None
+    assert state._acked[tp] == [10, 11]  # kept: committed once the hold ends
+    assert not commits_held(state.app, now=time.monotonic() + 61)
+    state.app = SimpleNamespace()
+    assert faust_consumer.Consumer._new_offset(state, tp) == 12
 
 
 def test_a_rebalance_never_waits_for_a_copy_stuck_outside_every_agent() -> None:

@@ -60,6 +60,7 @@ class FakeApp(SinkRunnerApp):
         self.conf = SimpleNamespace(id="batch-test")
         self.table = FakeTable()
         self.sensors = SensorDelegate(SimpleNamespace(beacon=SimpleNamespace(new=lambda _: None)))
+        self.tables = SimpleNamespace(on_partitions_revoked=lambda revoked: None)
 
     def Table(self, *_: Any, **__: Any) -> FakeTable:
         return self.table
