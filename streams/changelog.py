@@ -31,11 +31,14 @@ committed offsets have moved past the inputs that record lacks. Two guards:
   report the eviction and the revocation to drop what is pending. A worker that was only slow
   resumes after that, having lost nothing but the wait.
 
-Not covered: a worker the group dropped while it kept running (it missed a rebalance) writes
-and commits until its next heartbeat tells it, and the changelog keeps whichever owner wrote
-last. The chaos run of 2026-12-04 lost one checkout that way (docs/reliability.md, "Two owners
-at once"); closing it needs fencing (transactions) or recovery that keeps the most advanced
-state, not the last written.
+A worker the group dropped while it kept running (it missed a rebalance) still writes until
+its next heartbeat tells it, so two owners can write one key's states in the same second, and
+the older may land last (the chaos run of 2026-12-04 lost a checkout that way:
+docs/reliability.md, "Two owners at once"). So every record carries its **progress**: per
+input topic, the highest offset applied to that key (`PROGRESS_FIELD`, runner.py keeps it), and
+recovery (`keep_most_advanced`) skips a record that is strictly behind the one it already
+holds for the key: the state every committed input went into is the most advanced one. Records
+that are not comparable (each ahead on some topic) keep Faust's rule, the last wins.
 
 What is put is a snapshot (`_Stored` in runner.py): the live state may change again before the
 write, under a batch whose outputs are not yet acknowledged.
@@ -53,6 +56,51 @@ from faust.sensors import Sensor
 from cartstream.streams import faust_fixes
 
 log = logging.getLogger(__name__)
+
+PROGRESS_FIELD = "_progress"  # in a stored record: {input topic: highest offset applied}
+
+
+def progress_of(value: Any) -> dict[str, int]:
+    """A changelog value's progress ({} for a tombstone or a record from before progress)."""
+    record = getattr(value, "record", value)
+    found = record.get(PROGRESS_FIELD) if isinstance(record, dict) else None
+    return dict(found) if isinstance(found, dict) else {}
+
+
+def behind(a: dict[str, int], b: dict[str, int]) -> bool:
+    """Is progress `a` strictly behind `b` (nothing further on any topic, and not equal)?"""
+    return bool(b) and a != b and all(a.get(t, -1) <= b.get(t, -1) for t in a.keys() | b.keys())
+
+
+def keep_most_advanced(table: Any) -> None:
+    """Recovery of `table` skips a changelog record strictly behind the value it already holds
+    for its key (written late by an earlier owner); tombstones and every other record apply as
+    Faust applies them, the last winning."""
+    apply = table.apply_changelog_batch
+
+    def apply_changelog_batch(batch: Iterable[Any]) -> None:
+        held: dict[Any, dict[str, int]] = {}
+        kept, skipped = [], 0
+        for event in batch:
+            key, value = event.key, event.value
+            if key not in held:
+                held[key] = progress_of(table.data.get(key))
+            mine = progress_of(value)
+            if value is not None and behind(mine, held[key]):
+                skipped += 1
+                continue
+            held[key] = mine
+            kept.append(event)
+        if skipped:
+            log.warning(
+                "%s: recovery skipped %d changelog records behind an earlier one of their key "
+                "(written late by an earlier owner)",
+                getattr(table, "name", "table"),
+                skipped,
+            )
+        apply(kept)
+
+    table.apply_changelog_batch = apply_changelog_batch
 
 
 class ChangelogWrites:

@@ -35,7 +35,13 @@ from cartstream.core.settings import Settings
 from cartstream.core.telemetry import current_traceparent, mark_error
 from cartstream.core.topics import changelog_topic_name, tick_topic_name
 from cartstream.streams.backlog import Backlog, Ends, tick_ends, tick_value
-from cartstream.streams.changelog import ChangelogWrites, guard_commits
+from cartstream.streams.changelog import (
+    PROGRESS_FIELD,
+    ChangelogWrites,
+    guard_commits,
+    keep_most_advanced,
+    progress_of,
+)
 from cartstream.streams.input_runner import RETRY_FIRST_S, InputRunner
 from cartstream.streams.publish import Publisher, inbound_from, record_processed
 from cartstream.streams.stage import Inbound, Outbound, Stage
@@ -62,10 +68,16 @@ class _Stored:
 
     __slots__ = ("partition", "record", "state")
 
-    def __init__(self, state: Any, partition: int, dump: Callable[[Any], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        state: Any,
+        partition: int,
+        dump: Callable[[Any], dict[str, Any]],
+        progress: dict[str, int],
+    ) -> None:
         self.state = state
         self.partition = partition
-        self.record = {**dump(state), PARTITION_FIELD: partition}
+        self.record = {**dump(state), PARTITION_FIELD: partition, PROGRESS_FIELD: progress}
 
     @classmethod
     def recovered(cls, state: Any, record: dict[str, Any]) -> _Stored:
@@ -88,6 +100,12 @@ class _Pending:
         self.outputs: list[Outbound] = []
         self.states: dict[str, tuple[Any, int]] = {}
         self.loaded: set[str] = set()
+        self.progress: dict[str, dict[str, int]] = {}  # per touched key (changelog.py)
+
+    def advance(self, key: str, topic: str, offset: int) -> None:
+        """The key's state has applied `topic`'s record at `offset`."""
+        mine = self.progress.setdefault(key, {})
+        mine[topic] = max(offset, mine.get(topic, -1))
 
     def add(self, outputs: Sequence[Outbound]) -> None:
         """Outputs made inside a record's span continue its trace once that span has ended."""
@@ -139,6 +157,7 @@ class StageRunner(InputRunner):
                 key_type=str,
                 value_type=dict,
             )
+            keep_most_advanced(self.table)
             self.changelog = ChangelogWrites(self.table)
             guard_commits(app, self.changelog, settings.tuning.session_timeout_s)
             app.timer(interval=1.0, name=f"{stage.name}-deadlines")(self._send_ticks)
@@ -191,7 +210,7 @@ class StageRunner(InputRunner):
             self._roll_back(pending.loaded)
             raise
         for key, (state, partition) in pending.states.items():
-            self._store(key, state, partition)
+            self._store(key, state, partition, pending.progress.get(key, {}))
 
     async def _apply_batch(self, messages: Sequence[Any], pending: _Pending) -> None:
         """The records through the stage, in order, and their outputs published."""
@@ -199,7 +218,10 @@ class StageRunner(InputRunner):
             if not await self.in_order.admit(msg):  # commits need every partition in order
                 continue
             if msg.topic == self.tick_topic_name:
-                self._on_tick((msg.key or b"").decode(), msg.value, now_ms(), pending)
+                key = (msg.key or b"").decode()
+                self._on_tick(key, msg.value, now_ms(), pending)
+                if key in pending.states:
+                    pending.advance(key, msg.topic, msg.offset)
                 continue
             started = time.perf_counter()
             inbound = inbound_from(msg)
@@ -236,6 +258,7 @@ class StageRunner(InputRunner):
         state = self._latest(key, pending)[0]
         result = self.stage.handle(state, admitted.record, inbound, now)
         pending.states[key] = (result.state, inbound.partition)
+        pending.advance(key, inbound.topic, inbound.offset)
         return [*admitted.outputs, *result.outputs], False
 
     def _mark_letters(self, span: Span, outputs: Sequence[Outbound]) -> None:
@@ -273,6 +296,7 @@ class StageRunner(InputRunner):
             return pending.states[key]
         pending.loaded.add(key)
         stored = self._load(key)
+        pending.progress[key] = progress_of(stored)
         return (stored.state, stored.partition) if stored else (None, 0)
 
     def _load(self, key: str) -> _Stored | None:
@@ -287,7 +311,7 @@ class StageRunner(InputRunner):
         self.table.data[key] = stored  # the same value, typed: no changelog write
         return stored
 
-    def _store(self, key: str, state: Any, partition: int) -> None:
+    def _store(self, key: str, state: Any, partition: int, progress: dict[str, int]) -> None:
         """The key's state into the table, and a snapshot of it queued for its changelog on
         the partition its inputs come on (written before the next commit, changelog.py);
         forgetting a key queues its tombstone."""
@@ -298,7 +322,7 @@ class StageRunner(InputRunner):
                 del self.table.data[key]
                 self.changelog.forget(key, partition)
             return
-        stored = _Stored(state, partition, self.stage.dump_state)
+        stored = _Stored(state, partition, self.stage.dump_state, progress)
         self.table.data[key] = stored
         self.changelog.put(key, stored, partition)
 

@@ -1,7 +1,8 @@
 """A stateful stage's changelog writes wait for the consumer's commit (streams/changelog.py):
-written when a commit starts; dropped for partitions a rebalance revokes; and after the worker
+written when a commit starts; dropped for partitions a rebalance revokes; after the worker
 stood still longer than a session timeout, neither written nor committed until the group has
-had time to say whether the worker still owns its partitions."""
+had time to say whether the worker still owns its partitions; and recovery keeps each key's
+most advanced state, not the last written."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ from faust.sensors.base import SensorDelegate
 from faust.types import TP
 
 from cartstream.streams import faust_fixes
-from cartstream.streams.changelog import ChangelogWrites, CommitGuard, guard_commits
+from cartstream.streams.changelog import (
+    PROGRESS_FIELD,
+    ChangelogWrites,
+    CommitGuard,
+    behind,
+    guard_commits,
+    keep_most_advanced,
+    progress_of,
+)
 
 
 class Table:
@@ -105,3 +114,64 @@ def test_a_steady_worker_is_never_held() -> None:
         app.commit()
         assert not faust_fixes.commits_held(app, clock.now)
     assert len(table.changelog) == 20
+
+
+class Event:
+    def __init__(self, key: str, value: Any) -> None:
+        self.key, self.value = key, value
+
+
+class RecoveringTable:
+    """A table as Faust recovers it: each changelog record applied in order, the last wins."""
+
+    name = "reason-state"
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def apply_changelog_batch(self, batch: list[Event]) -> None:
+        for event in batch:
+            if event.value is None:
+                self.data.pop(event.key, None)
+            else:
+                self.data[event.key] = event.value
+
+
+def _state(weights: int, sessions: int | None, closing: bool) -> dict[str, Any]:
+    progress = {"cart.weights": weights}
+    if sessions is not None:
+        progress["cart.sessions"] = sessions
+    return {"pending": "CHECKOUT_REQUESTED" if closing else None, PROGRESS_FIELD: progress}
+
+
+def test_recovery_keeps_the_most_advanced_state_not_the_last_written() -> None:
+    """The chaos run of 2026-12-04: two owners wrote one session's states within a second and
+    the older (no checkout request, packets to 167) landed after the newer (packets to 241 and
+    the request); recovery must keep the newer one, whose inputs are committed."""
+    table = RecoveringTable()
+    keep_most_advanced(table)
+    table.apply_changelog_batch([Event("s", _state(99, None, False))])
+    table.apply_changelog_batch(
+        [
+            Event("s", _state(102, 2358, True)),
+            Event("s", _state(164, None, False)),  # the other owner, catching up: not comparable
+            Event("s", _state(241, 2358, True)),
+            Event("s", _state(167, None, False)),  # late, and behind: skipped
+        ]
+    )
+    assert table.data["s"][PROGRESS_FIELD] == {"cart.weights": 241, "cart.sessions": 2358}
+    table.apply_changelog_batch([Event("s", _state(160, 2358, True))])  # behind again: skipped
+    assert table.data["s"][PROGRESS_FIELD]["cart.weights"] == 241
+    table.apply_changelog_batch([Event("s", _state(250, 2358, True))])  # further on: applied
+    assert table.data["s"][PROGRESS_FIELD]["cart.weights"] == 250
+    table.apply_changelog_batch([Event("s", None), Event("t", _state(1, None, False))])
+    assert "s" not in table.data and table.data["t"]  # tombstones apply as Faust applies them
+
+
+def test_progress_ordering() -> None:
+    assert behind({"a": 1}, {"a": 2})
+    assert behind({"a": 1}, {"a": 1, "b": 0})
+    assert not behind({"a": 2}, {"a": 2})  # equal: the last wins, as before
+    assert not behind({"a": 3, "b": 0}, {"a": 2, "b": 5})  # not comparable
+    assert not behind({"a": 1}, {})  # a record from before progress never wins by it
+    assert progress_of(None) == {} and progress_of({"x": 1}) == {}

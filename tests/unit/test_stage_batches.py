@@ -26,6 +26,7 @@ from cartstream.schemas.codec import AvroCodec
 from cartstream.services.carts.simulate import SimConfig, cart_events, plan_carts
 from cartstream.streams import runner
 from cartstream.streams.backlog import tick_value
+from cartstream.streams.changelog import PROGRESS_FIELD
 from cartstream.streams.reason import ReasonStage
 from cartstream.streams.stage import Outbound
 from tests.unit.test_backlog import FakeConsumer
@@ -49,6 +50,10 @@ class FakeTable(dict[str, Any]):
 
     def send_changelog(self, partition: int, key: str, value: Any, **_: Any) -> None:
         self.changelog.append((partition, key, value))
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        for event in batch:
+            self[event.key] = event.value
 
 
 class FakeApp(SinkRunnerApp):
@@ -196,6 +201,23 @@ def test_a_key_is_written_once_per_commit(weight_settings: Settings, catalog: Ca
     assert all(p == cart_partition[v.state.cart_id] == v.partition for p, v in written)
 
 
+def test_each_stored_state_carries_the_inputs_it_applied(
+    weight_settings: Settings, catalog: Catalog
+) -> None:
+    """Its progress: per input topic, the highest offset applied to that key (what recovery
+    compares when two owners wrote one key, changelog.py)."""
+    messages = _messages(weight_settings, catalog)
+    _, one_app = _run(weight_settings, catalog, messages, batch=1)
+    _, many_app = _run(weight_settings, catalog, messages, batch=16, commit_every=8)
+    keys = [key for _, key, _ in one_app.table.changelog]  # each record's state key, in order
+    expected: dict[str, dict[str, int]] = {}
+    for key, m in zip(keys, messages, strict=True):
+        expected.setdefault(key, {})[m.topic] = m.offset
+    for app in (one_app, many_app):
+        assert {k: v.record[PROGRESS_FIELD] for k, v in app.table.items()} == expected
+    assert len({t for p in expected.values() for t in p}) == 2  # weights and sessions
+
+
 def test_nothing_reaches_the_changelog_before_a_commit_starts(
     weight_settings: Settings, catalog: Catalog
 ) -> None:
@@ -288,7 +310,7 @@ def test_deadline_ticks_wait_for_the_partitions_backlog(
 
     key, value, _ = sent[0]
     delivered = SimpleNamespace(
-        topic=stage_runner.tick_topic_name, partition=p, key=key, value=value, headers={}
+        topic=stage_runner.tick_topic_name, partition=p, offset=0, key=key, value=value, headers={}
     )
     cart = app.table[key.decode()].state.cart_id
     expected[TP(inputs[0], p)] = 7  # a restarted worker, not as far on as the sender

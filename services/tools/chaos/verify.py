@@ -23,6 +23,7 @@ from cartstream.core.topics import changelog_topic_name
 from cartstream.services.kafka.tail import read_messages
 from cartstream.services.storage.repository import Repository
 from cartstream.services.tools.chaos.schedule import Fault, Shape
+from cartstream.streams.changelog import behind, progress_of
 
 Basket = dict[str, int]
 
@@ -105,15 +106,21 @@ def collect(
 
 def open_sessions(settings: Settings, stages: Iterable[str]) -> dict[str, int]:
     """Per stateful stage, the sessions whose latest stored state is not closed (hostile
-    `fuzz-` sessions aside: nothing ever closes them)."""
+    `fuzz-` sessions aside: nothing ever closes them); latest as recovery reads it (a record
+    behind the one before it is skipped, streams/changelog.py)."""
     found = {}
     for stage in stages:
         latest: dict[str, Any] = {}
         topic = changelog_topic_name(settings.app_id, stage)
         for msg in read_messages(settings, topic, idle_timeout_s=3.0):
             key = json.loads(msg.key) if msg.key else None
-            if not str(key).startswith("fuzz-"):
-                latest[str(key)] = json.loads(msg.value) if msg.value else None
+            if str(key).startswith("fuzz-"):
+                continue
+            value = json.loads(msg.value) if msg.value else None
+            held = latest.get(str(key))
+            if value is not None and behind(progress_of(value), progress_of(held)):
+                continue  # written late by an earlier owner: recovery skips it too
+            latest[str(key)] = value
         found[stage] = sum(
             1 for v in latest.values() if isinstance(v, dict) and v.get("closed_ms") is None
         )
