@@ -93,8 +93,8 @@ def keep_most_advanced(table: Any) -> None:
             kept.append(event)
         if skipped:
             log.warning(
-                "%s: recovery skipped %d changelog records behind an earlier one of their key "
-                "(written late by an earlier owner)",
+                "%s: recovery skipped %d changelog records behind the state already held for "
+                "their key (this worker's own, or one an earlier owner wrote late)",
                 getattr(table, "name", "table"),
                 skipped,
             )
