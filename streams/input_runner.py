@@ -20,7 +20,7 @@ from cartstream.core.telemetry import mark_error
 from cartstream.streams.in_order import InOrder
 from cartstream.streams.ingress import Admitted, Ingress
 from cartstream.streams.publish import Publisher, inbound_from, record_processed
-from cartstream.streams.stage import Inbound, Sink, Stage
+from cartstream.streams.stage import Inbound, Outbound, Sink, Stage
 from cartstream.streams.tracing import process_span
 
 RETRY_FIRST_S = 0.5  # the first retry of a failed write or batch ...
@@ -80,10 +80,14 @@ class InputRunner:
     def _admit(self, inbound: Inbound, value: bytes, now: int, span: Span) -> Admitted:
         """Decode and validate; a dead letter marks the input's span failed with its reason."""
         admitted = self.ingress.admit(inbound, value, now)
-        for out in admitted.outputs:
+        self._mark_letters(span, admitted.outputs)
+        return admitted
+
+    def _mark_letters(self, span: Span, outputs: Iterable[Outbound]) -> None:
+        """A dead letter among an input's outputs marks its span failed, with its reason."""
+        for out in outputs:
             if out.topic == self.settings.topics.dead_letters:
                 mark_error(span, str(out.record["reason"]), str(out.record["error_type"]))
-        return admitted
 
     async def _apply(self, record: Mapping[str, Any], inbound: Inbound, now: int) -> None:
         raise NotImplementedError

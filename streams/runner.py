@@ -23,16 +23,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 import faust
-from opentelemetry.trace import Span
 
 from cartstream.core.ids import now_ms
 from cartstream.core.settings import Settings
-from cartstream.core.telemetry import current_traceparent, mark_error
+from cartstream.core.telemetry import current_traceparent
 from cartstream.core.topics import changelog_topic_name, tick_topic_name
 from cartstream.streams.backlog import Backlog, Ends, tick_ends, tick_value
 from cartstream.streams.changelog import (
@@ -93,14 +92,14 @@ class _Stored:
 
 class _Pending:
     """What one batch did, held back until its outputs are acknowledged: every output in
-    order, each touched key's latest state (None: forget it) with its input partition, and the
-    keys whose stored state the stage was handed (it may have changed them in place)."""
+    order, each touched key's latest state (None: forget it) with its input partition, and each
+    touched key's progress (changelog.py), set when its stored state is first handed to the
+    stage (which may change it in place: its keys are the ones a failed batch rolls back)."""
 
     def __init__(self) -> None:
         self.outputs: list[Outbound] = []
         self.states: dict[str, tuple[Any, int]] = {}
-        self.loaded: set[str] = set()
-        self.progress: dict[str, dict[str, int]] = {}  # per touched key (changelog.py)
+        self.progress: dict[str, dict[str, int]] = {}
 
     def advance(self, key: str, topic: str, offset: int) -> None:
         """The key's state has applied `topic`'s record at `offset`."""
@@ -130,7 +129,6 @@ class StageRunner(InputRunner):
         # state: under `otel_record_spans="effects"` only those with an effect get a span
         self.span_every_record = settings.otel_record_spans == "all"
         self.busy_streams = frozenset((settings.topics.weights, settings.topics.detections))
-        self.dead_letters = settings.topics.dead_letters
         self.within_s = settings.stage_batch.max_wait_ms / 1000.0
         self.table: Any = None
         self.tick_topic: Any = None
@@ -207,7 +205,7 @@ class StageRunner(InputRunner):
         try:
             await self._apply_batch(messages, pending)
         except BaseException:
-            self._roll_back(pending.loaded)
+            self._roll_back(pending.progress.keys())
             raise
         for key, (state, partition) in pending.states.items():
             self._store(key, state, partition, pending.progress.get(key, {}))
@@ -261,13 +259,7 @@ class StageRunner(InputRunner):
         pending.advance(key, inbound.topic, inbound.offset)
         return [*admitted.outputs, *result.outputs], False
 
-    def _mark_letters(self, span: Span, outputs: Sequence[Outbound]) -> None:
-        """A dead letter marks its input's span failed, with its reason."""
-        for out in outputs:
-            if out.topic == self.dead_letters:
-                mark_error(span, str(out.record["reason"]), str(out.record["error_type"]))
-
-    def _roll_back(self, keys: set[str]) -> None:
+    def _roll_back(self, keys: Iterable[str]) -> None:
         """The stage changes a state in place, so a batch that failed (its outputs never
         acknowledged) leaves its keys' live states ahead of what was stored: applied again,
         its records would be skipped as done and their outputs never sent. Each key goes back
@@ -294,7 +286,6 @@ class StageRunner(InputRunner):
         """The key's state as the batch left it so far, else as stored (None: no state)."""
         if key in pending.states:
             return pending.states[key]
-        pending.loaded.add(key)
         stored = self._load(key)
         pending.progress[key] = progress_of(stored)
         return (stored.state, stored.partition) if stored else (None, 0)
