@@ -68,3 +68,11 @@ def test_a_new_report_keeps_the_hand_written_sections_below_it() -> None:
     page = "# Reliability\n\n| a | b |\n\n## Faults\n\nx\n\n## Split (hand-written, 2026)\n\ny\n"
     assert hand_written(page) == "## Split (hand-written, 2026)\n\ny\n"
     assert hand_written("# Reliability\n\n## Faults\n") == ""
+
+
+def test_a_new_report_keeps_the_status_quote_under_the_title() -> None:
+    from cartstream.services.tools.chaos.report import status_note
+
+    page = "# Reliability\n\n> **Status (today).** It passed,\n> mostly.\n\nProduced by x\n"
+    assert status_note(page) == "> **Status (today).** It passed,\n> mostly.\n"
+    assert status_note("# Reliability\n\n> a quote\n\nProduced by x\n") == ""

@@ -31,12 +31,26 @@ def write_report(result: ChaosResult, folder: Path, markdown: Path | None) -> Pa
         markdown.parent.mkdir(parents=True, exist_ok=True)
         plot = markdown.with_name(markdown.stem + "-timeline.png")
         _plot(result, plot)
-        kept = hand_written(markdown.read_text() if markdown.exists() else "")
-        markdown.write_text(_markdown(result, plot.name) + (f"\n{kept}" if kept else ""))
+        page = markdown.read_text() if markdown.exists() else ""
+        report = _markdown(result, plot.name)
+        status = status_note(page)
+        if status:  # under the title, above the new report
+            title, _, rest = report.partition("\n\n")
+            report = f"{title}\n\n{status}\n{rest}"
+        kept = hand_written(page)
+        markdown.write_text(report + (f"\n{kept}" if kept else ""))
     return summary
 
 
 HAND_WRITTEN = re.compile(r"^## .*\(hand-written", re.MULTILINE)
+STATUS = re.compile(r"^> \*\*Status.*?(?=^(?!>))", re.MULTILINE | re.DOTALL)
+
+
+def status_note(page: str) -> str:
+    """The hand-written status quote under a report's title (`> **Status ...`, to its last `>`
+    line), which a new run keeps: the people who ran it say what the run shows and misses."""
+    found = STATUS.search(page)
+    return found.group(0) if found else ""
 
 
 def hand_written(page: str) -> str:
@@ -118,8 +132,10 @@ def _markdown(result: ChaosResult, plot_name: str) -> str:
         f"cartstream chaos --seed {c.seed} --carts {c.carts} --sessions {c.sessions} "
         f"--speed {c.speed:g} --topology {c.topology} --workers {c.workers} --kills {s.kills} "
         f"--pauses {s.pauses} --db-outages {s.db_outages} --db-outage-s {s.db_outage_s:g} "
-        f"--broker-cuts {s.broker_cuts} --broker-restarts {s.broker_restarts} "
-        f"--fuzz {c.fuzz_records} --report docs/reliability.md"
+        f"--broker-cuts {s.broker_cuts} "
+        + (f"--broker-cut-s {s.broker_cut_s[0]:g} " if len(set(s.broker_cut_s)) == 1 else "")
+        + f"--broker-restarts {s.broker_restarts} --fuzz {c.fuzz_records} "
+        f"--deadline {c.deadline_s:g} --report docs/reliability.md"
     )
     lines = [
         "# Reliability: the pipeline under faults",
