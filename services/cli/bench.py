@@ -147,6 +147,24 @@ def bench_tls(frames: int, packets: int, frame_kb: int, repeats: int, out: Path)
     click.echo(f"written to {out}")
 
 
+@bench.command("hostile")
+@click.option("--garbage", type=int, default=20000, show_default=True, help="Malformed records.")
+@click.option("--flood", type=int, default=10000, show_default=True, help="Frames from one cart.")
+@admin_database_option("the bench")
+@out_option("docs/hostile-drain.md")
+def bench_hostile(garbage: int, flood: int, admin_database_url: str, out: Path) -> None:
+    """Seconds one idle worker takes to work off a burst of hostile records."""
+    import tempfile
+
+    from cartstream.services.tools import bench_hostile as bh
+
+    with tempfile.TemporaryDirectory() as tmp:
+        drains = bh.run(garbage, flood, Path(tmp), admin_database_url)
+    bh.write_report(out, drains, f"cartstream bench hostile --garbage {garbage} --flood {flood}")
+    click.echo(bh.table(drains))
+    click.echo(f"written to {out}")
+
+
 @bench.command("pipeline")
 @click.option("--modes", default="reasoning,full", show_default=True)
 @click.option("--carts", "carts_list", default="100,300,1000,3000", show_default=True)
