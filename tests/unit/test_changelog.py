@@ -22,6 +22,7 @@ from cartstream.streams.changelog import (
     keep_most_advanced,
     progress_of,
 )
+from tests.fake_clock import Clock
 
 
 class Table:
@@ -46,14 +47,6 @@ class App:
 
     def rebalance(self, *partitions: int) -> None:
         self.tables.on_partitions_revoked({TP("cart.weights", p) for p in partitions})
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _guarded(stall_s: float = 6.0) -> tuple[App, Table, ChangelogWrites, CommitGuard, Clock]:

@@ -13,6 +13,7 @@ from faust.types import TP
 
 from cartstream.streams.faust_fixes import _was_dropped
 from cartstream.streams.in_order import InOrder, seek
+from tests.fake_clock import Clock
 
 WEIGHTS = TP("cart.weights", 3)
 
@@ -92,14 +93,6 @@ class Consumer:
 
     async def earliest_offsets(self, *tps: Any) -> dict[Any, int]:
         return {tp: 12 for tp in tps}  # retention removed 0..11
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_guard(consumer: Consumer) -> InOrder:

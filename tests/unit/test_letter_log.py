@@ -9,14 +9,7 @@ import pytest
 
 from cartstream.streams.deadletter import LetterLog
 from cartstream.streams.stage import Inbound
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fake_clock import Clock
 
 
 def _inbound(offset: int) -> Inbound:
@@ -26,7 +19,7 @@ def _inbound(offset: int) -> Inbound:
 def test_letters_past_the_budget_are_counted_and_summed_up_after_the_window(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     letters = LetterLog(per_window=3, window_s=10.0, clock=clock)
     with caplog.at_level(logging.WARNING, logger="cartstream.streams.deadletter"):
         for offset in range(50):
@@ -51,7 +44,7 @@ def test_letters_past_the_budget_are_counted_and_summed_up_after_the_window(
 
 
 def test_a_quiet_stage_logs_every_letter(caplog: pytest.LogCaptureFixture) -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     letters = LetterLog(per_window=3, window_s=10.0, clock=clock)
     with caplog.at_level(logging.WARNING, logger="cartstream.streams.deadletter"):
         for offset in range(6):
