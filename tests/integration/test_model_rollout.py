@@ -7,20 +7,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 from click.testing import CliRunner
 from kafka import KafkaProducer
 
-from cartstream.core.settings import Settings
+from cartstream.core.settings import KafkaSettings, Settings
 from cartstream.models.catalog import Catalog
 from cartstream.models.registry import Registry
 from cartstream.models.train import render_dataset
 from cartstream.schemas.codec import AvroCodec
 from cartstream.schemas.records import CART_FRAME
 from cartstream.services.cli.main import cli
+from cartstream.services.kafka.broker import EmbeddedBroker
 from cartstream.services.kafka.tail import read_topic
 from cartstream.services.kafka.topics import ensure_topics
 from cartstream.services.tools.bench import frame_records
@@ -29,6 +31,27 @@ from cartstream.streams.detect import shadowed
 from tests.model_variants import copy_bundled, variant
 
 BEFORE, DURING_MAX, AFTER = 12, 150, 12
+
+
+@pytest.fixture
+def broker() -> Iterator[EmbeddedBroker]:
+    """A broker per test here, not per module: each test reads the whole shadow topic (and
+    `shadow-report` / `promote --shadow` read it too), so another test's shadows must not be
+    in it, whichever of them a test worker runs first."""
+    with EmbeddedBroker() as b:
+        yield b
+
+
+@pytest.fixture
+def broker_settings(broker: EmbeddedBroker) -> Callable[..., Settings]:
+    def make() -> Settings:
+        return Settings(
+            kafka=KafkaSettings(bootstrap_servers=broker.bootstrap),
+            broker_profile="tansu",
+            app_id="it-rollout",
+        )
+
+    return make
 
 
 def test_a_promotion_reaches_a_running_worker_without_losing_a_frame(
