@@ -76,8 +76,9 @@ def broker() -> Iterator[EmbeddedBroker]:
         yield b
 
 
-@pytest.fixture(scope="module")
-def broker_settings(broker: EmbeddedBroker) -> Callable[..., Settings]:
+def settings_on(broker: EmbeddedBroker) -> Callable[..., Settings]:
+    """Settings for `broker`, each call with a fresh app id (its own consumer groups)."""
+
     def make(**overrides: object) -> Settings:
         base = Settings(
             kafka=KafkaSettings(bootstrap_servers=broker.bootstrap),
@@ -87,6 +88,11 @@ def broker_settings(broker: EmbeddedBroker) -> Callable[..., Settings]:
         return base.with_overrides(**overrides) if overrides else base
 
     return make
+
+
+@pytest.fixture(scope="module")
+def broker_settings(broker: EmbeddedBroker) -> Callable[..., Settings]:
+    return settings_on(broker)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.protocol.commit import OffsetCommitRequest
@@ -36,10 +37,10 @@ def _consumer(bootstrap: str, group: str) -> AIOKafkaConsumer:
     )
 
 
-async def _until(check: object, seconds: float = 60.0) -> None:
+async def _until(check: Callable[[], object], seconds: float = 60.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    while not check():  # type: ignore[operator]
+    while not check():
         assert loop.time() < deadline, "the group did not settle in time"
         await asyncio.sleep(0.1)
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from kafka import KafkaProducer
 
-from cartstream.core.settings import KafkaSettings, Settings
+from cartstream.core.settings import Settings
 from cartstream.models.catalog import Catalog
 from cartstream.models.registry import Registry
 from cartstream.models.train import render_dataset
@@ -28,6 +28,7 @@ from cartstream.services.kafka.topics import ensure_topics
 from cartstream.services.tools.bench import frame_records
 from cartstream.services.tools.harness import WorkerProcess, worker_env
 from cartstream.streams.detect import shadowed
+from tests.conftest import settings_on
 from tests.model_variants import copy_bundled, variant
 
 BEFORE, DURING_MAX, AFTER = 12, 150, 12
@@ -44,14 +45,7 @@ def broker() -> Iterator[EmbeddedBroker]:
 
 @pytest.fixture
 def broker_settings(broker: EmbeddedBroker) -> Callable[..., Settings]:
-    def make() -> Settings:
-        return Settings(
-            kafka=KafkaSettings(bootstrap_servers=broker.bootstrap),
-            broker_profile="tansu",
-            app_id="it-rollout",
-        )
-
-    return make
+    return settings_on(broker)
 
 
 def test_a_promotion_reaches_a_running_worker_without_losing_a_frame(
