@@ -88,6 +88,15 @@ def test_a_promotion_reaches_a_running_worker_without_losing_a_frame(
     try:
         worker.wait_ready(ready, timeout_s=90)
         send(BEFORE)
+        # the first model must have detected these before the promotion: a worker slow to
+        # fetch its first frames would otherwise meet them after the switch (CI saw every
+        # frame detected by the second model only)
+        deadline = time.monotonic() + 60
+        seen = versions()
+        while len(seen) < BEFORE and time.monotonic() < deadline:
+            time.sleep(0.5)
+            seen = versions()
+        assert set(seen) == set(sent) and set().union(*seen.values()) == {first.version}
         registry.promote(second.version, reason="rollout test")
         switched_at = None
         deadline = time.monotonic() + 60
