@@ -54,6 +54,7 @@ from cartstream.schemas.records import (
 )
 from cartstream.schemas.validation import validate_frame
 from cartstream.streams.deadletter import dead_letter
+from cartstream.streams.frame_rate import FrameRateGuard
 from cartstream.streams.frame_watch import FrameWatch
 from cartstream.streams.stage import Inbound, Outbound, Result
 
@@ -83,6 +84,7 @@ class DetectStage:
         self.shadow: DetectorRuntime | None = None  # a candidate beside it (detect.shadow_*)
         self.drift: FrameWatch | None = None  # live detections vs the model's reference
         self.codec = AvroCodec()
+        self.rate_guard = FrameRateGuard(self.config.max_frame_rate, self.config.frame_burst)
 
     def start(self) -> None:
         """Load and warm the detector; ConfigurationError if it was trained on another catalog."""
@@ -233,6 +235,8 @@ class DetectStage:
             self.settings.max_frame_bytes,
             decode=self.runtime is None,
         )
+        # last: a frame refused for another reason takes no token
+        self.rate_guard.admit(record["cart_id"], record["camera_id"], record["capture_time_ms"])
 
     def state_key(self, record: Mapping[str, Any]) -> str:
         return str(record["session_id"])

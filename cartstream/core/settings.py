@@ -223,6 +223,10 @@ class DetectSettings(_Frozen):
     drift_window: int = Field(default=480, ge=10)
     drift_min_samples: int = Field(default=240, ge=10)
     drift_alert_psi: float = Field(default=0.25, gt=0)
+    # per camera of a cart, in capture time (streams/frame_rate.py): frames beyond these are
+    # dead-lettered before decoding, so one flooding cart cannot hold a partition's detections
+    max_frame_rate: float = Field(default=15.0, gt=0)
+    frame_burst: int = Field(default=30, ge=1)
 
     @model_validator(mode="after")
     def _model_exists(self) -> DetectSettings:

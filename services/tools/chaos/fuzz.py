@@ -9,7 +9,9 @@ headers), so the verifier can match each one to its dead letter. Kinds:
 - valid Avro with hostile contents: NaN, infinite or negative grams, timestamps far in the
   future or past, sequence jumps of 2^62;
 - valid Avro that must be harmless: unknown carts and stores, duplicated and out-of-order
-  session events, and a flood of 10 000 frames from one cart within one second.
+  session events;
+- a flood of 10 000 frames from one cart within one second: beyond the camera's burst each is
+  dead-lettered for its rate (not checked per record: the burst's frames are detected).
 
 Fuzz carts and sessions are named `fuzz-*`, so honest sessions are never addressed.
 """
@@ -131,8 +133,9 @@ class HostileInput:
         return Hostile(self.t.sessions, key, self.codec.encode(SESSION_EVENT, event), kind)
 
     def flood(self, frames: int = FLOOD_FRAMES) -> Iterator[Hostile]:
-        """Valid frames from one fuzz cart, as fast as they go (harmless: each is detected, and
-        its session never closes, so it bills nobody)."""
+        """Valid frames from one fuzz cart's camera, as fast as they go, all captured at one
+        moment: the detect stage infers the first `detect.frame_burst` and dead-letters the rest
+        for their rate (streams/frame_rate.py); the session never closes, so it bills nobody."""
         now = int(time.time() * 1000)
         for i in range(frames):
             frame = self._frame(i, now, cart="fuzz-flood")

@@ -1,0 +1,84 @@
+"""One camera's frames are limited in its own capture time (streams/frame_rate.py): a flood is
+dead-lettered before inference, honest shopping never meets the limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from cartstream.core.settings import Settings, TopicSettings
+from cartstream.exceptions import ValidationError
+from cartstream.models.catalog import Catalog
+from cartstream.services.carts.simulate import SimConfig, cart_events, plan_carts
+from cartstream.services.tools.chaos.fuzz import HostileInput
+from cartstream.streams.detect import DetectStage
+from cartstream.streams.frame_rate import FrameRateGuard
+from cartstream.streams.stage import Inbound
+from cartstream.streams.testing import MemoryPipeline
+
+
+def refused(guard: FrameRateGuard, frames: list[tuple[str, int, int]]) -> list[int]:
+    out = []
+    for i, (cart, camera, at) in enumerate(frames):
+        try:
+            guard.admit(cart, camera, at)
+        except ValidationError as exc:
+            assert f"camera {camera} of cart {cart!r}" in exc.reason and "faster than" in exc.reason
+            out.append(i)
+    return out
+
+
+def test_a_burst_passes_then_one_clock_earns_nothing() -> None:
+    guard = FrameRateGuard(max_rate=10, burst=5)
+    assert refused(guard, [("a", 0, 1000)] * 8) == [5, 6, 7]
+    # a clock that stands still or runs back earns no tokens
+    assert refused(guard, [("a", 0, 1000), ("a", 0, 400)]) == [0, 1]
+    # another camera, and another cart, have their own buckets
+    assert refused(guard, [("a", 1, 1000), ("b", 0, 1000)]) == []
+
+
+def test_capture_time_refills_at_the_rate_up_to_the_burst() -> None:
+    guard = FrameRateGuard(max_rate=10, burst=5)
+    refused(guard, [("a", 0, 0)] * 5)
+    assert refused(guard, [("a", 0, 300)] * 4) == [3]  # 300 ms: 3 tokens
+    # a long pause fills the bucket to the burst, not beyond
+    assert refused(guard, [("a", 0, 60_000)] * 6) == [5]
+    # 10 frames a second, evenly spaced, never run out
+    assert refused(guard, [("a", 0, 60_000 + 100 * i) for i in range(1, 500)]) == []
+
+
+def test_the_least_recently_seen_camera_is_forgotten_first() -> None:
+    guard = FrameRateGuard(max_rate=1, burst=1, max_cameras=2)
+    assert refused(guard, [("a", 0, 0), ("b", 0, 0), ("a", 0, 0)]) == [2]
+    refused(guard, [("c", 0, 0)])  # b goes: a was seen since
+    assert len(guard) == 2
+    assert refused(guard, [("a", 0, 0), ("b", 0, 0)]) == [0]  # a remembered, b starts full
+
+
+def test_honest_shopping_never_meets_the_default_limit(catalog: Catalog) -> None:
+    settings = Settings()
+    stage = DetectStage(settings, catalog)
+    topics = TopicSettings()
+    planned = plan_carts(SimConfig(carts=3, sessions=6, seed=11, run_id="rate"), catalog)
+    frames = 0
+    for at, topic, _, _, record in cart_events(planned, catalog, topics, 50.0):
+        if topic == topics.frames:
+            inbound = Inbound(topic, 0, frames, record["cart_id"].encode(), at, {})
+            stage.validate(record, inbound, at)  # raises if refused
+            frames += 1
+    assert frames > 300
+
+
+@pytest.mark.parametrize("burst", [30, 4])
+def test_a_flood_is_dead_lettered_before_inference(burst: int) -> None:
+    settings = Settings(detect={"frame_burst": burst})
+    pipeline = MemoryPipeline(settings, [DetectStage(settings, Catalog.load())])
+    source = HostileInput(settings, seed=5)
+    for hostile in source.flood(100):
+        pipeline.publish_raw(hostile.topic, hostile.key, hostile.value or b"")
+    pipeline.run()
+    detections = pipeline.records(settings.topics.detections)
+    letters = pipeline.records(settings.topics.dead_letters)
+    assert len(detections) == burst
+    assert len(letters) == 100 - burst
+    assert all("faster than 15 a second" in letter["reason"] for letter in letters)
+    assert {letter["error_type"] for letter in letters} == {"VALIDATION"}
