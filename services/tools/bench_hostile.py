@@ -3,7 +3,8 @@
 One embedded broker, one worker with every role (the chaos run's `group` topology, one
 worker), a database of its own. A burst of malformed records (every dead-letter kind of the
 chaos fuzzer except the values of several MB, spread over the input topics as it spreads them),
-then the chaos run's flood of valid frames from one cart; for each, the seconds from the first
+then the chaos run's flood of valid frames from one cart's camera (the first 30 detected, the
+rest dead-lettered for their rate, streams/frame_rate.py); for each, the seconds from the first
 record sent until the group's lag reads 0 and the records/s that makes. The documented chaos
 run sends 100 000 such records and a 10 000-frame flood while carts shop: these are the rates
 its backlog drains at when the honest carts take none of the worker's time. Lag is read as
