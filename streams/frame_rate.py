@@ -60,7 +60,8 @@ class FrameRateGuard:
                 bucket.last_ms = capture_time_ms
         if bucket.tokens < 1.0:
             raise ValidationError(
-                f"camera {camera_id} of cart {cart_id[:64]!r} sends frames faster than "
+                # the label before the colon is what metrics group by: no ids in it
+                f"frame rate: camera {camera_id} of cart {cart_id[:64]!r} sends frames faster than "
                 f"{self.max_rate:g} a second of capture time (bursts of {self.burst}): "
                 "not inferred"
             )

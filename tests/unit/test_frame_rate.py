@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from cartstream.core.metrics import reason_label
 from cartstream.core.settings import Settings, TopicSettings
 from cartstream.exceptions import ValidationError
 from cartstream.models.catalog import Catalog
@@ -82,3 +83,5 @@ def test_a_flood_is_dead_lettered_before_inference(burst: int) -> None:
     assert len(letters) == 100 - burst
     assert all("faster than 15 a second" in letter["reason"] for letter in letters)
     assert {letter["error_type"] for letter in letters} == {"VALIDATION"}
+    # grouped under one bounded metric label, whichever cart floods
+    assert {reason_label(letter["reason"]) for letter in letters} == {"frame rate"}
