@@ -236,7 +236,13 @@ class DetectStage:
             decode=self.runtime is None,
         )
         # last: a frame refused for another reason takes no token
-        self.rate_guard.admit(record["cart_id"], record["camera_id"], record["capture_time_ms"])
+        self.rate_guard.admit(
+            record["cart_id"],
+            record["camera_id"],
+            record["capture_time_ms"],
+            inbound.partition,
+            inbound.offset,
+        )
 
     def state_key(self, record: Mapping[str, Any]) -> str:
         return str(record["session_id"])

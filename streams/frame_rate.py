@@ -10,30 +10,44 @@ of capture time. A frame with no token left is dead-lettered with the reason, be
 or inference.
 
 Invariants:
-- capture time, not arrival: a backlog delivered fast after an outage (or a restart re-reading
-  it) is spaced as it was captured, so honest frames never run out of tokens, whatever order of
-  workers, restarts and re-deliveries they meet. Their outcome is the same every time;
+- capture time, not arrival: a backlog delivered fast after an outage is spaced as it was
+  captured, so honest frames never run out of tokens;
+- a record read again (an offset at or before the camera's last one: a failed batch, a
+  rebalance, a gap filled) takes no token and gets the answer it got before: refused if its
+  offset was refused, else admitted. So re-reading never refuses an honest frame, and a record's
+  outcome does not depend on how often it was read;
 - a capture time at or before the camera's last one refills nothing (a flood that repeats or
   rewinds its clock cannot earn tokens), and the future is bounded by validation's skew;
 - the buckets are this worker's memory, at most `MAX_CAMERAS` of them (the least recently
-  seen goes first; a forgotten camera starts full again): a flood's outcome may differ across
-  restarts, an honest camera's cannot.
+  seen goes first; a forgotten camera starts full again), each remembering its last
+  `MAX_REFUSED` refusals: a flood's outcome may differ across restarts, an honest camera's
+  cannot.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
 
 from cartstream.exceptions import ValidationError
 
 MAX_CAMERAS = 200_000
+MAX_REFUSED = 20_000  # refused offsets remembered per camera (a flood's), for re-reads
 
 
 @dataclass
 class _Bucket:
     tokens: float
     last_ms: int
+    last_offset: int
+    refused: deque[int] = field(default_factory=deque)  # ascending
+    refused_set: set[int] = field(default_factory=set)
+
+    def refuse(self, offset: int) -> None:
+        self.refused.append(offset)
+        self.refused_set.add(offset)
+        if len(self.refused) > MAX_REFUSED:
+            self.refused_set.discard(self.refused.popleft())
 
 
 class FrameRateGuard:
@@ -42,30 +56,42 @@ class FrameRateGuard:
         self.max_rate = max_rate
         self.burst = burst
         self.max_cameras = max_cameras
-        self._buckets: OrderedDict[tuple[str, int], _Bucket] = OrderedDict()
+        self._buckets: OrderedDict[tuple[int, str, int], _Bucket] = OrderedDict()
 
-    def admit(self, cart_id: str, camera_id: int, capture_time_ms: int) -> None:
-        """Take a token for this frame, or raise ValidationError when the camera has none."""
-        key = (cart_id, camera_id)
+    def admit(
+        self, cart_id: str, camera_id: int, capture_time_ms: int, partition: int, offset: int
+    ) -> None:
+        """Take a token for this frame (the record at `offset` of input `partition`), or raise
+        ValidationError when the camera has none."""
+        key = (partition, cart_id, camera_id)
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = _Bucket(float(self.burst), capture_time_ms)
+            bucket = self._buckets[key] = _Bucket(float(self.burst), capture_time_ms, offset)
             if len(self._buckets) > self.max_cameras:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(key)
+            if offset <= bucket.last_offset:  # read again: the answer it got before
+                if offset in bucket.refused_set:
+                    raise self._refusal(cart_id, camera_id)
+                return
+            bucket.last_offset = offset
             elapsed = capture_time_ms - bucket.last_ms
             if elapsed > 0:
                 bucket.tokens = min(float(self.burst), bucket.tokens + elapsed * self.rate_per_ms)
                 bucket.last_ms = capture_time_ms
         if bucket.tokens < 1.0:
-            raise ValidationError(
-                # the label before the colon is what metrics group by: no ids in it
-                f"frame rate: camera {camera_id} of cart {cart_id[:64]!r} sends frames faster than "
-                f"{self.max_rate:g} a second of capture time (bursts of {self.burst}): "
-                "not inferred"
-            )
+            bucket.refuse(offset)
+            raise self._refusal(cart_id, camera_id)
         bucket.tokens -= 1.0
+
+    def _refusal(self, cart_id: str, camera_id: int) -> ValidationError:
+        # the label before the colon is what metrics group by: no ids in it
+        return ValidationError(
+            f"frame rate: camera {camera_id} of cart {cart_id[:64]!r} sends frames faster "
+            f"than {self.max_rate:g} a second of capture time (bursts of {self.burst}): "
+            "not inferred"
+        )
 
     def __len__(self) -> int:
         return len(self._buckets)
