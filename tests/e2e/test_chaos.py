@@ -98,6 +98,9 @@ def test_kills_an_outage_and_hostile_input_lose_nothing(tmp_path: Path) -> None:
     fuzz = result.chaos.fuzz
     assert sum(fuzz["sent"].values()) >= 1000 + 300 - sum(fuzz["refused_by_broker"].values())
     assert not any(fuzz["without_dead_letter"].values()), fuzz["without_dead_letter"]
+    # the flood: a camera's burst (30) detected by each worker process that read its
+    # partition (two started, two restarted), every other frame dead-lettered for its rate
+    assert 30 <= fuzz["flood_detected"] <= 30 * 4, fuzz["flood_detected"]
 
 
 def test_the_charts_split_deployment_loses_nothing_under_kills_and_an_outage(

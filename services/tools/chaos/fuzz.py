@@ -281,9 +281,22 @@ class FuzzThread:
                 producer.poll(0.1)
 
 
-def unaccounted(settings: Settings, delivered: dict[str, set[str]]) -> dict[str, int]:
+def unaccounted(lettered: dict[str, set[str]], delivered: dict[str, set[str]]) -> dict[str, int]:
     """Per dead-letter kind, how many delivered hostile records have no dead letter (0: every
-    one was lettered with its reason); harmless kinds are not expected to be lettered."""
+    one was lettered with its reason; `lettered`: `lettered_ids`); harmless kinds are not
+    expected to be lettered, and the flood is counted apart (`flood_unlettered`)."""
+    return {kind: len(delivered.get(kind, set()) - lettered[kind]) for kind in DEAD_LETTER_KINDS}
+
+
+def flood_unlettered(lettered: dict[str, set[str]], delivered: dict[str, set[str]]) -> int:
+    """Flood frames without a dead letter: those the detect stage admitted and detected, the
+    camera's burst (again after each restart of the worker that reads the flood's partition:
+    its buckets are per process)."""
+    return len(delivered.get("flood", set()) - lettered["flood"])
+
+
+def lettered_ids(settings: Settings) -> dict[str, set[str]]:
+    """Per fuzz kind, the fuzz ids that have a dead letter with a reason."""
     from cartstream.services.kafka.tail import read_messages
 
     lettered: dict[str, set[str]] = defaultdict(set)
@@ -293,4 +306,4 @@ def unaccounted(settings: Settings, delivered: dict[str, set[str]]) -> dict[str,
         kind = letter["headers"].get("fuzz-kind")
         if kind is not None and letter["reason"]:
             lettered[bytes(kind).decode()].add(bytes(letter["headers"]["fuzz-id"]).decode())
-    return {kind: len(delivered.get(kind, set()) - lettered[kind]) for kind in DEAD_LETTER_KINDS}
+    return lettered

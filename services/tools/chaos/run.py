@@ -157,9 +157,15 @@ def run_once(
         seconds = time.monotonic() - started
         fuzz_report = fuzz.join() if fuzz is not None else {}
         if fuzz is not None:
-            from cartstream.services.tools.chaos.fuzz import unaccounted
+            from cartstream.services.tools.chaos.fuzz import (
+                flood_unlettered,
+                lettered_ids,
+                unaccounted,
+            )
 
-            fuzz_report["without_dead_letter"] = unaccounted(cluster.settings, fuzz.delivered_ids)
+            lettered = lettered_ids(cluster.settings)
+            fuzz_report["without_dead_letter"] = unaccounted(lettered, fuzz.delivered_ids)
+            fuzz_report["flood_detected"] = flood_unlettered(lettered, fuzz.delivered_ids)
         stages = stateful_roles([r for s in cluster.slots for r in parse_roles(s.roles)])
         outcome = collect(repo, cluster.settings, requested, sorted(set(stages)))
         exits = [e for s in cluster.slots for e in s.unexpected_exits]
