@@ -11,7 +11,8 @@ headers), so the verifier can match each one to its dead letter. Kinds:
 - valid Avro that must be harmless: unknown carts and stores, duplicated and out-of-order
   session events;
 - a flood of 10 000 frames from one cart within one second: beyond the camera's burst each is
-  dead-lettered for its rate (not checked per record: the burst's frames are detected).
+  dead-lettered for its rate; the verifier counts the frames without a dead letter (the
+  burst, detected, per worker process that read them: `flood_unlettered`).
 
 Fuzz carts and sessions are named `fuzz-*`, so honest sessions are never addressed.
 """
