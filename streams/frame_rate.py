@@ -26,7 +26,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from cartstream.exceptions import ValidationError
@@ -40,14 +40,12 @@ class _Bucket:
     tokens: float
     last_ms: int
     last_offset: int
-    refused: deque[int] = field(default_factory=deque)  # ascending
-    refused_set: set[int] = field(default_factory=set)
+    refused: dict[int, None] = field(default_factory=dict)  # offsets, oldest first
 
     def refuse(self, offset: int) -> None:
-        self.refused.append(offset)
-        self.refused_set.add(offset)
+        self.refused[offset] = None
         if len(self.refused) > MAX_REFUSED:
-            self.refused_set.discard(self.refused.popleft())
+            del self.refused[next(iter(self.refused))]
 
 
 class FrameRateGuard:
@@ -72,7 +70,7 @@ class FrameRateGuard:
         else:
             self._buckets.move_to_end(key)
             if offset <= bucket.last_offset:  # read again: the answer it got before
-                if offset in bucket.refused_set:
+                if offset in bucket.refused:
                     raise self._refusal(cart_id, camera_id)
                 return
             bucket.last_offset = offset

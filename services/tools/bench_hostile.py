@@ -17,12 +17,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from kafka import KafkaProducer
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from cartstream.core.settings import Settings
 from cartstream.services.kafka.lag import LagProbe
@@ -76,39 +77,36 @@ def run(
     name = f"bench_hostile_{uuid.uuid4().hex[:8]}"
     folder.mkdir(parents=True, exist_ok=True)
     admin = make_url(admin_database_url)
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as db:
-        db.execute(f'CREATE DATABASE "{name}"')
-    url = admin.set(drivername="postgresql+psycopg", database=name)
-    cluster = Cluster(
-        folder, Settings(), url.render_as_string(hide_password=False), workers=1, app_id=name
-    )
-    try:
+    with ExitStack() as undo:  # whatever was set up is taken down, last first
+        with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as db:
+            db.execute(f'CREATE DATABASE "{name}"')
+        undo.callback(_drop_database, admin, name)
+        url = admin.set(drivername="postgresql+psycopg", database=name)
+        cluster = Cluster(
+            folder, Settings(), url.render_as_string(hide_password=False), workers=1, app_id=name
+        )
+        undo.callback(cluster.stop)
         cluster.start()
         probe = LagProbe(cluster.settings, cluster.groups())
+        undo.callback(probe.close)
         producer = KafkaProducer(
             bootstrap_servers=cluster.bootstrap, linger_ms=5, batch_size=BATCH_BYTES
         )
+        undo.callback(producer.close)
         hostile = HostileInput(cluster.settings, seed=7)
         kinds = [k for k in DEAD_LETTER_KINDS if k != "huge"]
-        drains = [
-            _drain(
-                probe,
-                producer,
-                "malformed",
-                (hostile.make(kinds[i % len(kinds)], i) for i in range(garbage)),
-                limit_s,
-            ),
+        malformed = (hostile.make(kinds[i % len(kinds)], i) for i in range(garbage))
+        return [
+            _drain(probe, producer, "malformed", malformed, limit_s),
             _drain(
                 probe, producer, "flood (valid frames, one cart)", hostile.flood(flood), limit_s
             ),
         ]
-        producer.close()
-        probe.close()
-        return drains
-    finally:
-        cluster.stop()
-        with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as db:
-            db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _drop_database(admin: URL, name: str) -> None:
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as db:
+        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def table(drains: list[Drain]) -> str:

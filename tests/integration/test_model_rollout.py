@@ -85,17 +85,22 @@ def test_a_promotion_reaches_a_running_worker_without_losing_a_frame(
             found.setdefault(d["frame_event_id"], set()).add(d["model_version"])
         return found
 
+    def all_detected(timeout_s: float = 60.0) -> dict[str, set[str]]:
+        """The versions per frame once every frame sent has a detection (or the timeout)."""
+        deadline = time.monotonic() + timeout_s
+        seen = versions()
+        while len(seen) < len(sent) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            seen = versions()
+        return seen
+
     try:
         worker.wait_ready(ready, timeout_s=90)
         send(BEFORE)
         # the first model must have detected these before the promotion: a worker slow to
         # fetch its first frames would otherwise meet them after the switch (CI saw every
         # frame detected by the second model only)
-        deadline = time.monotonic() + 60
-        seen = versions()
-        while len(seen) < BEFORE and time.monotonic() < deadline:
-            time.sleep(0.5)
-            seen = versions()
+        seen = all_detected()
         assert set(seen) == set(sent) and set().union(*seen.values()) == {first.version}
         registry.promote(second.version, reason="rollout test")
         switched_at = None
@@ -112,11 +117,7 @@ def test_a_promotion_reaches_a_running_worker_without_losing_a_frame(
             )
         assert switched_at is not None, "the worker never switched to the promoted model"
         send(AFTER)
-        deadline = time.monotonic() + 60
-        seen = versions()
-        while len(seen) < len(sent) and time.monotonic() < deadline:
-            time.sleep(1)
-            seen = versions()
+        seen = all_detected()
         alive = worker.alive()
     finally:
         producer.close()
