@@ -63,6 +63,29 @@ class SettleState:
     initialised: bool = False
 
 
+def window_stats(buf: np.ndarray, w: int) -> tuple[list[float], list[float]]:
+    """The mean and (population) standard deviation of every window of `w` consecutive samples
+    of `buf` (a contiguous float64 array), in order; empty lists while `buf` is shorter.
+
+    The same numbers, to the last bit, as `mean(axis=1)` and `std(axis=1)` of numpy's
+    `sliding_window_view(buf, w)`: the same view, reduced by the same ufuncs in the order
+    numpy's `_mean` and `_var` use, without their per-call checks (a weight packet holds a
+    few samples, so those checks were most of the cost)."""
+    rows = buf.size - w + 1
+    if rows <= 0:
+        return [], []
+    step = buf.strides[0]
+    views = np.ndarray((rows, w), dtype=np.float64, buffer=buf, strides=(step, step))
+    means = np.add.reduce(views, axis=1, keepdims=True)
+    np.true_divide(means, w, out=means)
+    dev = views - means
+    np.multiply(dev, dev, out=dev)
+    var = np.add.reduce(dev, axis=1)
+    np.true_divide(var, w, out=var)
+    np.sqrt(var, out=var)
+    return means[:, 0].tolist(), var.tolist()
+
+
 class SettleDetector:
     def __init__(self, params: SettleParams) -> None:
         self.params = params
@@ -78,12 +101,8 @@ class SettleDetector:
         w = self.window_len(rate_hz)
         values = np.asarray(samples, dtype=np.float64)
         buf = np.concatenate([np.asarray(state.window, dtype=np.float64), values])
-        # rolling mean/std of the window ending at each new sample (NaN until the window fills)
-        if buf.size >= w:
-            views = np.lib.stride_tricks.sliding_window_view(buf, w)
-            means_full, stds_full = views.mean(axis=1), views.std(axis=1)
-        else:
-            means_full = stds_full = np.empty(0)
+        # rolling mean/std of the window ending at each new sample (none until the window fills)
+        means_full, stds_full = window_stats(buf, w)
         offset = buf.size - values.size  # index in buf of the first new sample
         steps: list[Step] = []
         period_ms = 1000.0 / rate_hz
@@ -91,7 +110,7 @@ class SettleDetector:
             k = offset + i - (w - 1)  # row of the window ending at this sample
             if k < 0:
                 continue
-            mean, std = float(means_full[k]), float(stds_full[k])
+            mean, std = means_full[k], stds_full[k]
             now_ms = start_ms + round(i * period_ms)
             if not state.initialised:
                 if std < p.settle_max_std_g:

@@ -69,10 +69,10 @@ def validate_weight_packet(packet: WeightPacket, now_ms: int, max_skew_s: float)
         raise ValidationError(
             f"{len(samples)} samples in one packet (limit {MAX_SAMPLES_PER_PACKET})"
         )
-    arr = np.asarray(samples, dtype=np.float64)
-    if not np.isfinite(arr).all():
+    # plain Python over the decoded list: a packet holds a few samples, too few for numpy
+    if not all(map(math.isfinite, samples)):
         raise ValidationError("NaN or infinite weight sample")
-    low, high = float(arr.min()), float(arr.max())
+    low, high = float(min(samples)), float(max(samples))
     if low < MIN_NET_GRAMS:
         raise ValidationError(f"negative weight {low:.1f} g below {MIN_NET_GRAMS:.0f} g")
     if high > MAX_NET_GRAMS:

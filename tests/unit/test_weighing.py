@@ -6,7 +6,13 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from cartstream.core.settings import ReasonSettings
-from cartstream.models.weighing import SettleDetector, SettleParams, SettleState, Step
+from cartstream.models.weighing import (
+    SettleDetector,
+    SettleParams,
+    SettleState,
+    Step,
+    window_stats,
+)
 
 RATE = 50.0
 
@@ -59,3 +65,21 @@ def test_packet_size_does_not_change_the_steps(packet: int) -> None:
     x = signal([(2, 0), (2, 350), (2, 700), (2, 350)], seed=3)
     reference = [(round(s.delta_g, 6), s.end_ms) for s in run(x, 10)]
     assert [(round(s.delta_g, 6), s.end_ms) for s in run(x, packet)] == reference
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.floats(-500, 30_000, allow_nan=False, width=64), min_size=0, max_size=60),
+    st.integers(3, 25),
+)
+def test_window_stats_are_numpys_to_the_last_bit(samples: list[float], w: int) -> None:
+    """The settle detector's rolling statistics give exactly what numpy's mean and std of the
+    sliding windows give, so a step's level and delta never move by a rounding."""
+    buf = np.asarray(samples, dtype=np.float64)
+    means, stds = window_stats(buf, w)
+    if buf.size < w:
+        assert means == [] and stds == []
+        return
+    views = np.lib.stride_tricks.sliding_window_view(buf, w)
+    assert means == views.mean(axis=1).tolist()
+    assert stds == views.std(axis=1).tolist()
