@@ -165,6 +165,24 @@ def bench_hostile(garbage: int, flood: int, admin_database_url: str, out: Path) 
     click.echo(f"written to {out}")
 
 
+@bench.command("stages")
+@click.option("--carts", type=int, default=100, show_default=True)
+@click.option("--seconds", type=float, default=30.0, show_default=True, help="Of cart traffic.")
+@click.option(
+    "--repeats", type=int, default=3, show_default=True, help="Passes; the fastest counts."
+)
+@out_option()
+def bench_stages(carts: int, seconds: float, repeats: int, out: Path) -> None:
+    """Microseconds a record of the stateful stages' own work, in process (no Faust, no broker)."""
+    from cartstream.services.tools import bench_stages as bs
+
+    costs = bs.run(carts, seconds, repeats)
+    command = f"cartstream bench stages --carts {carts} --seconds {seconds:g} --repeats {repeats}"
+    bs.write_report(out, costs, command)
+    click.echo(bs.table(costs))
+    click.echo(f"written to {out}")
+
+
 @bench.command("pipeline")
 @click.option("--modes", default="reasoning,full", show_default=True)
 @click.option("--carts", "carts_list", default="100,300,1000,3000", show_default=True)
