@@ -6,7 +6,9 @@ worker's `StageRunner` runs them, but without Faust, the broker or tracing: each
 the stage's gate (decoding, validation), its `handle` against the key's live typed state, and,
 once per batch of `BATCH` records, a snapshot of each touched key's state (`dump_state`, what
 the changelog gets). Outputs go to the stages downstream in the order they were made, as on the
-broker. Each part is timed apart, per stage.
+broker. Each part is timed apart, per stage. (`streams.testing.MemoryPipeline` delivers the
+same way but round-trips every state through its stored form after each record, which a worker
+does not, and has no place to time the parts.)
 
 What this measures is the floor of a worker's cost per record: the pipeline bench's worker
 spends this plus Faust's and aiokafka's per-record machinery, the spans and the publishing
@@ -27,11 +29,9 @@ from cartstream.models.catalog import Catalog
 from cartstream.schemas.codec import AvroCodec
 from cartstream.services.tools.doc_sections import write_section
 from cartstream.services.tools.load.recording import Encoded, Templates, encode
-from cartstream.streams.anomalies import AnomalyStage
 from cartstream.streams.ingress import Ingress
-from cartstream.streams.reason import ReasonStage
-from cartstream.streams.reconcile import ReconcileStage
 from cartstream.streams.stage import Inbound, Stage
+from cartstream.streams.worker import STAGES, stateful_roles
 
 BATCH = 10  # records a batch: what the runner's batches held at 300 carts (docs/benchmarks.md)
 START_MS = 1_700_000_000_000
@@ -89,11 +89,8 @@ def run(
 
 def _one_pass(settings: Settings, catalog: Catalog, events: list[Encoded]) -> list[StageCost]:
     codec = AvroCodec()
-    stages: list[Stage[Any]] = [
-        ReasonStage(settings, catalog),
-        AnomalyStage(settings, catalog),
-        ReconcileStage(settings, catalog),
-    ]
+    # the roles whose stage keeps a table, in the worker's own order: reason, anomalies, reconcile
+    stages: list[Stage[Any]] = [STAGES[r](settings, catalog) for r in stateful_roles(list(STAGES))]
     nodes = []
     for stage in stages:
         stage.start()
