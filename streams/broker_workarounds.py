@@ -99,26 +99,32 @@ def end_offsets_from_fetch() -> None:
     thread_cls._highwaters = highwaters
 
 
-def limit_fetch_wait(max_wait_ms: int) -> None:
-    """Faust builds its aiokafka consumer with fetch_max_wait_ms=1500 and no setting for it.
+def fetch_limits(max_wait_ms: int | None, min_bytes: int) -> None:
+    """Faust builds its aiokafka consumer with fetch_max_wait_ms=1500, fetch_min_bytes=1 and
+    no setting for either; these are applied to the consumer object before it starts, once per
+    process (`max_wait_ms` None: Faust's).
 
-    On Kafka that costs nothing (a fetch returns as soon as records arrive); Tansu answers a
-    fetch only when the wait expires, even when records arrive sooner, so every hop would add
-    up to that. Applied to the consumer object before it starts, once per process.
-    """
+    The wait: on Kafka 1.5 s costs nothing (a fetch returns as soon as records arrive); Tansu
+    answers a fetch that found nothing only when the wait expires, even when records arrive
+    sooner, so every hop would add up to that. The minimum: Tansu answers at once whenever the
+    fetched partitions hold anything, so a busy worker sends hundreds of small fetches a
+    second (see `BrokerTuning.for_profile`)."""
     from faust.transport.drivers import aiokafka as driver
 
     thread_cls = driver.AIOKafkaConsumerThread
     original = thread_cls._create_worker_consumer
-    if getattr(original, "_cartstream_fetch_wait", None) == max_wait_ms:
+    limits = (max_wait_ms, min_bytes)
+    if getattr(original, "_cartstream_fetch_limits", None) == limits:
         return
     original = getattr(original, "_cartstream_original", original)
 
     def create(self: object, transport: object) -> object:
         consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = max_wait_ms
+        if max_wait_ms is not None:
+            consumer._fetch_max_wait_ms = max_wait_ms
+        consumer._fetch_min_bytes = min_bytes
         return consumer
 
-    create._cartstream_fetch_wait = max_wait_ms  # type: ignore[attr-defined]
+    create._cartstream_fetch_limits = limits  # type: ignore[attr-defined]
     create._cartstream_original = original  # type: ignore[attr-defined]
     thread_cls._create_worker_consumer = create

@@ -1,11 +1,15 @@
-"""The end-offset correction's arithmetic, on a fake aiokafka client (no I/O)."""
+"""The end-offset correction's arithmetic, on a fake aiokafka client, and the fetch limits on
+Faust's consumer (no I/O)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from cartstream.streams.broker_workarounds import fetched_high_watermarks
+import pytest
+from faust.transport.drivers import aiokafka as driver
+
+from cartstream.streams.broker_workarounds import fetch_limits, fetched_high_watermarks
 
 
 class FakeClient:
@@ -47,3 +51,15 @@ def test_an_error_or_a_failed_fetch_keeps_the_listed_offset() -> None:
     assert run(errored, {("t", 0): 4, ("t", 1): 2}) == {("t", 0): 4, ("t", 1): 9}
     failed = FakeClient({}, fail=True)
     assert run(failed, {("t", 0): 4}) == {("t", 0): 4}
+
+
+def test_fetch_limits_reach_the_consumer_faust_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    built = type("Consumer", (), {"_fetch_max_wait_ms": 1500, "_fetch_min_bytes": 1})
+    thread = driver.AIOKafkaConsumerThread
+    monkeypatch.setattr(thread, "_create_worker_consumer", lambda self, transport: built())
+    fetch_limits(20, 16384)
+    consumer = thread._create_worker_consumer(None, None)  # type: ignore[arg-type]
+    assert (consumer._fetch_max_wait_ms, consumer._fetch_min_bytes) == (20, 16384)
+    fetch_limits(None, 4096)  # another profile in the same process replaces the first
+    consumer = thread._create_worker_consumer(None, None)  # type: ignore[arg-type]
+    assert (consumer._fetch_max_wait_ms, consumer._fetch_min_bytes) == (1500, 4096)
