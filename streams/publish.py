@@ -47,23 +47,25 @@ class Publisher:
     Each output gets a `send <topic>` span (a child of `Outbound.traceparent`, or of the input
     being processed) linked to `Outbound.links`, and that span's context as its one
     `traceparent` header. Dead letters are counted by stage and reason here, where all pass.
+
+    Outputs go straight to the app's producer (Faust's `Producer.send`: aiokafka's send with
+    Faust's error mapping), not through `faust.Topic.send`: their key and value are bytes
+    already, and a topic's send wraps each record in a pending message and runs it through the
+    (raw) serializers and Faust's send sensors, none of which cartstream uses. A storm of
+    30 000 dead letters was worked off in 22-24 s instead of 28-29 s (docs/reliability.md,
+    "Outputs straight to the producer").
     """
 
     def __init__(self, app: faust.App, codec: AvroCodec, dead_letters: str = "") -> None:
         self.app = app
         self.codec = codec
         self.dead_letters = dead_letters
-        self._topics: dict[str, faust.TopicT] = {}
-
-    def topic(self, name: str) -> faust.TopicT:
-        if name not in self._topics:
-            self._topics[name] = self.app.topic(name, value_serializer="raw", key_serializer="raw")
-        return self._topics[name]
 
     async def publish(
         self, outputs: Iterable[Outbound], stage: str, links: tuple[bytes, ...] = ()
     ) -> None:
         futures = []
+        producer = None
         for out in outputs:
             headers = self.codec.headers(out.schema)
             event_id = (
@@ -95,11 +97,14 @@ class Publisher:
                 trace = current_traceparent()
                 if trace:
                     headers.append((TRACEPARENT, trace))
-                fut = await self.topic(out.topic).send(
-                    key=out.key.encode(),
-                    value=self.codec.encode(out.schema, out.record),
-                    headers=headers,
+                producer = producer or await self.app.maybe_start_producer()
+                fut = await producer.send(
+                    out.topic,
+                    out.key.encode(),
+                    self.codec.encode(out.schema, out.record),
                     partition=out.partition,
+                    timestamp=None,
+                    headers=headers,
                 )
             futures.append(fut)
         if futures:
