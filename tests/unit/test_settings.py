@@ -45,8 +45,11 @@ def test_broker_workarounds_only_in_the_tansu_profile() -> None:
     assert Settings().tuning == kafka
     assert Settings(broker_profile="tansu").tuning == tansu
     on_s3 = BrokerTuning.for_profile("tansu-s3")  # each fetch lists objects: give it time
-    same_as_tansu = {"fetch_max_wait_ms": 20, "fetch_min_bytes": 16384}
-    same_as_tansu["producer_idempotence"] = True
+    same_as_tansu: dict[str, object] = {
+        "fetch_max_wait_ms": 20,
+        "fetch_min_bytes": 16384,
+        "producer_idempotence": True,
+    }
     assert on_s3.model_copy(update=same_as_tansu) == tansu
     # fewer, fuller fetches where the wait is short; never a 1.5 s wait for 16 KB
     assert kafka.fetch_min_bytes == on_s3.fetch_min_bytes == 1 and tansu.fetch_min_bytes > 1
