@@ -66,8 +66,8 @@ def create_app(
     broker_wait.wait_for_broker_on_bootstrap(settings.kafka.startup_wait_s)
     # the one-record-per-batch workaround protects table recovery; stateless workers skip it
     batch_bytes = tuning.producer_max_batch_bytes if has_tables else 16384
-    if tuning.fetch_max_wait_ms is not None or tuning.fetch_min_bytes != 1:
-        broker_workarounds.fetch_limits(tuning.fetch_max_wait_ms, tuning.fetch_min_bytes)
+    # always: an app of another profile built earlier in this process must not leave its own
+    broker_workarounds.fetch_limits(tuning.fetch_max_wait_ms, tuning.fetch_min_bytes)
     if tuning.end_offsets_from_fetch:
         broker_workarounds.end_offsets_from_fetch()
     brokers = ";".join(f"kafka://{b}" for b in settings.kafka.bootstrap_list)

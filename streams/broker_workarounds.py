@@ -101,8 +101,8 @@ def end_offsets_from_fetch() -> None:
 
 def fetch_limits(max_wait_ms: int | None, min_bytes: int) -> None:
     """Faust builds its aiokafka consumer with fetch_max_wait_ms=1500, fetch_min_bytes=1 and
-    no setting for either; these are applied to the consumer object before it starts, once per
-    process (`max_wait_ms` None: Faust's).
+    no setting for either; these are applied to the consumer object before it starts (`max_wait_ms`
+    None: Faust's; the `kafka` profile's limits are the clients' defaults). The last call wins.
 
     The wait: on Kafka 1.5 s costs nothing (a fetch returns as soon as records arrive); Tansu
     answers a fetch that found nothing only when the wait expires, even when records arrive

@@ -195,8 +195,8 @@ class BrokerTuning(_Frozen):
             #   price of 20 ms: a partition past about 20 000 batches is starved (its scan
             #   outlasts the wait; see `reader_fetch_wait_ms`), which only long runs reach.
             # And one tuning, not a workaround: Tansu answers a fetch at once when its
-            # partitions hold anything, so a worker at 1 500 records/s sent ~300 fetches a
-            # second of three to five records each, every one naming all its partitions;
+            # partitions hold anything, so a consumer taking 1 000 records/s sent 333 fetches a
+            # second of three records each, every one naming all its partitions;
             # waiting for 16 KB (or the 20 ms) cut the worker's CPU by about an eighth at 300
             # carts, the same records (docs/benchmarks.md, "Fewer, fuller fetches").
             return cls(
@@ -394,7 +394,7 @@ class Settings(BaseSettings):
     broker_profile: BrokerProfile = "kafka"
     # the stages' fetch wait, when not the profile's: a long run on Tansu's memory store needs
     # more than the `tansu` profile's 20 ms (BrokerTuning.reader_fetch_wait_ms), at that cost
-    # in latency per hop (the profile's `fetch_min_bytes` stays: a fetch under 16 KB waits it)
+    # in latency per hop (the profile's `fetch_min_bytes` stays: a fetch short of it waits it)
     fetch_max_wait_ms: int | None = Field(default=None, gt=0)
     topics: TopicSettings = TopicSettings()
     detect: DetectSettings = DetectSettings()
