@@ -147,6 +147,29 @@ def bench_tls(frames: int, packets: int, frame_kb: int, repeats: int, out: Path)
     click.echo(f"written to {out}")
 
 
+@bench.command("broker")
+@click.option(
+    "--sizes",
+    default="0,40000,120000,240000",
+    show_default=True,
+    help="Batches held in the topic at each step.",
+)
+@click.option("--seconds", type=float, default=4.0, show_default=True, help="Per measure.")
+@out_option("docs/broker-cost.md")
+def bench_broker(sizes: str, seconds: float, out: Path) -> None:
+    """The embedded broker's CPU per request as its log grows."""
+    import tempfile
+
+    from cartstream.services.tools import bench_broker as bb
+
+    counts = [int(s) for s in sizes.split(",") if s.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        steps = bb.run(counts, seconds, Path(tmp))
+    bb.write_report(out, steps, f"cartstream bench broker --sizes {sizes} --seconds {seconds:g}")
+    click.echo(bb.table(steps))
+    click.echo(f"written to {out}")
+
+
 @bench.command("hostile")
 @click.option("--garbage", type=int, default=20000, show_default=True, help="Malformed records.")
 @click.option("--flood", type=int, default=10000, show_default=True, help="Frames from one cart.")

@@ -38,6 +38,7 @@ from cartstream.streams.app import group_id, parse_roles
 from cartstream.streams.worker import stateful_roles
 
 DRAIN_S = 30.0
+EDGE_S = 10.0
 REBALANCE_S = 8.0  # Tansu answers a join after session_timeout/2 (3 s under `tansu`), twice
 ROLES: dict[str, str] = {"reasoning": "reason,anomalies,reconcile,persist", "full": "all"}
 # the targets: p99 of the hop that matters per mode, in ms
@@ -59,7 +60,9 @@ class Point:
     lag_max: int
     lag_end: int | None  # lag when the last record had been sent
     drained_s: float | None  # from the last send to lag 0 (None: not within DRAIN_S)
-    cpu: dict[str, float]  # mean share of one core while sending
+    # mean share of one core while sending; the broker's also over the first and the last
+    # EDGE_S of sending (`broker_first`, `broker_last`)
+    cpu: dict[str, float]
     rss_mb: dict[str, float]
     lag_series: list[tuple[float, int | None]]
     workers: int = 1  # in one consumer group; cpu["worker"] is their sum, rss_mb the largest
@@ -198,6 +201,9 @@ def run_point(
         cpu={
             "worker": round(sum(sampler.mean_cpu(n, begin, sent_at) for n in names), 2),
             **{n: sampler.mean_cpu(n, begin, sent_at) for n in ("broker", "generator")},
+            # the broker's cost grows with the log it holds (docs/broker-cost.md)
+            "broker_first": sampler.mean_cpu("broker", begin, begin + EDGE_S),
+            "broker_last": sampler.mean_cpu("broker", sent_at - EDGE_S, sent_at),
         },
         rss_mb={
             "worker": max(sampler.max_rss(n) for n in names),
@@ -252,9 +258,10 @@ def table(points: list[Point]) -> list[str]:
         "| produce→detection p50 / p99 "
         "| last packet→basket change p50 / p95 / p99 / max | checkout→row p50 / p99 "
         "| lag max / at end | drained after (s) | CPU worker / broker / generator (cores) "
+        "| broker CPU first → last 10 s "
         "| worker RSS (MB) | keeps up |"
     )
-    rows = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    rows = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
     for p in points:
         d, b, c = (p.hops[h] for h in HOPS)
         rows.append(
@@ -266,6 +273,7 @@ def table(points: list[Point]) -> list[str]:
             f"| {_ms(c.p50)} / {_ms(c.p99)} | {p.lag_max:,} / {p.lag_end} "
             f"| {'never' if p.drained_s is None else p.drained_s} "
             f"| {p.cpu['worker']:.2f} / {p.cpu['broker']:.2f} / {p.cpu['generator']:.2f} "
+            f"| {p.cpu.get('broker_first', 0):.2f} → {p.cpu.get('broker_last', 0):.2f} "
             f"| {p.rss_mb['worker']:,.0f} | {'yes' if p.kept_up else 'no'} |"
         )
     return rows

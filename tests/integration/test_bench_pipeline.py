@@ -24,6 +24,7 @@ def test_a_small_point_on_two_workers_is_measured_end_to_end(tmp_path: Path) -> 
     assert point.drained_s is not None, point.lag_series  # the lag probe read the group's lag
     assert point.lag_max > 0
     assert point.cpu["worker"] > 0 and point.cpu["broker"] > 0
+    assert point.cpu["broker_first"] >= 0 and point.cpu["broker_last"] > 0  # its trend
     assert (tmp_path / "point" / "worker-1.log").exists()
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n")
