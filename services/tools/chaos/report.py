@@ -1,7 +1,7 @@
 """What a chaos run writes: `summary.json` in its folder, and with `--report` a markdown page
 (docs/reliability.md) with the verdict, the schedule, every difference explained, and a timeline
-plot: faults as bands, checkouts persisted and consumer lag as lines. Hand-written sections
-below the generated part stay when a run rewrites the page."""
+plot: faults as bands, checkouts persisted, consumer lag and the broker's CPU as lines.
+Hand-written sections below the generated part stay when a run rewrites the page."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import re
 import time
 from dataclasses import asdict
 from pathlib import Path
+from statistics import mean
 from typing import Any
 
 from cartstream.services.tools.chaos.run import ChaosResult, RunRecord
-from cartstream.services.tools.chaos.verify import against_targets, summarize
+from cartstream.services.tools.chaos.verify import Sample, against_targets, summarize
 
 BAND_COLOURS = {
     "kill": "#d62728",
@@ -116,6 +117,12 @@ def _plot(result: ChaosResult, path: Path) -> None:
     lag = [s.lag if s.lag is not None else float("nan") for s in run.samples]
     bottom.plot(t, lag, color="#2ca02c", lw=1.2, label="consumer lag (records)")
     bottom.set_ylabel("lag")
+    cpu = [s.broker_cpu if s.broker_cpu is not None else float("nan") for s in run.samples]
+    if any(c == c for c in cpu):  # NaN != NaN: a run sampled before the broker's CPU was
+        right = bottom.twinx()
+        right.plot(t, cpu, color="#8c564b", lw=0.8, alpha=0.8, label="broker CPU (cores)")
+        right.set_ylabel("broker CPU (cores)")
+        right.legend(loc="upper left", fontsize=7)
     bottom.set_xlabel("seconds since the carts started")
     handles = [Patch(color=c, alpha=0.3) for c in BAND_COLOURS.values()]
     bottom.legend(handles, list(BAND_COLOURS), loc="upper right", fontsize=7, ncol=5)
@@ -123,6 +130,21 @@ def _plot(result: ChaosResult, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _broker_cpu_lines(samples: list[Sample]) -> list[str]:
+    """The broker's CPU in the chaos run's first and last minute of samples (its cost grows with
+    the log it holds, docs/broker-cost.md); nothing for a run sampled without it."""
+    known = [s for s in samples if s.broker_cpu is not None]
+    if not known:
+        return []
+    first = [s.broker_cpu or 0.0 for s in known if s.t_s <= known[0].t_s + 60]
+    last = [s.broker_cpu or 0.0 for s in known if s.t_s >= known[-1].t_s - 60]
+    return [
+        f"Broker CPU, mean of the chaos run's first and last minute: {mean(first):.2f} and"
+        f" {mean(last):.2f} cores (the brown line; docs/broker-cost.md says why it grows).",
+        "",
+    ]
 
 
 def _markdown(result: ChaosResult, plot_name: str) -> str:
@@ -161,6 +183,7 @@ def _markdown(result: ChaosResult, plot_name: str) -> str:
         "",
         f"![timeline]({plot_name})",
         "",
+        *_broker_cpu_lines(result.chaos.samples),
         "## Faults",
         "",
         "| fault | lag back to 0 after it (s) |",

@@ -28,6 +28,7 @@ from cartstream.services.carts.simulate import SimConfig, plan_carts, simulate
 from cartstream.services.kafka.lag import LagProbe
 from cartstream.services.storage.migrate import upgrade
 from cartstream.services.storage.repository import Repository
+from cartstream.services.tools.bench import process_cpu_s
 from cartstream.services.tools.chaos.acked import AckLedger, absent_from_log
 from cartstream.services.tools.chaos.cluster import Cluster, Topology
 from cartstream.services.tools.chaos.schedule import Fault, Shape, plan
@@ -282,6 +283,8 @@ class Sampler:
     def __init__(self, cluster: Cluster, repo: Repository, clock: Callable[[], float]) -> None:
         self.probe = LagProbe(cluster.settings, cluster.groups())
         self.repo, self.clock = repo, clock
+        self.broker = cluster.broker
+        self._broker_used: tuple[int, float, float] | None = None  # pid, clock, CPU seconds
         self.samples: list[Sample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="sampler", daemon=True)
@@ -299,8 +302,22 @@ class Sampler:
             t = self.clock()
             sample = self.probe.sample()
             lag, committed = sample if sample is not None else (None, None)
-            self.samples.append(Sample(round(t, 2), lag, committed, self.repo.count_checkouts()))
+            persisted = self.repo.count_checkouts()
+            self.samples.append(Sample(round(t, 2), lag, committed, persisted, self._broker_cpu()))
             self._stop.wait(max(0.0, 1.0 - (self.clock() - t)))
+
+    def _broker_cpu(self) -> float | None:
+        """The broker's CPU (cores) since the last call; None at the first call after a
+        (re)start."""
+        if not self.broker.alive():
+            self._broker_used = None
+            return None
+        pid, now = self.broker.pid, self.clock()
+        used, last = process_cpu_s(pid), self._broker_used
+        self._broker_used = (pid, now, used)
+        if last is None or last[0] != pid or now <= last[1]:
+            return None
+        return round((used - last[2]) / (now - last[1]), 3)
 
 
 class Timeline:

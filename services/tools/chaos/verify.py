@@ -45,6 +45,9 @@ class Sample:
     lag: int | None  # None: the broker did not answer the probe
     committed: int | None
     persisted: int
+    # the broker's CPU since the last sample, in cores (None: not known, e.g. across its
+    # restart); its cost grows with the log it holds (docs/broker-cost.md)
+    broker_cpu: float | None = None
 
 
 @dataclass
