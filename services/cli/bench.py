@@ -148,12 +148,7 @@ def bench_tls(frames: int, packets: int, frame_kb: int, repeats: int, out: Path)
 
 
 @bench.command("broker")
-@click.option(
-    "--sizes",
-    default="0,40000,120000,240000",
-    show_default=True,
-    help="Batches held in the topic at each step.",
-)
+@click.option("--sizes", default="0,40000,120000,240000", show_default=True, help="Batches held.")
 @click.option("--seconds", type=float, default=4.0, show_default=True, help="Per measure.")
 @out_option("docs/broker-cost.md")
 def bench_broker(sizes: str, seconds: float, out: Path) -> None:

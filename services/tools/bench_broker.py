@@ -45,7 +45,7 @@ FETCH_WAIT_MS = 500
 @dataclass(frozen=True)
 class Step:
     batches: int  # held in the topic, all partitions together
-    produce_us: float  # broker CPU per one-record batch produced
+    produce_us: float  # broker CPU per produce request of one one-record batch
     fetch_new_ms: float  # per fetch that takes one new record from each partition
     fetch_idle_ms: float  # per fetch that finds nothing new
     list_offsets_ms: float  # per ListOffsets(latest) of the 8 partitions

@@ -10,7 +10,7 @@ from cartstream.services.tools import bench_broker as bb
 
 def test_each_size_is_filled_measured_and_reported(tmp_path: Path) -> None:
     steps = bb.run([0, 800], 0.3, tmp_path / "run")
-    assert [s.batches >= size for s, size in zip(steps, [0, 800], strict=True)] == [True, True]
+    assert len(steps) == 2
     assert steps[1].batches >= 800 + bb.PARTITIONS  # the fill, then the fetch step's records
     assert all(s.produce_us >= 0 and s.fetch_new_ms >= 0 for s in steps), steps
     out = tmp_path / "broker-cost.md"

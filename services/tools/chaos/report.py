@@ -118,7 +118,7 @@ def _plot(result: ChaosResult, path: Path) -> None:
     bottom.plot(t, lag, color="#2ca02c", lw=1.2, label="consumer lag (records)")
     bottom.set_ylabel("lag")
     cpu = [s.broker_cpu if s.broker_cpu is not None else float("nan") for s in run.samples]
-    if any(c == c for c in cpu):  # NaN != NaN: a run sampled before the broker's CPU was
+    if any(c == c for c in cpu):  # NaN != NaN; none known: a run from before it was sampled
         right = bottom.twinx()
         right.plot(t, cpu, color="#8c564b", lw=0.8, alpha=0.8, label="broker CPU (cores)")
         right.set_ylabel("broker CPU (cores)")
