@@ -6,14 +6,14 @@ from cartstream.services.tools.chaos.report import _broker_cpu_lines
 from cartstream.services.tools.chaos.verify import Sample
 
 
-def test_the_first_and_last_minute_of_the_brokers_cpu_are_reported() -> None:
+def test_the_first_and_the_busiest_minute_of_the_brokers_cpu_are_reported() -> None:
     samples = [
         Sample(t_s=float(t), lag=0, committed=0, persisted=0, broker_cpu=cpu)
-        for t, cpu in [(0, None), (1, 0.2), (30, 0.4), (100, 0.7), (130, 0.9), (200, 1.0)]
+        for t, cpu in [(0, None), (1, 0.2), (30, 0.4), (100, 0.7), (130, 0.9), (200, 0.1)]
     ]
-    # the first minute of known samples: t = 1 and 30; the last (from 140 s): t = 200
+    # minutes from the first known sample (t = 1): [0.2, 0.4], [0.7], [0.9], [0.1]
     line = _broker_cpu_lines(samples)[0]
-    assert "0.30 and 1.00 cores" in line
+    assert "0.30 cores in the chaos run's first, 0.90 in its busiest (from t = 121 s)" in line
 
 
 def test_a_run_sampled_without_the_brokers_cpu_says_nothing() -> None:
