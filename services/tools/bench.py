@@ -30,6 +30,7 @@ from cartstream.schemas.records import CART_FRAME
 from cartstream.services.kafka.broker import EmbeddedBroker
 from cartstream.services.kafka.topics import ensure_topics
 from cartstream.services.tools.doc_sections import write_section
+from cartstream.services.tools.process_cpu import process_cpu_s
 
 
 @dataclass(frozen=True)
@@ -45,15 +46,6 @@ class BenchRow:
     bare: Rate
     stage_fps: float
     agent: Rate | None
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc; 0 where it cannot be read)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bare_rate(runtime: DetectorRuntime, frames: np.ndarray, batch: int, seconds: float) -> Rate:

@@ -5,7 +5,8 @@ one-record batches of 150 bytes, as carts write them (a cart's producer sends ea
 as it is measured). At each size the bench measures the broker's CPU (user + system time of its
 process) per request, for the requests a worker and the benches make:
 
-- *produce*: a request of one one-record batch (kafka-python, acks=1, sent alone);
+- *produce*: one one-record batch for each partition, sent in one flush (kafka-python, acks=1),
+  per batch;
 - *fetch, new data*: a consumer at the end of every partition; one record is added to each
   partition, then the consumer polls until it has them (the fetch of a consumer keeping up
   with its input);
@@ -32,7 +33,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from cartstream.services.kafka.broker import EmbeddedBroker
-from cartstream.services.tools.bench import process_cpu_s
+from cartstream.services.tools.process_cpu import process_cpu_s
 
 PARTITIONS = 8
 VALUE = b"x" * 150
@@ -45,7 +46,7 @@ FETCH_WAIT_MS = 500
 @dataclass(frozen=True)
 class Step:
     batches: int  # held in the topic, all partitions together
-    produce_us: float  # broker CPU per produce request of one one-record batch
+    produce_us: float  # broker CPU per batch, 8 of them (one a partition) in one flush
     fetch_new_ms: float  # per fetch that takes one new record from each partition
     fetch_idle_ms: float  # per fetch that finds nothing new
     list_offsets_ms: float  # per ListOffsets(latest) of the 8 partitions
@@ -90,7 +91,10 @@ def run(sizes: list[int], seconds: float, work: Path) -> list[Step]:
         for size in sorted(sizes):
             _fill(producer, topic, max(0, size - held))
             held = size
-            produce = _broker_cpu_per_call(broker.pid, lambda: _fill(producer, topic, 1), seconds)
+            # one batch a partition in one flush: what `fetch_new` adds before each fetch
+            produce = _broker_cpu_per_call(
+                broker.pid, lambda: _fill(producer, topic, PARTITIONS), seconds
+            )
             consumer = KafkaConsumer(
                 bootstrap_servers=broker.bootstrap,
                 fetch_max_wait_ms=FETCH_WAIT_MS,
@@ -107,7 +111,7 @@ def run(sizes: list[int], seconds: float, work: Path) -> list[Step]:
 
             fetch_new_s = _broker_cpu_per_call(broker.pid, fetch_new, seconds)
             # the records it added are not the fetch's cost (clock ticks: never below 0)
-            fetch_new_s = max(0.0, fetch_new_s - produce * PARTITIONS)
+            fetch_new_s = max(0.0, fetch_new_s - produce)
             while consumer.poll(timeout_ms=100):  # nothing left over for the idle fetches
                 pass
 
@@ -118,7 +122,8 @@ def run(sizes: list[int], seconds: float, work: Path) -> list[Step]:
             consumer.close()
             listed = _broker_cpu_per_call(broker.pid, lambda: probe.end_offsets(tps), seconds)
             held = sum(probe.end_offsets(tps).values())
-            steps.append(Step(held, produce * 1e6, fetch_new_s * 1e3, idle * 1e3, listed * 1e3))
+            per_batch = produce / PARTITIONS
+            steps.append(Step(held, per_batch * 1e6, fetch_new_s * 1e3, idle * 1e3, listed * 1e3))
         probe.close()
         producer.close()
     return steps
@@ -126,7 +131,7 @@ def run(sizes: list[int], seconds: float, work: Path) -> list[Step]:
 
 def table(steps: list[Step]) -> str:
     lines = [
-        "| batches held | produce, one batch (µs) | fetch, new data (ms) | fetch, nothing new (ms) "
+        "| batches held | produce (µs a batch) | fetch, new data (ms) | fetch, nothing new (ms) "
         "| ListOffsets of 8 partitions (ms) |",
         "|---:|---:|---:|---:|---:|",
     ]

@@ -273,7 +273,7 @@ def table(points: list[Point]) -> list[str]:
             f"| {_ms(c.p50)} / {_ms(c.p99)} | {p.lag_max:,} / {p.lag_end} "
             f"| {'never' if p.drained_s is None else p.drained_s} "
             f"| {p.cpu['worker']:.2f} / {p.cpu['broker']:.2f} / {p.cpu['generator']:.2f} "
-            f"| {p.cpu.get('broker_first', 0):.2f} → {p.cpu.get('broker_last', 0):.2f} "
+            f"| {p.cpu['broker_first']:.2f} → {p.cpu['broker_last']:.2f} "
             f"| {p.rss_mb['worker']:,.0f} | {'yes' if p.kept_up else 'no'} |"
         )
     return rows

@@ -28,8 +28,8 @@ from cartstream.models.inference import Detector, DetectorRuntime
 from cartstream.models.remote import RemoteDetector
 from cartstream.models.train import render_dataset
 from cartstream.services.kafka.broker import free_port
-from cartstream.services.tools.bench import process_cpu_s
 from cartstream.services.tools.doc_sections import write_section
+from cartstream.services.tools.process_cpu import process_cpu_s
 
 SECTION = "serving"
 

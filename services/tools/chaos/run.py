@@ -28,11 +28,11 @@ from cartstream.services.carts.simulate import SimConfig, plan_carts, simulate
 from cartstream.services.kafka.lag import LagProbe
 from cartstream.services.storage.migrate import upgrade
 from cartstream.services.storage.repository import Repository
-from cartstream.services.tools.bench import process_cpu_s
 from cartstream.services.tools.chaos.acked import AckLedger, absent_from_log
 from cartstream.services.tools.chaos.cluster import Cluster, Topology
 from cartstream.services.tools.chaos.schedule import Fault, Shape, plan
 from cartstream.services.tools.chaos.verify import Outcome, Sample, Verdict, collect, verify
+from cartstream.services.tools.process_cpu import CpuMeter
 from cartstream.streams.app import parse_roles
 from cartstream.streams.worker import stateful_roles
 
@@ -284,7 +284,7 @@ class Sampler:
         self.probe = LagProbe(cluster.settings, cluster.groups())
         self.repo, self.clock = repo, clock
         self.broker = cluster.broker
-        self._broker_used: tuple[int, float, float] | None = None  # pid, clock, CPU seconds
+        self._cpu = CpuMeter()
         self.samples: list[Sample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="sampler", daemon=True)
@@ -310,14 +310,9 @@ class Sampler:
         """The broker's CPU (cores) since the last call; None at the first call after a
         (re)start."""
         if not self.broker.alive():
-            self._broker_used = None
+            self._cpu.forget("broker")
             return None
-        pid, now = self.broker.pid, self.clock()
-        used, last = process_cpu_s(pid), self._broker_used
-        self._broker_used = (pid, now, used)
-        if last is None or last[0] != pid or now <= last[1]:
-            return None
-        return round((used - last[2]) / (now - last[1]), 3)
+        return self._cpu.share("broker", self.broker.pid, self.clock())
 
 
 class Timeline:

@@ -17,7 +17,7 @@ from cartstream.schemas.records import STEP_ACTIONS
 from cartstream.services.kafka.lag import LagProbe
 from cartstream.services.kafka.tail import read_topic
 from cartstream.services.storage.repository import Repository
-from cartstream.services.tools.bench import process_cpu_s
+from cartstream.services.tools.process_cpu import CpuMeter
 
 HOPS = ("produce→detection", "last packet→basket change", "checkout request→row")
 
@@ -122,17 +122,15 @@ class Sampler:
         self._probe.close()
 
     def _main(self) -> None:
-        last: dict[str, tuple[float, float]] = {}
+        meter = CpuMeter()
         while not self._stop.is_set():
             now = time.monotonic()
             sample = self._probe.sample()
             cpu, rss = {}, {}
             for name, pid in self.pids().items():
-                used = process_cpu_s(pid)
-                if name in last and used >= last[name][1]:  # less: the process is gone
-                    t0, u0 = last[name]
-                    cpu[name] = round((used - u0) / max(1e-3, now - t0), 3)
-                last[name] = (now, used)
+                share = meter.share(name, pid, now)
+                if share is not None:
+                    cpu[name] = share
                 rss[name] = round(_rss_mb(pid), 1)
             lag = sample[0] if sample is not None else None
             self.ticks.append(Tick(round(now - self.started, 1), lag, cpu, rss))
