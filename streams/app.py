@@ -16,6 +16,7 @@ import faust
 from cartstream.core.settings import Settings
 from cartstream.exceptions import ConfigurationError
 from cartstream.streams import broker_wait, broker_workarounds, faust_fixes
+from cartstream.streams.lean_monitor import LeanMonitor
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ def create_app(
         web_host="127.0.0.1" if not web else "0.0.0.0",
         value_serializer="raw",
         key_serializer="raw",
+        Monitor=LeanMonitor,
     )
     log.info(
         "faust app %s for roles %s (broker profile %s)",

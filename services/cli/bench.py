@@ -165,6 +165,23 @@ def bench_broker(sizes: str, seconds: float, out: Path) -> None:
     click.echo(f"written to {out}")
 
 
+@bench.command("faust")
+@click.option("--records", type=int, default=100000, show_default=True, help="Per pass.")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Passes of each kind.")
+@out_option()
+def bench_faust(records: int, repeats: int, out: Path) -> None:
+    """CPU a record costs a consumer doing nothing: aiokafka alone, then a Faust agent."""
+    import tempfile
+
+    from cartstream.services.tools import bench_faust as bf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        passes = bf.run(records, repeats, Path(tmp))
+    bf.write_report(out, passes, f"cartstream bench faust --records {records} --repeats {repeats}")
+    click.echo(bf.table(passes))
+    click.echo(f"written to {out}")
+
+
 @bench.command("hostile")
 @click.option("--garbage", type=int, default=20000, show_default=True, help="Malformed records.")
 @click.option("--flood", type=int, default=10000, show_default=True, help="Frames from one cart.")
