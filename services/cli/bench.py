@@ -166,8 +166,16 @@ def bench_broker(sizes: str, seconds: float, out: Path) -> None:
 
 
 @bench.command("faust")
-@click.option("--records", type=int, default=100000, show_default=True, help="Per pass.")
-@click.option("--repeats", type=int, default=3, show_default=True, help="Passes of each kind.")
+@click.option(
+    "--records", type=click.IntRange(min=1), default=100000, show_default=True, help="Per pass."
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Passes of each kind.",
+)
 @out_option()
 def bench_faust(records: int, repeats: int, out: Path) -> None:
     """CPU a record costs a consumer doing nothing: aiokafka alone, then a Faust agent."""
