@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -125,14 +125,8 @@ def _report(
     """Writes the pass's result (Faust takes stdout over for its log) and ends the process at
     once (a Faust worker's shutdown would only add to the bench's time)."""
     wall, cpu = time.perf_counter() - started[0], time.process_time() - started[1]
-    result = {
-        "kind": job["kind"],
-        "records": records,
-        "seconds": wall,
-        "cpu_s": cpu,
-        "monitor": monitor,
-    }
-    Path(job["result"]).write_text(json.dumps(result))
+    result = Pass(job["kind"], records, wall, cpu, monitor)
+    Path(job["result"]).write_text(json.dumps(asdict(result)))
     os._exit(0)
 
 
