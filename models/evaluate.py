@@ -9,7 +9,7 @@ equals the truth), and which SKUs are taken for which (look-alikes).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,9 @@ class EvalReport:
     mean_best_score: float
     # true boxes taken for a same-brand sibling (`Catalog.brand_siblings`), every pair counted
     sibling_confusions: int = 0
+    # frames whose count is wrong, by what is wrong in them (a frame may have several): a true
+    # box taken for another SKU, a true box not found, a box found where there is none
+    count_errors: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         worst = sorted(self.per_class_ap.items(), key=lambda kv: kv[1])[:8]
@@ -62,6 +65,7 @@ class EvalReport:
             "map50": round(self.map50, 4),
             "count_accuracy": round(self.count_accuracy, 4),
             "sibling_confusions": self.sibling_confusions,
+            "count_errors": self.count_errors,
             "worst_classes": {k: round(v, 4) for k, v in worst},
             "confusions": [{"truth": a, "detected": b, "count": n} for a, b, n in self.confusions],
         }
@@ -73,6 +77,7 @@ def score_detections(
     by_class: dict[int, list[tuple[float, bool]]] = {}
     gt_count: Counter[int] = Counter()
     confusions: Counter[tuple[str, str]] = Counter()
+    errors: Counter[str] = Counter({"swapped": 0, "missed": 0, "extra": 0})
     exact = 0
     for labels, det in zip(truth, found, strict=True):
         gt = np.array([b[1:] for b in labels], np.float32).reshape(-1, 4)
@@ -92,8 +97,11 @@ def score_detections(
                 other = int(det.classes[int(overlaps.argmax())])
                 if other != cls:
                     confusions[(catalog.skus[cls].sku, catalog.skus[other].sku)] += 1
-        kept = det.classes[det.scores >= threshold]
-        exact += Counter(kept.tolist()) == Counter(gt_cls.tolist())
+        kept = det.scores >= threshold
+        if Counter(det.classes[kept].tolist()) == Counter(gt_cls.tolist()):
+            exact += 1
+        else:
+            errors.update(count_error_kinds(gt, gt_cls, det.boxes[kept], det.classes[kept]))
     ap: dict[str, float] = {}
     for cls, n_gt in gt_count.items():
         entries = sorted(by_class.get(cls, []), key=lambda e: -e[0])
@@ -114,7 +122,30 @@ def score_detections(
         sibling_confusions=sum(
             n for (a, b), n in confusions.items() if b in catalog.brand_siblings.get(a, ())
         ),
+        count_errors=dict(errors),
     )
+
+
+def count_error_kinds(
+    gt: np.ndarray, gt_cls: np.ndarray, boxes: np.ndarray, classes: np.ndarray
+) -> set[str]:
+    """What is wrong in a frame whose count is wrong, from the boxes kept at the operating
+    threshold: `swapped` (a true box's best match, IoU >= 0.5, is another SKU), `missed` (a true
+    box matched by none) and `extra` (a kept box that matches no true box)."""
+    kinds: set[str] = set()
+    matched = np.zeros(len(boxes), bool)
+    for g, cls in zip(gt, gt_cls, strict=True):
+        overlaps = iou(g, boxes)
+        if not (overlaps.size and overlaps.max() >= 0.5):
+            kinds.add("missed")
+            continue
+        best = int(overlaps.argmax())
+        matched[best] = True
+        if classes[best] != cls:
+            kinds.add("swapped")
+    if not matched.all():
+        kinds.add("extra")
+    return kinds
 
 
 def evaluate_detector(

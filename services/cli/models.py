@@ -181,5 +181,7 @@ def eval_detector(images: int, seed: int, model: Path | None, as_json: bool) -> 
     click.echo(f"  mAP@0.5          {report.map50:.4f}")
     click.echo(f"  count accuracy   {report.count_accuracy:.4f}")
     click.echo(f"  taken for a same-brand sibling: {report.sibling_confusions} boxes")
+    wrong = ", ".join(f"{k} {n}" for k, n in report.count_errors.items())
+    click.echo(f"  frames with a wrong count, by what is wrong (a frame may have several): {wrong}")
     for row in out["confusions"]:
         click.echo(f"  {row['truth']:<22} taken for {row['detected']:<22} {row['count']}x")

@@ -5,7 +5,7 @@ import torch
 
 from cartstream.models.catalog import Catalog
 from cartstream.models.detector import CartDetector, make_targets
-from cartstream.models.evaluate import average_precision, score_detections
+from cartstream.models.evaluate import average_precision, count_error_kinds, score_detections
 from cartstream.models.inference import FrameDetections, decode_peaks
 from cartstream.models.train import (
     TrainConfig,
@@ -122,3 +122,25 @@ def test_sibling_confusions_count_only_same_brand_mistakes(catalog: Catalog) -> 
     found.append(FrameDetections(np.array([other]), score, boxes))
     report = score_detections(catalog, truth, found, 0.3)
     assert len(report.confusions) == 2 and report.sibling_confusions == 1
+
+
+def test_wrong_counts_are_told_apart_by_what_is_wrong(catalog: Catalog) -> None:
+    truth = [[(0, 0.1, 0.1, 0.4, 0.4), (5, 0.5, 0.5, 0.9, 0.9)]] * 4
+    both = np.array([[0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.9]], np.float32)
+    found = [
+        FrameDetections(np.array([0, 5]), np.array([0.9, 0.8], np.float32), both),  # right
+        FrameDetections(np.array([0, 6]), np.array([0.9, 0.8], np.float32), both),  # swapped
+        FrameDetections(np.array([0, 5]), np.array([0.9, 0.2], np.float32), both),  # missed
+        FrameDetections(  # one too many, away from both items
+            np.array([0, 5, 7]),
+            np.array([0.9, 0.8, 0.5], np.float32),
+            np.vstack([both, [[0.6, 0.0, 0.9, 0.3]]]).astype(np.float32),
+        ),
+    ]
+    report = score_detections(catalog, truth, found, 0.3)
+    assert report.count_accuracy == 0.25
+    assert report.count_errors == {"swapped": 1, "missed": 1, "extra": 1}
+    assert count_error_kinds(np.array(both), np.array([0, 5]), both[:1], np.array([3])) == {
+        "swapped",
+        "missed",
+    }
