@@ -146,7 +146,8 @@ def make_targets(
 def detection_loss(
     logits: torch.Tensor, box: torch.Tensor, t: Targets
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    heat = torch.from_numpy(t.heat)
+    device = logits.device
+    heat = torch.from_numpy(t.heat).to(device)
     p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
     pos = heat.eq(1.0).float()
     neg = 1.0 - pos
@@ -156,10 +157,10 @@ def detection_loss(
     focal = (pos_loss + neg_loss) / n
     b, _, h, w = box.shape
     flat = torch.sigmoid(box).view(b, 4, h * w)
-    idx = torch.from_numpy(t.index).unsqueeze(1).expand(b, 4, -1)
+    idx = torch.from_numpy(t.index).to(device).unsqueeze(1).expand(b, 4, -1)
     picked = flat.gather(2, idx).permute(0, 2, 1)  # [B, K, 4]
-    mask = torch.from_numpy(t.mask).unsqueeze(-1)
-    target = torch.from_numpy(np.concatenate([t.size, t.offset], axis=-1))
+    mask = torch.from_numpy(t.mask).to(device).unsqueeze(-1)
+    target = torch.from_numpy(np.concatenate([t.size, t.offset], axis=-1)).to(device)
     reg = F.l1_loss(picked * mask, target * mask, reduction="sum") / n
     total = focal + 5.0 * reg
     return total, {"focal": float(focal.detach()), "box": float(reg.detach())}

@@ -92,11 +92,13 @@ def _only(t: torch.Tensor, rows: list[bool]) -> torch.Tensor:
     return torch.where(keep, t, torch.zeros((), dtype=t.dtype, device=t.device))
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, setting: str = "reason.device") -> torch.device:
+    """`auto` is CUDA where torch sees a device, else the CPU; `cuda` without one is an error
+    that names the `setting` asked for it."""
     if name in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda")
     if name == "cuda":
-        raise ConfigurationError("reason.device=cuda but torch sees no CUDA device")
+        raise ConfigurationError(f"{setting}=cuda but torch sees no CUDA device")
     return torch.device("cpu")
 
 

@@ -23,6 +23,10 @@ def write_markdown(path: Path, card: dict[str, Any]) -> None:
         if t["epochs_done"] < cfg["epochs"] and "max_minutes" in cfg
         else ""
     )
+    trained_on = str(t.get("device", "cpu"))  # cards before `device` trained on the CPU
+    where = f"a {cfg['threads']}-core CPU" if trained_on == "cpu" else trained_on
+    width = f" --width {cfg['width']}" if cfg.get("width", 32) != 32 else ""
+    device = " --device cuda" if trained_on.startswith("cuda") else ""
     text = f"""# Model card: {card["name"]}
 
 | | |
@@ -37,10 +41,10 @@ def write_markdown(path: Path, card: dict[str, Any]) -> None:
 ## Training data and config
 {card["data"]}
 
-Reproduce: `cartstream models train-detector --seed {cfg["seed"]} --images {cfg["images"]} --epochs {cfg["epochs"]}{" --context" if cfg.get("context") else " --no-context"} --sibling-share {cfg.get("sibling_share", 0.0)}`
+Reproduce: `cartstream models train-detector --seed {cfg["seed"]} --images {cfg["images"]} --epochs {cfg["epochs"]}{" --context" if cfg.get("context") else " --no-context"} --sibling-share {cfg.get("sibling_share", 0.0)}{width}{device}`
 (batch {cfg["batch_size"]}, AdamW lr {cfg["lr"]} one-cycle, weight decay {cfg["weight_decay"]},
 width {cfg["width"]}, {cfg["threads"]} threads, random horizontal flips). Trained in
-{t["seconds"] / 60:.1f} minutes ({t["steps"]} steps, {t["epochs_done"]} epochs{budget}) on a 2-core CPU.
+{t["seconds"] / 60:.1f} minutes ({t["steps"]} steps, {t["epochs_done"]} epochs{budget}) on {where}.
 
 ## Metrics (held-out rendered scenes, `cartstream models eval-detector --images {m.get("images", "?")}`)
 

@@ -1,7 +1,9 @@
 """`cartstream models train-detector`: render scenes, train the detector, export it to ONNX.
 
 Reproducible from the seed (data, initial weights and batch order all derive from it; torch runs
-single-process with fixed threads). Bounded by a wall-clock budget as well as by epochs.
+single-process with fixed threads). Bounded by a wall-clock budget as well as by epochs. Trains
+on a CUDA device when torch sees one (`device`: auto), else on the CPU; the same seed gives
+close but not identical weights on the two.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 
 from cartstream.models.catalog import Catalog
 from cartstream.models.detector import CartDetector, detection_loss, make_targets
+from cartstream.models.fusion import pick_device
 from cartstream.models.render import SceneRenderer
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,7 @@ class TrainConfig:
     # held-out scenes' own mix
     sibling_share: float = 0.25
     threads: int = 2
+    device: str = "auto"  # auto | cpu | cuda (models.fusion.pick_device)
     max_minutes: float = 27.0
     jpeg_quality: int = 85
 
@@ -52,6 +56,7 @@ class TrainResult:
     steps: int
     epochs_done: float
     history: list[dict[str, float]] = field(default_factory=list)
+    device: str = "cpu"  # where it trained: "cpu", or "cuda (the GPU's name)"
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -59,6 +64,7 @@ class TrainResult:
             "seconds": round(self.seconds, 1),
             "steps": self.steps,
             "epochs_done": round(self.epochs_done, 2),
+            "device": self.device,
             "final_loss": self.history[-1] if self.history else None,
         }
 
@@ -115,6 +121,7 @@ def train_detector(
     progress: Callable[[dict[str, float]], None] | None = None,
     data: tuple[np.ndarray, list[BoxList]] | None = None,
 ) -> TrainResult:
+    device = pick_device(config.device, "train-detector --device")
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     started = time.monotonic()
@@ -126,7 +133,8 @@ def train_detector(
         )
     )
     log.info("rendered %d scenes in %.1f s", len(labels), time.monotonic() - started)
-    model = CartDetector(len(catalog), config.width, config.context)
+    model = CartDetector(len(catalog), config.width, config.context).to(device)
+    log.info("training on %s", device)
     steps_per_epoch = max(1, len(labels) // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -151,7 +159,7 @@ def train_detector(
             if flip:
                 boxes = [[(c, 1 - x1, y0, 1 - x0, y1) for c, x0, y0, x1, y1 in f] for f in boxes]
             targets = make_targets(boxes, len(catalog))
-            logits, box = model.raw(torch.from_numpy(np.ascontiguousarray(batch)))
+            logits, box = model.raw(torch.from_numpy(np.ascontiguousarray(batch)).to(device))
             loss, parts = detection_loss(logits, box, targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
@@ -182,7 +190,7 @@ def train_detector(
         if time.monotonic() > deadline:
             log.warning("training stopped by the %.0f-minute budget", config.max_minutes)
             break
-    model.eval()
+    model.cpu().eval()  # exported and evaluated on the CPU
     return TrainResult(
         model,
         config,
@@ -190,4 +198,5 @@ def train_detector(
         step,
         history[-1]["epoch"] if history else 0.0,
         history,
+        f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu",
     )

@@ -41,6 +41,20 @@ def models() -> None:
     help="Share of training scenes showing an item beside a same-brand sibling.",
 )
 @click.option(
+    "--width",
+    type=click.IntRange(8, 128),
+    default=32,
+    show_default=True,
+    help="Channels of the first stage (x2, x4 after): capacity, on a GPU above all.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where to train: auto is a CUDA device when torch sees one, else the CPU.",
+)
+@click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),
     default=TRAINED_MODEL,
@@ -75,6 +89,8 @@ def train_detector(
     minutes: float,
     context: bool,
     sibling_share: float,
+    width: int,
+    device: str,
     out: Path,
     replace_bundled: bool,
     eval_images: int,
@@ -111,6 +127,8 @@ def train_detector(
         max_minutes=minutes,
         context=context,
         sibling_share=sibling_share,
+        width=width,
+        device=device,
     )
     data = _with_extra(catalog, config, extra) if extra else None
     result = train(

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from cartstream.exceptions import ConfigurationError
 from cartstream.models.catalog import Catalog
 from cartstream.models.detector import CartDetector, make_targets
 from cartstream.models.evaluate import average_precision, count_error_kinds, score_detections
@@ -74,6 +76,20 @@ def test_a_few_training_steps_reduce_the_loss(catalog: Catalog) -> None:
         (1, 2, 28, 28),
         (1, 2, 28, 28),
     ]
+
+
+def test_training_runs_where_it_is_told(catalog: Catalog) -> None:
+    """On a CUDA device when asked (the loss's targets follow the model there) and back on the
+    CPU for export; asking for CUDA where torch sees none is a clear error."""
+    data = render_dataset(catalog, 16, seed=4)
+    config = TrainConfig(images=16, epochs=1, batch_size=8, width=8, threads=1, device="cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigurationError, match=r"train-detector --device=cuda"):
+            train_detector(catalog, config, data=data)
+        return
+    result = train_detector(catalog, config, data=data)
+    assert result.steps == 2 and result.device.startswith("cuda (")
+    assert all(p.device.type == "cpu" for p in result.model.parameters())
 
 
 def test_detector_is_compact(catalog: Catalog) -> None:
