@@ -25,7 +25,15 @@ def write_markdown(path: Path, card: dict[str, Any]) -> None:
     )
     trained_on = str(t.get("device", "cpu"))  # cards before `device` trained on the CPU
     where = f"a {cfg['threads']}-core CPU" if trained_on == "cpu" else trained_on
-    width = f" --width {cfg['width']}" if cfg.get("width", 32) != 32 else ""
+    width = "".join(
+        f" --{flag} {cfg[key]}"
+        for flag, key, default in (
+            ("width", "width", 32),
+            ("batch-size", "batch_size", 32),
+            ("lr", "lr", 3e-3),
+        )
+        if cfg.get(key, default) != default
+    )
     device = " --device cuda" if trained_on.startswith("cuda") else ""
     text = f"""# Model card: {card["name"]}
 

@@ -47,6 +47,8 @@ def models() -> None:
     show_default=True,
     help="Channels of the first stage (x2, x4 after): capacity, on a GPU above all.",
 )
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, 1, min_open=True), default=3e-3, show_default=True)
 @click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),
@@ -90,6 +92,8 @@ def train_detector(
     context: bool,
     sibling_share: float,
     width: int,
+    batch_size: int,
+    lr: float,
     device: str,
     out: Path,
     replace_bundled: bool,
@@ -128,6 +132,8 @@ def train_detector(
         context=context,
         sibling_share=sibling_share,
         width=width,
+        batch_size=batch_size,
+        lr=lr,
         device=device,
     )
     data = _with_extra(catalog, config, extra) if extra else None
