@@ -25,7 +25,7 @@ def write_markdown(path: Path, card: dict[str, Any]) -> None:
     )
     trained_on = str(t.get("device", "cpu"))  # cards before `device` trained on the CPU
     where = f"a {cfg['threads']}-core CPU" if trained_on == "cpu" else trained_on
-    width = "".join(
+    options = "".join(
         f" --{flag} {cfg[key]}"
         for flag, key, default in (
             ("width", "width", 32),
@@ -49,7 +49,7 @@ def write_markdown(path: Path, card: dict[str, Any]) -> None:
 ## Training data and config
 {card["data"]}
 
-Reproduce: `cartstream models train-detector --seed {cfg["seed"]} --images {cfg["images"]} --epochs {cfg["epochs"]}{" --context" if cfg.get("context") else " --no-context"} --sibling-share {cfg.get("sibling_share", 0.0)}{width}{device}`
+Reproduce: `cartstream models train-detector --seed {cfg["seed"]} --images {cfg["images"]} --epochs {cfg["epochs"]}{" --context" if cfg.get("context") else " --no-context"} --sibling-share {cfg.get("sibling_share", 0.0)}{options}{device}`
 (batch {cfg["batch_size"]}, AdamW lr {cfg["lr"]} one-cycle, weight decay {cfg["weight_decay"]},
 width {cfg["width"]}, {cfg["threads"]} threads, random horizontal flips). Trained in
 {t["seconds"] / 60:.1f} minutes ({t["steps"]} steps, {t["epochs_done"]} epochs{budget}) on {where}.
