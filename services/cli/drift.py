@@ -87,7 +87,10 @@ def drift_scenarios(
         for name, changes in scenarios.items():
             results.append(run_scenario(name, config, settings, catalog, reference, changes))
             console.print(table(results[-1:]).splitlines()[-1])
-    write_report(out, results, settings)
+    command = (
+        f"cartstream models drift-scenarios --carts {carts} --sessions {sessions} --seeds {seeds}"
+    )
+    write_report(out, results, settings, command)
     click.echo(table(results))
     click.echo(f"written to {out}")
 

@@ -124,6 +124,13 @@ class ScenarioResult:
     alerting: tuple[str, ...]  # what alerted first: scope/feature (PSI)
     checks_before: int  # looks at the monitor before any change
     alarms_before: int  # ... of which with an alert: false alarms
+    # the longest stretch of simulated minutes over which false alarms held without a break
+    # (from the first look with an alert to the first without): a chart alert's `for` longer
+    # than this keeps it from paging (alerts.visionFor, alerts.driftFor)
+    longest_alarm_min: float = 0.0
+    # how long the first alert after the change held without a break; None while it still
+    # held at the run's end (then `minutes` - `change_at_min` - `first_alert_min` is a floor)
+    first_alert_held_min: float | None = None
 
 
 def run_scenario(
@@ -145,8 +152,11 @@ def run_scenario(
     )
     start = run_start_ms(config, catalog)
     change_ms = min((c.from_ms for c in changes), default=None)
-    frames = checks = alarms = 0
+    frames = checks = alarms = first_at = 0
     first: float | None = None
+    alarm_since: int | None = None  # capture time of the first look of the current false alarm
+    longest_ms = 0
+    held_ms: int | None = None  # the first alert's stretch, once it ended
     alerting: tuple[str, ...] = ()
     last = start
     for kind, record in simulated_run(config, settings, catalog, changes):
@@ -174,9 +184,17 @@ def run_scenario(
         if change_ms is None or last < change_ms:
             checks += 1
             alarms += bool(drifting)
+            if drifting and alarm_since is None:
+                alarm_since = last
+            if alarm_since is not None:
+                longest_ms = max(longest_ms, last - alarm_since)
+                alarm_since = alarm_since if drifting else None
         if drifting and first is None and (change_ms is None or last >= change_ms):
             first = (last - (change_ms if change_ms is not None else start)) / 60_000
+            first_at = last
             alerting = tuple(drifting[:4])
+        elif first is not None and not drifting and held_ms is None:
+            held_ms = last - first_at
     return ScenarioResult(
         name,
         frames,
@@ -186,12 +204,22 @@ def run_scenario(
         alerting,
         checks,
         alarms,
+        longest_ms / 60_000,
+        held_ms / 60_000 if held_ms is not None else None,
     )
 
 
 def table(results: Sequence[ScenarioResult]) -> str:
     def minutes(value: float | None, missing: str) -> str:
         return f"{value:.1f}" if value is not None else missing
+
+    def held(r: ScenarioResult) -> str:
+        if r.first_alert_min is None:
+            return "-"
+        if r.first_alert_held_min is not None:
+            return f"{r.first_alert_held_min:.1f}"
+        since_change = r.minutes - (r.change_at_min or 0.0)
+        return f"{since_change - r.first_alert_min:.1f}, to the end"
 
     return str(
         tabulate(
@@ -202,7 +230,9 @@ def table(results: Sequence[ScenarioResult]) -> str:
                     f"{r.minutes:.1f}",
                     minutes(r.change_at_min, "-"),
                     minutes(r.first_alert_min, "none"),
+                    held(r),
                     f"{r.alarms_before}/{r.checks_before}",
+                    f"{r.longest_alarm_min:.1f}" if r.alarms_before else "-",
                     "; ".join(r.alerting) or "-",
                 ]
                 for r in results
@@ -213,7 +243,9 @@ def table(results: Sequence[ScenarioResult]) -> str:
                 "simulated min",
                 "change at min",
                 "first alert (min after change)",
+                "it held (min)",
                 "false alarms before the change",
+                "longest false alarm (min)",
                 "what alerted first",
             ],
             tablefmt="github",
@@ -222,10 +254,12 @@ def table(results: Sequence[ScenarioResult]) -> str:
     )
 
 
-def write_report(out: Path, results: Sequence[ScenarioResult], settings: Settings) -> None:
+def write_report(
+    out: Path, results: Sequence[ScenarioResult], settings: Settings, command: str
+) -> None:
     d, r = settings.detect, settings.reason
     out.write_text(
-        f"""# Drift monitoring (`cartstream models drift-scenarios`)
+        f"""# Drift monitoring (`{command}`)
 
 Two monitors, both against the detector's reference (honest simulated shopping, built by
 `cartstream models drift-reference`):
@@ -243,7 +277,11 @@ Two monitors, both against the detector's reference (honest simulated shopping, 
 
 Scenarios run the cart simulator on a fixed clock through the real detect and reason stages
 (reason in memory); the monitors are read every {CHECK_EVERY} frames. A false alarm is a look
-with any scope alerting before the scene changed (all of an honest run).
+with any scope alerting before the scene changed (all of an honest run); "longest false alarm"
+is the longest stretch of simulated minutes such looks followed one another without a break,
+and "it held" how long the first alert after the change lasted. The worker logs an alert at
+once; the chart's rules page only when it holds (`alerts.driftFor`, `alerts.visionFor`), so a
+false alarm shorter than that pages no one, and a real one pages that much later.
 
 {table(results)}
 """

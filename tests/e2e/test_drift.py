@@ -56,5 +56,9 @@ def test_new_packaging_of_one_sku_alerts_on_that_sku_through_fusion(catalog: Cat
     )
     assert repackaged.alarms_before == 0, repackaged
     assert repackaged.first_alert_min is not None and repackaged.first_alert_min < 5.0
+    # it holds: the chart pages after alerts.visionFor (3m) of it, within the run
+    assert repackaged.change_at_min is not None and repackaged.first_alert_held_min is None
+    held = repackaged.minutes - repackaged.change_at_min - repackaged.first_alert_min
+    assert held >= 3.0, repackaged
     (what,) = repackaged.alerting  # that SKU alone, and by vision, not by frame PSI
     assert what.startswith(f"sku/{sku} vision unconfirmed"), what

@@ -224,7 +224,7 @@ def test_the_drift_alert_rule_renders() -> None:
     )
     assert alert["expr"].endswith(">= 0.3")
     assert "{{ $labels.store }}" in alert["annotations"]["summary"]
-    assert vision["alert"] == "CartstreamVisionDrift" and vision["for"] == "0m"
+    assert vision["alert"] == "CartstreamVisionDrift" and vision["for"] == "3m"  # the default
     assert vision["expr"] == "max by (sku) (cartstream_drift_vision_surprise) >= 6"
     assert "{{ $labels.sku }}" in vision["annotations"]["summary"]
 
