@@ -133,6 +133,28 @@ class ScenarioResult:
     first_alert_held_min: float | None = None
 
 
+@dataclass
+class Stretches:
+    """How long a condition held without a break, from looks at increasing times: a stretch
+    runs from its first look with the condition on to the first look with it off (or the last
+    look, while it is still on)."""
+
+    since: int | None = None  # when the stretch now on began
+    longest_ms: int = 0
+    first_ms: int | None = None  # the first stretch's length, once it ended
+
+    def look(self, at: int, on: bool) -> None:
+        if on and self.since is None:
+            self.since = at
+        if self.since is None:
+            return
+        self.longest_ms = max(self.longest_ms, at - self.since)
+        if not on:
+            if self.first_ms is None:
+                self.first_ms = at - self.since
+            self.since = None
+
+
 def run_scenario(
     name: str,
     config: SimConfig,
@@ -152,11 +174,9 @@ def run_scenario(
     )
     start = run_start_ms(config, catalog)
     change_ms = min((c.from_ms for c in changes), default=None)
-    frames = checks = alarms = first_at = 0
+    frames = checks = alarms = 0
     first: float | None = None
-    alarm_since: int | None = None  # capture time of the first look of the current false alarm
-    longest_ms = 0
-    held_ms: int | None = None  # the first alert's stretch, once it ended
+    before, after = Stretches(), Stretches()  # alerts before the change, and from it on
     alerting: tuple[str, ...] = ()
     last = start
     for kind, record in simulated_run(config, settings, catalog, changes):
@@ -184,17 +204,12 @@ def run_scenario(
         if change_ms is None or last < change_ms:
             checks += 1
             alarms += bool(drifting)
-            if drifting and alarm_since is None:
-                alarm_since = last
-            if alarm_since is not None:
-                longest_ms = max(longest_ms, last - alarm_since)
-                alarm_since = alarm_since if drifting else None
-        if drifting and first is None and (change_ms is None or last >= change_ms):
-            first = (last - (change_ms if change_ms is not None else start)) / 60_000
-            first_at = last
-            alerting = tuple(drifting[:4])
-        elif first is not None and not drifting and held_ms is None:
-            held_ms = last - first_at
+            before.look(last, bool(drifting))
+        if change_ms is None or last >= change_ms:
+            after.look(last, bool(drifting))
+            if drifting and first is None:
+                first = (last - (change_ms if change_ms is not None else start)) / 60_000
+                alerting = tuple(drifting[:4])
     return ScenarioResult(
         name,
         frames,
@@ -204,8 +219,8 @@ def run_scenario(
         alerting,
         checks,
         alarms,
-        longest_ms / 60_000,
-        held_ms / 60_000 if held_ms is not None else None,
+        before.longest_ms / 60_000,
+        after.first_ms / 60_000 if after.first_ms is not None else None,
     )
 
 

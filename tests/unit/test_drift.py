@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cartstream.models.drift import DriftMonitor, DriftReference, Observation, psi
+from cartstream.services.tools.drift import Stretches
 
 
 def frame(store: str, brightness: float, score: float = 0.9, sku: str = "milk-1l") -> Observation:
@@ -134,3 +135,15 @@ def test_the_detect_stage_watches_its_detections_and_logs_a_drifting_camera(
         assert "detect: drift: store/s/0 brightness" in caplog.text
     finally:
         stage.close()
+
+
+def test_alert_stretches_are_measured_from_the_first_look_on_to_the_first_off() -> None:
+    looks = [(0, False), (10, True), (20, True), (30, False), (40, True), (90, True), (95, False)]
+    stretches = Stretches()
+    for at, on in looks:
+        stretches.look(at, on)
+    assert (stretches.first_ms, stretches.longest_ms, stretches.since) == (20, 55, None)
+    still_on = Stretches()
+    for at, on in [(5, False), (7, True), (30, True)]:
+        still_on.look(at, on)
+    assert (still_on.first_ms, still_on.longest_ms, still_on.since) == (None, 23, 7)
