@@ -3,9 +3,8 @@
 Faust always installs a `Monitor` sensor, and calls it four times for every record (message in,
 stream event in and out, message out) to keep counters, timestamps and latency deques for its
 web `/stats` page, which cartstream does not serve: its metrics are OpenTelemetry's (stage.*
-and the lag gauge, core/metrics.py). On this machine those four calls cost a Faust agent that
-does nothing else 14-29 µs of its 114-130 µs a record (`cartstream bench faust`,
-docs/benchmarks.md).
+and the lag gauge, core/metrics.py). Those four calls are a fifth to a quarter of what a record
+costs a Faust agent that does nothing else (`cartstream bench faust`, docs/benchmarks.md).
 
 Kept, because Faust reads them: `stream_inbound_time` (when a partition's stream last took a
 record: the consumer's "slow processing" diagnostics compare it with the partition's commits)
