@@ -31,8 +31,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from cartstream.exceptions import ConfigurationError
 from cartstream.models.catalog import Catalog
+from cartstream.models.torch_device import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +92,6 @@ def _only(t: torch.Tensor, rows: list[bool]) -> torch.Tensor:
     return torch.where(keep, t, torch.zeros((), dtype=t.dtype, device=t.device))
 
 
-def pick_device(name: str, setting: str = "reason.device") -> torch.device:
-    """`auto` is CUDA where torch sees a device, else the CPU; `cuda` without one is an error
-    that names the `setting` asked for it."""
-    if name in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda")
-    if name == "cuda":
-        raise ConfigurationError(f"{setting}=cuda but torch sees no CUDA device")
-    return torch.device("cpu")
-
-
 class Fusion:
     def __init__(
         self,
@@ -113,7 +103,7 @@ class Fusion:
         self.catalog = catalog
         self.mode = mode
         self.params = p = params or FusionParams()
-        self.device = pick_device(device)
+        self.device = pick_device(device, "reason.device")
         dt = torch.float64
         self.q = torch.arange(1, p.max_quantity + 1, dtype=dt, device=self.device)
         q_prior = torch.where(

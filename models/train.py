@@ -20,8 +20,8 @@ import torch
 
 from cartstream.models.catalog import Catalog
 from cartstream.models.detector import CartDetector, detection_loss, make_targets
-from cartstream.models.fusion import pick_device
 from cartstream.models.render import SceneRenderer
+from cartstream.models.torch_device import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class TrainConfig:
     # held-out scenes' own mix
     sibling_share: float = 0.25
     threads: int = 2
-    device: str = "auto"  # auto | cpu | cuda (models.fusion.pick_device)
+    device: str = "auto"  # auto | cpu | cuda (models.torch_device.pick_device)
     max_minutes: float = 27.0
     jpeg_quality: int = 85
 

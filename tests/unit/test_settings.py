@@ -77,10 +77,10 @@ def test_the_suite_never_sees_the_developers_own_settings(settings: Settings) ->
 
 
 def test_configuration_mistakes_raise_configuration_error(catalog: object) -> None:
-    from cartstream.models.fusion import pick_device
+    from cartstream.models.torch_device import pick_device
 
     if not __import__("torch").cuda.is_available():
         with pytest.raises(ConfigurationError, match=r"reason\.device=cuda"):
-            pick_device("cuda")
+            pick_device("cuda", "reason.device")
     with pytest.raises(ConfigurationError, match="reason"):
         Settings().with_overrides(reason={"device": "tpu"})
