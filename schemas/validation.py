@@ -13,6 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cartstream.core.ids import id_problem
 from cartstream.exceptions import ValidationError
 from cartstream.schemas.records import CartFrame, SessionEvent, WeightPacket
 
@@ -29,8 +30,9 @@ def _require_ids(record: Mapping[str, Any], fields: Iterable[str]) -> None:
         value = record.get(field)
         if not isinstance(value, str) or not value.strip():
             raise ValidationError(f"missing {field}")
-        if len(value) > 128:
-            raise ValidationError(f"{field} longer than 128 characters")
+        problem = id_problem(value)
+        if problem is not None:
+            raise ValidationError(f"{field} {problem}")
 
 
 def _require_not_future(time_ms: int, now_ms: int, max_skew_s: float, field: str) -> None:

@@ -11,9 +11,12 @@ the tick came from the worker before it). A tick held back is sent again later.
 
 Positions are the stage's own (`InOrder.expected`: the next offset it will process), else the
 group's committed offset (a partition assigned but not yet read); ends are the high watermarks
-of the consumer's last fetches. A partition whose position is unknown while its log holds
-records counts as behind. Holding never changes what is decided, only when: the backlog is
-read first, then the deadline fires.
+of the consumer's last fetches. Whatever is unknown counts as behind, never as caught up: a
+position not known while the log holds records, an end not fetched yet, a partition not
+assigned to this worker (a worker that lost a partition at a rebalance still holds its keys'
+states in memory; with no watermark to read it once took itself for caught up and fired their
+deadlines early, beside the partition's new owner). Holding never changes what is decided,
+only when: the backlog is read first, then the deadline fires.
 """
 
 from __future__ import annotations
@@ -31,12 +34,15 @@ Ends = dict[str, int | None]  # input topic -> high watermark of one partition
 
 
 def behind(positions: Mapping[str, int | None], ends: Mapping[str, int | None]) -> list[str]:
-    """The topics (of one partition) whose log ends past the stage's position: `positions`
+    """The topics (of one partition) whose log may end past the stage's position: `positions`
     the next offset to process (None: not known yet), `ends` the high watermark (None: not
-    fetched yet, so nothing known to be there)."""
+    known, so maybe further on: behind)."""
     late = []
     for topic, end in ends.items():
-        if end is None or end <= 0:
+        if end is None:
+            late.append(topic)
+            continue
+        if end <= 0:
             continue
         position = positions.get(topic)
         if position is None or position < end:
@@ -67,9 +73,17 @@ class Backlog:
         self.expected = expected  # InOrder's: partition -> the next offset the stage processes
         self._held: set[int] = set()
 
+    def owns(self, partition: int) -> bool:
+        """Is every input topic's `partition` assigned to this worker now?"""
+        try:
+            assigned = self.app.consumer.assignment()
+        except Exception:  # no consumer yet, or one between assignments
+            return False
+        return all(TP(topic, partition) in assigned for topic in self.topics)
+
     def ends(self, partition: int) -> Ends:
         """The high watermark of each input topic's `partition` (None: not assigned here or not
-        fetched yet: nothing known to wait for)."""
+        fetched yet: unknown)."""
         found: Ends = {}
         for topic in self.topics:
             try:
@@ -89,8 +103,11 @@ class Backlog:
         return positions
 
     def caught_up(self, partition: int) -> Ends | None:
-        """The ends of `partition` if the stage has processed everything up to them, else None
-        (logged when a partition starts holding its deadlines back, and when it stops)."""
+        """The ends of `partition` if this worker owns it and has processed everything up to
+        them, else None (logged when a partition starts holding its deadlines back, and when it
+        stops)."""
+        if not self.owns(partition):
+            return None
         ends, positions = self.ends(partition), self.positions(partition)
         late = behind(positions, ends)
         if late and partition not in self._held:

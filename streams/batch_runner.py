@@ -1,6 +1,11 @@
 """Runs a batch stage (the detector) as a Faust agent: inputs coalesced with `take_events`
 (max size, max wait), each batch handled in a worker thread, its outputs published before the
-batch is acknowledged."""
+batch is acknowledged.
+
+A batch that fails (the model raised, a publish failed) is read again after a pause
+(`InOrder.again`), never acknowledged: Faust would restart the agent and `take_events` would
+acknowledge the batch in its `finally`, so its frames would never get their detections and the
+steps that wait for them would be decided without them."""
 
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from cartstream.core.telemetry import (
 )
 from cartstream.schemas.codec import AvroCodec
 from cartstream.streams.ingress import Ingress
-from cartstream.streams.input_runner import in_order
+from cartstream.streams.input_runner import RETRY_FIRST_S, in_order
 from cartstream.streams.publish import Publisher, inbound_from
 from cartstream.streams.stage import Inbound, Outbound, Stage
 
@@ -92,7 +97,23 @@ class BatchRunner:
         async for events in stream.take_events(self.max_batch, within=self.within_s):
             admitted = [e.message for e in events if await self.in_order.admit(e.message)]
             if admitted:
-                await self.handle(admitted)
+                await self.guarded(admitted)
+
+    async def guarded(self, messages: Sequence[Any]) -> None:
+        """`handle`, and on any error the batch read again after a pause: never raises."""
+        try:
+            await self.handle(messages)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "%s: a batch of %d frames failed; reading them again in %.1f s",
+                self.stage.name,
+                len(messages),
+                RETRY_FIRST_S,
+            )
+            await self.in_order.again(messages)
+            await asyncio.sleep(RETRY_FIRST_S)
 
     async def handle(self, messages: Sequence[Any]) -> None:
         """One batch: a `process <topic>` span linked to every frame in it; each detection's

@@ -119,6 +119,54 @@ def acknowledge_absent(consumer: Any, tp: Any, start: int, end: int) -> None:
                 acked.append(offset)
 
 
+def unacknowledge(consumer: Any, offsets: Any) -> None:
+    """A commit taken for `offsets` ({tp: offset}) was not made (checkpoint.py): the run of
+    acknowledgements `never_commit_past_unprocessed` took for it (the committed offset up to
+    each offset) is acknowledged again, so the next commit takes it."""
+    from faust.types.tuples import ack_lock
+
+    with ack_lock:
+        for tp, offset in offsets.items():
+            committed = consumer._committed_offset.get(tp)
+            if committed is None:
+                continue
+            index: set[int] = consumer._acked_index[tp]
+            acked: list[int] = consumer._acked[tp]
+            for again in range(committed, offset):
+                if again not in index:
+                    index.add(again)
+                    acked.append(again)
+
+
+def commit_through_the_checkpoint() -> None:
+    """Faust's commit (`Consumer._commit_tps`) goes through the app's `Checkpoint` when a
+    stateful stage made one: its states written and every delivery checked before any offset
+    is committed (checkpoint.py). Faust's own relied on `producer.flush()`, which returns after
+    0.1 s without progress, so offsets could be committed ahead of the states they need."""
+    from faust.exceptions import ProducerSendError
+    from faust.transport import consumer as module
+
+    from cartstream.streams.checkpoint import installed
+
+    consumer_cls = module.Consumer
+    original = consumer_cls._commit_tps
+    if getattr(original, _PATCHED, False):
+        return
+
+    async def commit_tps(self: Any, tps: Any, start_new_transaction: bool) -> bool:
+        checkpoint = installed(self.app)
+        if checkpoint is None:
+            return bool(await original(self, tps, start_new_transaction))
+        try:
+            return await checkpoint.commit(self, tps, start_new_transaction)
+        except ProducerSendError as exc:  # an attached message: Faust's own answer
+            await self.crash(exc)
+            return False
+
+    setattr(commit_tps, _PATCHED, True)
+    consumer_cls._commit_tps = commit_tps  # type: ignore[method-assign]
+
+
 def never_commit_past_unprocessed() -> None:
     """Faust commits the run of acknowledged offsets that follows a partition's committed offset
     (`Consumer._new_offset`), with two holes:
@@ -173,7 +221,7 @@ _HOLD = "_cartstream_commits_held_until"
 
 def hold_commits(app: Any, until: float) -> None:
     """No offset of `app`'s consumer is committed before `until` (time.monotonic()); see
-    changelog.py's `CommitGuard`: a worker that may have been evicted commits nothing until
+    checkpoint.py: a worker that may have been evicted commits nothing until
     its group has told it."""
     setattr(app, _HOLD, max(until, getattr(app, _HOLD, 0.0)))
 
@@ -276,3 +324,4 @@ def install() -> None:
     never_count_gaps()
     never_commit_past_unprocessed()
     never_hold_events_through_a_rebalance()
+    commit_through_the_checkpoint()

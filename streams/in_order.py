@@ -19,6 +19,7 @@ from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
 from cartstream.streams.await_chain import await_chain
+from cartstream.streams.changelog import Replays
 from cartstream.streams.faust_fixes import acknowledge_absent, dropped
 from cartstream.streams.log_holes import LogHoles
 from cartstream.streams.read_offsets import ReadOffsets
@@ -149,6 +150,8 @@ class InOrder:
         # offsets the log does not hold, told from records lost on the way
         self.holes = LogHoles(clock=lambda: self.clock())
         self._waiting: dict[Any, tuple[int, float]] = {}  # partition -> (offset sought, since)
+        # offsets a table's recovery wants read again (changelog.py), for a stateful stage
+        self.replays: Replays | None = None
 
     def reset(self) -> None:
         self.expected.clear()
@@ -195,6 +198,18 @@ class InOrder:
                 dropped(message)
                 await self._seek(tp, offset)
                 return False
+            replay = self.replays.take(tp.topic, tp.partition) if self.replays else None
+            if replay is not None and replay < want:
+                log.warning(
+                    "%s: %s[%d] is read again from %d (its committed offset is %d): a recovered "
+                    "state is behind it",
+                    self.name,
+                    tp.topic,
+                    tp.partition,
+                    replay,
+                    want,
+                )
+                want = replay
             if offset != want:
                 log.info(
                     "%s: %s[%d] starts at offset %d, its committed offset is %d",

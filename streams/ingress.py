@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cartstream.core.cart_auth import Authentic, AuthFailure, Keyring, Verifier
-from cartstream.core.ids import derived_id
+from cartstream.core.ids import claimed_id, derived_id
 from cartstream.core.metrics import instruments, reason_label
 from cartstream.core.settings import Settings
 from cartstream.schemas.codec import SCHEMA_HEADER, AvroCodec
@@ -108,7 +108,7 @@ class Ingress:
         record: Mapping[str, Any] | None = None,
     ) -> list[Outbound]:
         reason = f"auth: {why}"
-        claimed = (inbound.key or b"").decode(errors="replace")[:128]
+        claimed = claimed_id(inbound.key)
         log.warning(
             "%s: %s[%d]@%d from cart %r failed authentication (%s): %s",
             self.node.name,
@@ -153,8 +153,8 @@ def spoofed_event(
         "kind": "SPOOFED_EVENT",
         "severity": "CRITICAL",
         "cart_id": claimed_cart,
-        "store_id": str(body.get("store_id") or "")[:128],
-        "session_id": str(body.get("session_id") or "")[:128],
+        "store_id": claimed_id(str(body.get("store_id") or "").encode(errors="replace")),
+        "session_id": claimed_id(str(body.get("session_id") or "").encode(errors="replace")),
         "detected_ms": now_ms,
         "description": f"{inbound.topic}[{inbound.partition}]@{inbound.offset}: {reason}",
         "basket_change_ids": [],

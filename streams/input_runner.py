@@ -74,7 +74,7 @@ class InputRunner:
         if admitted.outputs:
             await self.publisher.publish(admitted.outputs, self.node.name)
         if admitted.record is not None:
-            await self._apply(admitted.record, inbound, now)
+            await self._apply(admitted.record, inbound, now, msg.value)
         record_processed(self.node.name, msg.topic, started, admitted.record is None)
 
     def _admit(self, inbound: Inbound, value: bytes, now: int, span: Span) -> Admitted:
@@ -89,5 +89,8 @@ class InputRunner:
             if out.topic == self.settings.topics.dead_letters:
                 mark_error(span, str(out.record["reason"]), str(out.record["error_type"]))
 
-    async def _apply(self, record: Mapping[str, Any], inbound: Inbound, now: int) -> None:
+    async def _apply(
+        self, record: Mapping[str, Any], inbound: Inbound, now: int, value: bytes = b""
+    ) -> None:
+        """Act on a decoded, valid record (`value`: its bytes, for a dead letter)."""
         raise NotImplementedError

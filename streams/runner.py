@@ -37,10 +37,11 @@ from cartstream.streams.backlog import Backlog, Ends, tick_ends, tick_value
 from cartstream.streams.changelog import (
     PROGRESS_FIELD,
     ChangelogWrites,
-    guard_commits,
+    Replays,
     keep_most_advanced,
     progress_of,
 )
+from cartstream.streams.checkpoint import checkpoint_of
 from cartstream.streams.input_runner import RETRY_FIRST_S, InputRunner
 from cartstream.streams.publish import Publisher, inbound_from, record_processed
 from cartstream.streams.stage import Inbound, Outbound, Stage
@@ -155,9 +156,10 @@ class StageRunner(InputRunner):
                 key_type=str,
                 value_type=dict,
             )
-            keep_most_advanced(self.table)
+            self.in_order.replays = Replays()
+            keep_most_advanced(self.table, self.in_order.replays)
             self.changelog = ChangelogWrites(self.table)
-            guard_commits(app, self.changelog, settings.tuning.session_timeout_s)
+            checkpoint_of(app, settings.tuning.session_timeout_s).writes.append(self.changelog)
             app.timer(interval=1.0, name=f"{stage.name}-deadlines")(self._send_ticks)
         self.topic = app.topic(*self.input_topics(), value_serializer="raw", key_serializer="raw")
         self._ticked: dict[str, int] = {}
@@ -254,6 +256,8 @@ class StageRunner(InputRunner):
             return list(admitted.outputs), True
         key = self.stage.state_key(admitted.record)
         state = self._latest(key, pending)[0]
+        if inbound.offset <= pending.progress.get(key, {}).get(inbound.topic, -1):
+            return list(admitted.outputs), False  # applied already (read again: a replay)
         result = self.stage.handle(state, admitted.record, inbound, now)
         pending.states[key] = (result.state, inbound.partition)
         pending.advance(key, inbound.topic, inbound.offset)

@@ -410,6 +410,9 @@ class Settings(BaseSettings):
     web_advertised_url: str | None = None
     catalog_path: Path | None = None
     review_wait_s: float = Field(default=30.0, gt=0)
+    # a record the database refuses (not an outage: a constraint or permission a migration
+    # added, bytes a column refuses) is retried this long, then dead-lettered (sink_runner.py)
+    sink_refused_retry_s: float = Field(default=120.0, ge=0)
     max_future_skew_s: float = Field(default=300.0, gt=0)
     max_frame_bytes: int = Field(default=2_000_000, gt=0)
     # telemetry (see services/telemetry.py and services/metrics.py)

@@ -18,16 +18,25 @@ def test_a_partition_whose_log_ends_past_the_stage_position_is_behind() -> None:
     assert behind({"weights": 12, "sessions": 5}, {"weights": 12, "sessions": 5}) == []
 
 
-def test_an_unread_partition_holding_records_is_behind_an_empty_or_unfetched_one_is_not() -> None:
+def test_an_unread_partition_holding_records_is_behind_an_empty_one_is_not() -> None:
     assert behind({"weights": None}, {"weights": 3}) == ["weights"]
     assert behind({"weights": None}, {"weights": 0}) == []
-    assert behind({"weights": None}, {"weights": None}) == []
+
+
+def test_an_unknown_watermark_is_behind_never_caught_up() -> None:
+    """Issue 38: an end not fetched (or of a partition not assigned) once counted as nothing
+    to wait for, and deadlines fired early."""
+    assert behind({"weights": None}, {"weights": None}) == ["weights"]
+    assert behind({"weights": 12}, {"weights": None}) == ["weights"]
 
 
 class FakeConsumer:
     def __init__(self, ends: dict[TP, int], committed: dict[TP, int]) -> None:
         self.ends = ends
         self._committed_offset = committed
+
+    def assignment(self) -> set[TP]:
+        return set(self.ends)
 
     def highwater(self, tp: TP) -> int:
         if tp not in self.ends:
@@ -54,7 +63,19 @@ def test_positions_are_the_stages_own_then_the_groups_commits(
         "reason: deadlines of partition 3 wait for records not processed yet: w[3] at 15 of 20",
         "reason: partition 3 caught up; its deadlines fire again",
     ]
-    assert backlog.caught_up(4) == {"s": None, "w": 9}  # `s` is not assigned here
+    assert backlog.caught_up(4) is None  # `s` is not assigned here: not this worker's
+
+
+def test_no_deadline_fires_for_a_partition_this_worker_no_longer_owns() -> None:
+    """Issue 38, window 4: after a rebalance took partition 3, the worker still held its keys;
+    their ends were unknown and the old rule read that as caught up."""
+    ends = {TP("w", 3): 20, TP("s", 3): 4}
+    app = SimpleNamespace(consumer=FakeConsumer(ends, dict(ends)))
+    backlog = Backlog(app, "reason", ["w", "s"], {TP("w", 3): 20, TP("s", 3): 4})
+    assert backlog.caught_up(3) == {"s": 4, "w": 20}
+    app.consumer = FakeConsumer({}, {})  # revoked: nothing assigned, no watermark
+    assert not backlog.owns(3)
+    assert backlog.caught_up(3) is None
 
 
 def test_a_tick_sent_further_on_than_the_stage_stands_is_short_after_a_restart() -> None:

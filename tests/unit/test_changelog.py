@@ -1,112 +1,18 @@
-"""A stateful stage's changelog writes wait for the consumer's commit (streams/changelog.py):
-written when a commit starts; dropped for partitions a rebalance revokes; after the worker
-stood still longer than a session timeout, neither written nor committed until the group has
-had time to say whether the worker still owns its partitions; and recovery keeps each key's
-most advanced state, not the last written."""
+"""A stateful stage's changelog (streams/changelog.py): recovery keeps each key's most advanced
+state, not the last written, and where two owners' states are not comparable it reads again,
+from the kept state's progress, what the other owner applied (never skips it)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
-from faust.sensors.base import SensorDelegate
-from faust.types import TP
-
-from cartstream.streams import faust_fixes
 from cartstream.streams.changelog import (
     PROGRESS_FIELD,
-    ChangelogWrites,
-    CommitGuard,
+    Replays,
     behind,
-    guard_commits,
     keep_most_advanced,
     progress_of,
 )
-from tests.fake_clock import Clock
-
-
-class Table:
-    def __init__(self) -> None:
-        self.changelog: list[tuple[int, str, Any]] = []
-
-    def send_changelog(self, partition: int, key: str, value: Any, **_: Any) -> None:
-        self.changelog.append((partition, key, value))
-
-
-class App:
-    """The parts of a Faust app the guard uses; `revoked` is what Faust's table manager
-    would do at a rebalance (after the guard's hook)."""
-
-    def __init__(self) -> None:
-        self.sensors = SensorDelegate(SimpleNamespace(beacon=SimpleNamespace(new=lambda _: None)))
-        self.revoked: list[set[Any]] = []
-        self.tables = SimpleNamespace(on_partitions_revoked=self.revoked.append)
-
-    def commit(self) -> None:
-        self.sensors.on_commit_initiated(consumer=None)
-
-    def rebalance(self, *partitions: int) -> None:
-        self.tables.on_partitions_revoked({TP("cart.weights", p) for p in partitions})
-
-
-def _guarded(stall_s: float = 6.0) -> tuple[App, Table, ChangelogWrites, CommitGuard, Clock]:
-    app, table = App(), Table()
-    writes = ChangelogWrites(table)
-    guard = guard_commits(app, writes, stall_s)
-    assert guard_commits(app, ChangelogWrites(Table()), stall_s) is guard  # one per app
-    clock = Clock()
-    guard.clock = clock
-    return app, table, writes, guard, clock
-
-
-def test_each_key_is_written_once_when_a_commit_starts() -> None:
-    app, table, writes, _, _ = _guarded()
-    writes.put("s1", {"v": 1}, 3)
-    writes.put("s1", {"v": 2}, 3)
-    writes.forget("s2", 5)
-    assert table.changelog == []
-    app.commit()
-    assert table.changelog == [(3, "s1", {"v": 2}), (5, "s2", None)]
-    app.commit()
-    assert len(table.changelog) == 2 and len(writes) == 0
-
-
-def test_a_rebalance_drops_the_pending_writes_of_revoked_partitions() -> None:
-    app, table, writes, _, _ = _guarded()
-    writes.put("s1", {"v": 1}, 3)
-    writes.put("s2", {"v": 1}, 4)
-    app.rebalance(3)
-    assert app.revoked == [{TP("cart.weights", 3)}]  # Faust's own handling still runs
-    app.commit()
-    assert table.changelog == [(4, "s2", {"v": 1})]
-
-
-def test_after_a_standstill_nothing_is_written_or_committed_for_a_session_timeout() -> None:
-    app, table, writes, _, clock = _guarded(stall_s=6.0)
-    app.commit()  # t=0: the last commit before the worker stood still
-    writes.put("s1", {"v": 1}, 3)  # a state of a partition another worker has taken over
-    writes.put("s2", {"v": 1}, 4)
-    clock.now += 12.0  # SIGSTOP for 12 s: evicted from the group meanwhile
-    app.commit()  # the overdue commit timer fires before the heartbeat reports the eviction
-    assert table.changelog == [] and faust_fixes.commits_held(app, clock.now)
-    app.rebalance(3)  # the heartbeat fails, the worker re-joins: partition 3 revoked
-    clock.now += 1.0
-    app.commit()
-    assert table.changelog == []
-    clock.now += 5.5  # the hold is over: what this worker still owns is written
-    app.commit()
-    assert not faust_fixes.commits_held(app, clock.now)
-    assert table.changelog == [(4, "s2", {"v": 1})]
-
-
-def test_a_steady_worker_is_never_held() -> None:
-    app, table, writes, _, clock = _guarded(stall_s=6.0)
-    for i in range(20):
-        writes.put(f"s{i}", {"v": i}, i % 8)
-        clock.now += 1.0
-        app.commit()
-        assert not faust_fixes.commits_held(app, clock.now)
-    assert len(table.changelog) == 20
 
 
 class Event:
@@ -159,6 +65,49 @@ def test_recovery_keeps_the_most_advanced_state_not_the_last_written() -> None:
     assert table.data["s"][PROGRESS_FIELD]["cart.weights"] == 250
     table.apply_changelog_batch([Event("s", None), Event("t", _state(1, None, False))])
     assert "s" not in table.data and table.data["t"]  # tombstones apply as Faust applies them
+
+
+def _two_inputs(weights: int, detections: int) -> dict[str, Any]:
+    return {
+        "_partition": 5,
+        PROGRESS_FIELD: {"cart.weights": weights, "cart.detections": detections},
+    }
+
+
+def test_incomparable_states_are_kept_with_what_the_other_applied_read_again() -> None:
+    """Issue 38, window 3: a zombie's state {weights 241, detections 50} and the new owner's
+    {weights 167, detections 60}, weights committed at 242. The old rule kept the last written
+    and nothing else: restored after the new owner's, the zombie's state lacked detections
+    51..60, committed by the new owner, for good."""
+    for first, last, replayed in [
+        (_two_inputs(167, 60), _two_inputs(241, 50), ("cart.detections", 51)),
+        (_two_inputs(241, 50), _two_inputs(167, 60), ("cart.weights", 168)),
+    ]:
+        table, replays = RecoveringTable(), Replays()
+        keep_most_advanced(table, replays)
+        table.apply_changelog_batch([Event("s", first), Event("s", last)])
+        assert table.data["s"] is last  # the last wins, as Faust applies it ...
+        topic, offset = replayed  # ... and what the other had applied is read again
+        assert len(replays) == 1 and replays.take(topic, 5) == offset
+        assert replays.take(topic, 5) is None  # taken once
+
+
+def test_comparable_states_read_nothing_again() -> None:
+    table, replays = RecoveringTable(), Replays()
+    keep_most_advanced(table, replays)
+    table.apply_changelog_batch(
+        [Event("s", _two_inputs(100, 10)), Event("s", _two_inputs(120, 10)), Event("s", None)]
+    )
+    table.apply_changelog_batch([Event("s", _two_inputs(1, 1))])  # after its tombstone
+    assert len(replays) == 0
+
+
+def test_replays_keep_the_earliest_offset_per_partition() -> None:
+    replays = Replays()
+    replays.need("w", 1, 40)
+    replays.need("w", 1, 30)
+    replays.need("w", 2, 50)
+    assert replays.take("w", 1) == 30 and replays.take("w", 2) == 50
 
 
 def test_progress_ordering() -> None:

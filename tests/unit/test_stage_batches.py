@@ -12,7 +12,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from faust.sensors.base import SensorDelegate
 from faust.types import TP
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -27,6 +26,7 @@ from cartstream.services.carts.simulate import SimConfig, cart_events, plan_cart
 from cartstream.streams import runner
 from cartstream.streams.backlog import tick_value
 from cartstream.streams.changelog import PROGRESS_FIELD
+from cartstream.streams.checkpoint import installed
 from cartstream.streams.reason import ReasonStage
 from cartstream.streams.stage import Outbound
 from tests.unit.test_backlog import FakeConsumer
@@ -57,21 +57,24 @@ class FakeTable(dict[str, Any]):
 
 
 class FakeApp(SinkRunnerApp):
-    """Just enough of a Faust app to build a StageRunner: a sink runner's, with tables and
-    sensors; `commit()` is what the consumer's commit does first (the sensors' hook)."""
+    """Just enough of a Faust app to build a StageRunner: a sink runner's, with tables;
+    `commit()` writes what the checkpoint takes at a commit (its order is test_checkpoint's)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conf = SimpleNamespace(id="batch-test")
         self.table = FakeTable()
-        self.sensors = SensorDelegate(SimpleNamespace(beacon=SimpleNamespace(new=lambda _: None)))
         self.tables = SimpleNamespace(on_partitions_revoked=lambda revoked: None)
 
     def Table(self, *_: Any, **__: Any) -> FakeTable:
         return self.table
 
     def commit(self) -> None:
-        self.sensors.on_commit_initiated(consumer=None)
+        checkpoint = installed(self)
+        assert checkpoint is not None
+        for writes in checkpoint.writes:
+            for key, (value, partition) in writes.take().items():
+                self.table.changelog.append((partition, key, value))
 
 
 class FakePublisher:
