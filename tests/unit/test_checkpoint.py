@@ -121,7 +121,11 @@ def test_a_failed_delivery_commits_nothing_and_the_next_commit_makes_up_for_it()
     consumer.ack(W3, 2)
     writes.failing = False
     assert _commit(checkpoint, consumer)
-    assert log == [("stored", 3, "s1", {"v": 1}), ("stored", 3, "s2", {"v": 7}), ("commit", {W3: 3})]
+    assert log == [
+        ("stored", 3, "s1", {"v": 1}),
+        ("stored", 3, "s2", {"v": 7}),
+        ("commit", {W3: 3}),
+    ]
 
 
 def test_a_newer_state_put_during_a_failed_commit_is_not_overwritten() -> None:

@@ -164,3 +164,114 @@ def test_a_rebalance_ends_the_retries_without_writing(
     asyncio.run(sink._apply(checkout, Inbound(settings.topics.checkouts, 0, 41, b"c", 0), 0))
     assert store.checkouts == {} and store.fail_times == 999  # tried once, then handed back
     sink.close()
+
+
+class RefusingStore(MemoryStore):
+    """Refuses checkouts (a constraint an operator's migration added) `refusals` times."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+        self.tries = 0
+
+    def save_checkout(self, checkout: Checkout) -> bool:
+        self.tries += 1
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise ValueError('new row for relation "checkouts" violates check constraint')
+        return super().save_checkout(checkout)
+
+
+class Letters:
+    """A publisher that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.codec = AvroCodec()
+        self.sent: list[Any] = []
+
+    async def publish(self, outputs: Any, stage: str, **_: Any) -> None:
+        self.sent += list(outputs)
+
+
+def _refusing_runner(
+    settings: Settings, store: MemoryStore
+) -> tuple[sink_runner.SinkRunner, Letters, list[float]]:
+    publisher = Letters()
+    sink = sink_runner.SinkRunner(FakeApp(), PersistSink(settings, store), settings, publisher)  # type: ignore[arg-type]
+    slept: list[float] = []
+    clock = [0.0]
+
+    async def sleep(seconds: float) -> None:  # time passes, instantly
+        slept.append(seconds)
+        clock[0] += seconds
+
+    sink.sleep = sleep  # type: ignore[method-assign]
+    sink.clock = lambda: clock[0]
+    return sink, publisher, slept
+
+
+CHECKOUT: dict[str, Any] = {"checkout_id": "k1", "status": "APPROVED", "requested_ms": 0}
+
+
+def test_a_refusal_that_ends_is_retried_and_the_checkout_written(settings: Settings) -> None:
+    """Issue 38: a persist agent that crashed on an `IntegrityError` had its record acknowledged
+    by Faust: 6 of 22 checkouts lost while a CHECK constraint stood for 25 s."""
+    store = RefusingStore(refusals=4)
+    sink, letters, slept = _refusing_runner(settings, store)
+    inbound = Inbound(settings.topics.checkouts, 0, 41, b"cart", 0)
+    asyncio.run(sink._apply(CHECKOUT, inbound, 0, b"raw"))
+    assert list(store.checkouts) == ["k1"] and store.tries == 5 and letters.sent == []
+    assert sum(slept) < settings.sink_refused_retry_s
+    sink.close()
+
+
+def test_a_lasting_refusal_is_dead_lettered_after_the_retry_window(settings: Settings) -> None:
+    assert settings.sink_refused_retry_s >= 60  # the product's default: at least a minute
+    store = RefusingStore(refusals=10_000)
+    sink, letters, slept = _refusing_runner(settings, store)
+    inbound = Inbound(settings.topics.checkouts, 2, 41, b"cart-7", 0)
+    asyncio.run(sink._apply(CHECKOUT, inbound, 0, b"the checkout's bytes"))
+    assert store.checkouts == {}
+    assert settings.sink_refused_retry_s <= sum(slept) < settings.sink_refused_retry_s + 20
+    (letter,) = letters.sent
+    assert letter.topic == settings.topics.dead_letters and letter.key == "cart-7"
+    record = letter.record
+    assert record["error_type"] == "REFUSED" and "check constraint" in record["reason"]
+    assert (record["source_topic"], record["source_partition"], record["source_offset"]) == (
+        settings.topics.checkouts,
+        2,
+        41,
+    )
+    assert record["payload"] == b"the checkout's bytes"  # nothing lost: it can be replayed
+    sink.close()
+
+
+def test_an_outage_is_waited_out_however_long(settings: Settings) -> None:
+    store = MemoryStore(fail_times=60)  # StoreUnavailable, ten minutes of backoff and more
+    sink, letters, slept = _refusing_runner(settings, store)
+    asyncio.run(sink._apply(CHECKOUT, Inbound(settings.topics.checkouts, 0, 1, b"c", 0), 0))
+    assert list(store.checkouts) == ["k1"] and letters.sent == []
+    assert sum(slept) > settings.sink_refused_retry_s
+    sink.close()
+
+
+def test_no_exception_acknowledges_a_record(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error anywhere in the runner reads the record again instead of letting Faust restart
+    the agent and acknowledge it."""
+    sink, _, slept = _refusing_runner(settings, MemoryStore())
+    again: list[Any] = []
+
+    async def read_again(messages: Any) -> None:
+        again.extend(messages)
+
+    async def broken(msg: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(sink.in_order, "again", read_again)
+    monkeypatch.setattr(sink, "handle", broken)
+    msg = SimpleNamespace(topic=settings.topics.checkouts, partition=0, offset=9)
+    asyncio.run(sink.guarded(msg))
+    assert again == [msg] and slept
+    sink.close()
