@@ -160,9 +160,10 @@ class ChangelogWrites:
         topic = table.changelog_topic
         raw_key, _ = topic.prepare_key(key, table.key_serializer)
         raw_value = None if value is None else topic.prepare_value(value, table.value_serializer)[0]
-        return await table.app.producer.send(
+        delivery: Awaitable[Any] = await table.app.producer.send(
             topic.get_topic_name(), raw_key, raw_value, partition, None, None
         )
+        return delivery
 
     def delivered(self, partition: int, metadata: Any) -> None:
         """A record is in the log (what Faust's own changelog callback records)."""

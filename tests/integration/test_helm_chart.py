@@ -227,6 +227,9 @@ def test_the_drift_alert_rule_renders() -> None:
     assert vision["alert"] == "CartstreamVisionDrift" and vision["for"] == "3m"  # the default
     assert vision["expr"] == "max by (sku) (cartstream_drift_vision_surprise) >= 6"
     assert "{{ $labels.sku }}" in vision["annotations"]["summary"]
+    (refused,) = rule["spec"]["groups"][1]["rules"]
+    assert refused["alert"] == "CartstreamRecordRefused"
+    assert 'cartstream_dead_letters_total{error_type="REFUSED"}' in refused["expr"]
 
 
 def test_the_optional_console_reaches_the_workers_that_hold_live_baskets() -> None:

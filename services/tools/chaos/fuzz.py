@@ -5,9 +5,11 @@ Every record carries a `fuzz-id` and a `fuzz-kind` header (dead letters keep the
 headers), so the verifier can match each one to its dead letter. Kinds:
 
 - malformed: random bytes, truncated Avro, an unknown schema fingerprint, Confluent-framed
-  values, JSON, empty values, values of several MB, null and garbage keys;
+  values, JSON, empty values, values of several MB; null and garbage keys, and keys of text
+  holding NUL and other control characters (bytes Postgres refuses in a text column: a
+  SPOOFED_EVENT alert once carried such a key into a row and persist crash-looped);
 - valid Avro with hostile contents: NaN, infinite or negative grams, timestamps far in the
-  future or past, sequence jumps of 2^62;
+  future or past, sequence jumps of 2^62, ids holding NUL;
 - valid Avro that must be harmless: unknown carts and stores, duplicated and out-of-order
   session events;
 - a flood of 10 000 frames from one cart within one second: beyond the camera's burst each is
@@ -54,6 +56,7 @@ DEAD_LETTER_KINDS = (
     "future_time",
     "ancient_time",
     "sequence_jump",
+    "nul_ids",
 )
 HARMLESS_KINDS = ("unknown_cart", "duplicate_session_event", "out_of_order_session_event")
 
@@ -128,6 +131,9 @@ class HostileInput:
         if kind == "sequence_jump":
             record = {**good, "sequence": 2**62}
             return Hostile(self.t.weights, key, self.codec.encode(WEIGHT_PACKET, record), kind)
+        if kind == "nul_ids":
+            record = {**good, "cart_id": f"{FUZZ_PREFIX}cart\x00{i}", "session_id": "\x00\x01"}
+            return Hostile(self.t.weights, key, self.codec.encode(WEIGHT_PACKET, record), kind)
         if kind == "unknown_cart":
             return Hostile(self.t.weights, key, packet, kind)
         event = self._session_event(i, now, kind)
@@ -149,8 +155,10 @@ class HostileInput:
         roll = self.rng.random()
         if roll < 0.1:
             return None
-        if roll < 0.2:
+        if roll < 0.15:
             return self.rng.randbytes(self.rng.randrange(1, 64))  # not UTF-8, most likely
+        if roll < 0.2:  # text a database refuses: NUL, escape sequences
+            return f"{FUZZ_PREFIX}cart-{i % 97}\x00\x1b[2J{i}".encode()
         return f"{FUZZ_PREFIX}cart-{i % 97}".encode()
 
     def _ids(self, i: int, cart: str | None = None) -> dict[str, str]:
