@@ -37,7 +37,9 @@ FirstOffset = Callable[[Any, Any, int], Awaitable[int | None]]
 
 async def _first_offset_from(client: Any, tp: Any, offset: int) -> int | None:
     """One Fetch at `offset` for partition `tp`: the offset of the first record returned at or
-    past it; None when the broker returned none or an error. `client`: aiokafka's client."""
+    past it; when none is returned while the high watermark is past `offset`, that watermark
+    (the log holds nothing from `offset` to its end: a hole at its tail); None when the broker
+    returned an error or the log ends at `offset`. `client`: aiokafka's client."""
     node = client.cluster.leader_for_partition(tp)
     if node is None or node < 0:
         return None
@@ -47,14 +49,16 @@ async def _first_offset_from(client: Any, tp: Any, offset: int) -> int | None:
     )
     response = await client.send(node, request)
     for _topic, answers in response.topics:
-        for _partition, error_code, _highwater, *data in answers:
-            if error_code or not data[-1]:
+        for _partition, error_code, highwater, *data in answers:
+            if error_code:
                 return None
-            records = MemoryRecords(data[-1])
-            while (batch := records.next_batch()) is not None:
-                for record in batch:
-                    if record.offset >= offset:
-                        return int(record.offset)
+            if data[-1]:
+                records = MemoryRecords(data[-1])
+                while (batch := records.next_batch()) is not None:
+                    for record in batch:
+                        if record.offset >= offset:
+                            return int(record.offset)
+            return int(highwater) if highwater > offset else None
     return None
 
 
@@ -122,3 +126,63 @@ class LogHoles:
             first,
         )
         return first
+
+
+class ChangelogTails:
+    """A table's recovery reads its changelog partitions up to the end offsets it took when
+    they were assigned, and waits for every one of those offsets to arrive. A hole at a
+    changelog's tail (a broker that acknowledged a record it never stored, then crashed) never
+    arrives: the recovery, and the worker with it, waited for good. Every `INTERVAL_S` during a
+    recovery, each active changelog partition that has not moved since the last look is asked
+    about (`LogHoles`, confirmed for `LogHoles.CONFIRM_S`); offsets the broker confirms are not
+    in the log up to the end count as recovered. A hole followed by records needs nothing: the
+    fetch goes on past it."""
+
+    INTERVAL_S = 5.0
+
+    def __init__(self, app: Any, holes: LogHoles | None = None) -> None:
+        self.app = app
+        self.holes = holes if holes is not None else LogHoles()
+        self._last: dict[Any, int] = {}
+
+    async def check(self) -> None:
+        try:
+            await self._check()
+        except Exception:  # a safety net never takes the worker down (Faust crashes on it)
+            log.exception("the changelog tail check failed; it runs again")
+
+    async def _check(self) -> None:
+        recovery = self.app.tables.recovery
+        if not recovery.in_recovery:
+            self._last.clear()
+            self.holes.reset()
+            return
+        offsets, ends = recovery.active_offsets, recovery.active_highwaters
+        for tp, last_offset in list(ends.items()):
+            seen = offsets.get(tp)
+            if last_offset is None or seen is None or seen >= last_offset:
+                continue
+            if self._last.get(tp) != seen:  # moving (or first seen): look again next time
+                self._last[tp] = seen
+                continue
+            past = await self.holes.next_offset(self.app.consumer, tp, seen + 1)
+            if past > last_offset:
+                log.warning(
+                    "%s[%d]: recovery stops at offset %d, not %d: the broker confirms the "
+                    "rest is not in the log",
+                    tp.topic,
+                    tp.partition,
+                    seen,
+                    last_offset,
+                )
+                offsets[tp] = last_offset
+
+
+def watch_changelog_tails(app: Any) -> ChangelogTails:
+    """The app's one `ChangelogTails`, checked on a timer (made on first use)."""
+    tails: ChangelogTails | None = getattr(app, "_cartstream_changelog_tails", None)
+    if tails is None:
+        tails = ChangelogTails(app)
+        app._cartstream_changelog_tails = tails
+        app.timer(interval=ChangelogTails.INTERVAL_S, name="changelog-tails")(tails.check)
+    return tails

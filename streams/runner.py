@@ -43,6 +43,7 @@ from cartstream.streams.changelog import (
 )
 from cartstream.streams.checkpoint import checkpoint_of
 from cartstream.streams.input_runner import RETRY_FIRST_S, InputRunner
+from cartstream.streams.log_holes import watch_changelog_tails
 from cartstream.streams.publish import Publisher, inbound_from, record_processed
 from cartstream.streams.stage import Inbound, Outbound, Stage
 from cartstream.streams.tracing import record_span
@@ -160,6 +161,7 @@ class StageRunner(InputRunner):
             keep_most_advanced(self.table, self.in_order.replays)
             self.changelog = ChangelogWrites(self.table)
             checkpoint_of(app, settings.tuning.session_timeout_s).writes.append(self.changelog)
+            watch_changelog_tails(app)
             app.timer(interval=1.0, name=f"{stage.name}-deadlines")(self._send_ticks)
         self.topic = app.topic(*self.input_topics(), value_serializer="raw", key_serializer="raw")
         self._ticked: dict[str, int] = {}
@@ -255,9 +257,13 @@ class StageRunner(InputRunner):
         if admitted.record is None:
             return list(admitted.outputs), True
         key = self.stage.state_key(admitted.record)
-        state = self._latest(key, pending)[0]
-        if inbound.offset <= pending.progress.get(key, {}).get(inbound.topic, -1):
-            return list(admitted.outputs), False  # applied already (read again: a replay)
+        state, partition = self._latest(key, pending)
+        applied = pending.progress.get(key, {}).get(inbound.topic, -1)
+        if state is not None and partition == inbound.partition and inbound.offset <= applied:
+            # applied already: read again (a replay after a recovery, changelog.py). Offsets
+            # compare only within the partition the key's inputs come on (a hostile record can
+            # name a session under another key, on another partition)
+            return list(admitted.outputs), False
         result = self.stage.handle(state, admitted.record, inbound, now)
         pending.states[key] = (result.state, inbound.partition)
         pending.advance(key, inbound.topic, inbound.offset)

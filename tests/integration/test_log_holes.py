@@ -65,6 +65,36 @@ def test_a_batch_the_broker_never_stored_is_a_hole_the_probe_sees(
     assert answers == [3, 5, 9]
 
 
+def test_a_hole_at_the_logs_tail_is_seen_up_to_the_high_watermark(
+    s3: LocalS3, tmp_path: Path
+) -> None:
+    """Issue 38: a changelog whose last record the broker acknowledged and never stored; the
+    probe once answered nothing there, and a recovery waiting for it waited for good."""
+    with EmbeddedBroker(
+        log_path=tmp_path / "tansu.log", storage=s3.storage, env=s3.broker_env()
+    ) as broker:
+        create_topic(broker.bootstrap, TOPIC, 1)
+        asyncio.run(produce_batches(broker.bootstrap, TOPIC, 10, 1))
+        objects = boto3.client(
+            "s3",
+            endpoint_url=s3.endpoint,
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+            region_name="us-east-1",
+        )
+        listed = objects.list_objects_v2(Bucket=BUCKET, Prefix="clusters/")["Contents"]
+        (last,) = [
+            o["Key"]
+            for o in listed
+            if o["Key"].endswith(
+                f"/{TOPIC}/partitions/0000000000/records/00000000000000000009.batch"
+            )
+        ]
+        objects.delete_object(Bucket=BUCKET, Key=last)
+        answers = asyncio.run(_first_offsets(broker.bootstrap, [8, 9]))
+    assert answers == [8, 10]  # 9 is not in the log, 10 is its end
+
+
 def test_an_offset_inside_a_batch_is_in_the_log() -> None:
     with EmbeddedBroker() as broker:
         create_topic(broker.bootstrap, TOPIC, 1)

@@ -511,3 +511,32 @@ def test_a_record_still_being_written_is_waited_for_not_skipped() -> None:
     consumer, tp = asyncio.run(scenario())
     assert {offset for _, offset in consumer.seeks} == {66}
     assert 66 not in consumer._acked[tp]  # type: ignore[attr-defined]
+
+
+def test_a_recovery_waiting_for_a_hole_at_a_changelogs_tail_ends() -> None:
+    """Issue 38: the broker acknowledged changelog offsets 41..43 and never stored them; the
+    recovery waited for them for good. Confirmed absent, they count as recovered; a partition
+    still moving, or one whose missing records are followed by others, is left alone."""
+    from cartstream.streams.log_holes import ChangelogTails, LogHoles
+
+    now = [0.0]
+    tail, moving, middle = TP("cl", 0), TP("cl", 1), TP("cl", 2)
+    recovery = SimpleNamespace(
+        in_recovery=True,
+        active_offsets={tail: 40, moving: 10, middle: 5},
+        active_highwaters={tail: 43, moving: 30, middle: 9},
+    )
+    app = SimpleNamespace(tables=SimpleNamespace(recovery=recovery), consumer=None)
+
+    async def first_offset(_consumer: Any, tp: Any, offset: int) -> int | None:
+        return {tail: 44, moving: offset, middle: 7}[tp]  # 44: the fetch's high watermark
+
+    tails = ChangelogTails(app, LogHoles(first_offset, clock=lambda: now[0]))
+    for _ in range(12):  # a look every 5 s for a minute
+        asyncio.run(tails.check())
+        recovery.active_offsets[moving] += 1
+        now[0] += 5.0
+    assert recovery.active_offsets[tail] == 43  # the rest confirmed absent: recovered
+    assert recovery.active_offsets[middle] == 5  # records past the hole: the fetch goes on
+    recovery.in_recovery = False
+    asyncio.run(tails.check())  # nothing to do outside a recovery

@@ -149,3 +149,31 @@ def test_a_record_whose_ids_hold_control_characters_is_dead_lettered() -> None:
     }
     with pytest.raises(ValidationError, match="cart_id holds the control character"):
         validate_session_event(event, 1_000_000_000_000, 60)  # type: ignore[arg-type]
+
+
+def test_a_record_its_key_already_applied_is_skipped_on_its_partition_only(
+    settings: Settings, catalog: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a replay delivers again (changelog.Replays) never reaches the stage twice; offsets
+    compare only on the partition the key's inputs come on."""
+    from tests.unit.test_stage_batches import _messages, _runner
+
+    weight = settings.with_overrides(reason={"mode": "weight"})
+    messages = _messages(weight, catalog)[:40]
+    stage_runner, _ = _runner(weight, catalog, FakePublisher())
+    handled: list[tuple[int, int]] = []
+    handle = stage_runner.stage.handle
+
+    def counted(state: Any, record: Any, inbound: Inbound, now: int) -> Any:
+        handled.append((inbound.partition, inbound.offset))
+        return handle(state, record, inbound, now)
+
+    monkeypatch.setattr(stage_runner.stage, "handle", counted)
+    asyncio.run(stage_runner.handle_batch(messages))
+    assert len(handled) == len(messages)
+    asyncio.run(stage_runner.handle_batch(messages[:20]))  # read again: all applied
+    assert len(handled) == len(messages)
+    elsewhere = Message(**{**vars(messages[5]), "partition": (messages[5].partition + 1) % 8})
+    asyncio.run(stage_runner.handle_batch([elsewhere]))  # same key, another partition
+    assert len(handled) == len(messages) + 1
+    stage_runner.stage.close()

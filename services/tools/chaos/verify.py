@@ -13,6 +13,7 @@ Checks (Jepsen's lost and duplicated writes, for checkouts):
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,8 @@ from cartstream.services.tools.chaos.schedule import Fault, Shape
 from cartstream.streams.changelog import behind, progress_of
 
 Basket = dict[str, int]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -124,9 +127,17 @@ def open_sessions(settings: Settings, stages: Iterable[str]) -> dict[str, int]:
             if value is not None and behind(progress_of(value), progress_of(held)):
                 continue  # written late by an earlier owner: recovery skips it too
             latest[str(key)] = value
-        found[stage] = sum(
-            1 for v in latest.values() if isinstance(v, dict) and v.get("closed_ms") is None
-        )
+        left = {
+            k: v for k, v in latest.items() if isinstance(v, dict) and v.get("closed_ms") is None
+        }
+        for key, value in sorted(left.items()):
+            log.warning(
+                "%s: session %s left open: latest stored state %s",
+                stage,
+                key,
+                json.dumps(value, sort_keys=True)[:1500],
+            )
+        found[stage] = len(left)
     return found
 
 
