@@ -17,7 +17,7 @@ records are not comparable (each ahead on some topic: a zombie ahead on weights,
 ahead on detections), the one applied last is kept and, for each topic on which the other was
 further, the key's partition of that topic is **read again** from the kept state's progress
 (`Replays`): the inputs the other owner applied, and maybe committed, are processed again on
-the kept state, never skipped (a stage skips what its state says it applied: runner.py).
+the kept state, never skipped (every stage skips what its state says it applied).
 
 What is put is a snapshot (`_Stored` in runner.py): the live state may change again before the
 write, under a batch whose outputs are not yet acknowledged.
@@ -86,7 +86,7 @@ def keep_most_advanced(table: Any, replays: Replays | None = None) -> None:
                 skipped += 1
                 continue
             if value is not None and replays is not None:
-                partition = _partition_of(value, event)
+                partition = _partition_of(value, event) or 0
                 for topic, offset in held[key].items():
                     if mine.get(topic, -1) < offset:
                         replays.need(topic, partition, mine.get(topic, -1) + 1)
@@ -115,14 +115,14 @@ def keep_most_advanced(table: Any, replays: Replays | None = None) -> None:
     table.apply_changelog_batch = apply_changelog_batch
 
 
-def _partition_of(value: Any, event: Any) -> int:
+def _partition_of(value: Any, event: Any) -> int | None:
     """The partition a key's inputs come on: its record says (runner.py's `PARTITION_FIELD`),
     else the changelog partition it was read from (the same, by construction)."""
     record = getattr(value, "record", value)
     if isinstance(record, dict) and isinstance(record.get("_partition"), int):
         return int(record["_partition"])
     message = getattr(event, "message", None)
-    return int(getattr(message, "partition", 0) or 0)
+    return getattr(message, "partition", None)
 
 
 Pending = dict[str, tuple[Any, int]]  # key -> (value, None: its tombstone; partition)
@@ -173,7 +173,14 @@ class ChangelogWrites:
 
     def drop(self, partitions: set[int]) -> int:
         """Forget the pending records of `partitions` (revoked: their inputs are read again by
-        their next owner); how many."""
+        their next owner); how many.
+
+        The table keeps its states of those keys: Faust revokes every partition at a
+        rebalance and recovers only the changelog records it has not read, so a partition it
+        hands back would lose them. They may be ahead of the changelog now; the inputs read
+        again after the rebalance touch their keys, and a touched key's state is stored and
+        written again whether or not the stage changed it (runner.py), so the changelog
+        catches up."""
         gone = [k for k, (_, p) in self._pending.items() if p in partitions]
         for key in gone:
             del self._pending[key]
