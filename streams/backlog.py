@@ -17,6 +17,12 @@ assigned to this worker (a worker that lost a partition at a rebalance still hol
 states in memory; with no watermark to read it once took itself for caught up and fired their
 deadlines early, beside the partition's new owner). Holding never changes what is decided,
 only when: the backlog is read first, then the deadline fires.
+
+A stage's backlog includes its **upstream** inputs (upstream.py): the topics another stage turns
+into this one's inputs (reason's `cart.frames`, which detect turns into detections). A deadline
+of reason waits until detect has processed the partition's frames to the end too, so a detect
+stage that is behind (restarted, loading its model) delays reason's decisions instead of
+changing them.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from faust.types import TP
+
+from cartstream.streams.upstream import Progress
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +75,19 @@ def tick_ends(value: bytes | None) -> Ends | None:
 class Backlog:
     """Which of a stage's input partitions hold unprocessed records, from its consumer."""
 
-    def __init__(self, app: Any, name: str, topics: Iterable[str], expected: dict[Any, int]):
+    def __init__(
+        self,
+        app: Any,
+        name: str,
+        topics: Iterable[str],
+        expected: dict[Any, int],
+        upstream: Mapping[str, Progress] | None = None,
+    ):
         self.app, self.name = app, name
         self.topics = sorted(topics)
         self.expected = expected  # InOrder's: partition -> the next offset the stage processes
+        # `<topic>@<stage>` -> another stage's progress on a topic it turns into these inputs
+        self.upstream = dict(upstream or {})
         self._held: set[int] = set()
 
     def owns(self, partition: int) -> bool:
@@ -90,6 +107,8 @@ class Backlog:
                 found[topic] = self.app.consumer.highwater(TP(topic, partition))
             except Exception:  # not assigned here (a rebalance under way)
                 found[topic] = None
+        for label, progress in self.upstream.items():
+            found[label] = progress.end(partition)
         return found
 
     def positions(self, partition: int) -> dict[str, int | None]:
@@ -100,6 +119,8 @@ class Backlog:
             positions[topic] = (
                 position if position is not None else consumer._committed_offset.get(tp)
             )
+        for label, progress in self.upstream.items():
+            positions[label] = progress.position(partition)
         return positions
 
     def caught_up(self, partition: int) -> Ends | None:

@@ -22,6 +22,7 @@ from cartstream.streams.ingress import Admitted, Ingress
 from cartstream.streams.publish import Publisher, inbound_from, record_processed
 from cartstream.streams.stage import Inbound, Outbound, Sink, Stage
 from cartstream.streams.tracing import process_span
+from cartstream.streams.upstream import register
 
 RETRY_FIRST_S = 0.5  # the first retry of a failed write or batch ...
 RETRY_MAX_S = 10.0  # ... doubling up to this (a sink while its store is unavailable)
@@ -34,6 +35,7 @@ def in_order(
     started afresh at every rebalance, and checked for partitions whose records stopped coming
     every `InOrder.RESEEK_S`."""
     guard = InOrder(app, name, topics, sequential=sequential)
+    register(app, name, guard)  # for a downstream stage's deadlines (upstream.py)
 
     async def _reset(sender: object, *_: object, **__: object) -> None:
         guard.reset()

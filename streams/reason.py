@@ -7,8 +7,10 @@ session it keeps the settle detector's state, the last weight packet sequence it
 matched against it).
 
 A settled step is decided by the fusion posterior (`models/fusion.py`) once the detections of
-every frame the cart sent before the step's completing packet are in (or after
-`reason.vision_wait_s`, if some never come). `reason.mode` picks the evidence: fused (default),
+every frame the cart sent before the step's completing packet are in (or, if some never come,
+at a deadline tick `reason.vision_wait_s` after it, sent only once detect has processed the
+partition's frames to the end: a detect stage that is behind delays a decision, never changes
+it). `reason.mode` picks the evidence: fused (default),
 vision or weight; weight mode does not wait for frames.
 
 A checkout request or abandonment names the last weight packet the cart sent before it; the
@@ -199,9 +201,12 @@ class ReasonStage:
             return Result(state)  # re-delivery
         return Result(state, self._settle(state, now_ms))
 
-    def _settle(self, state: ReasonState, now_ms: int, force: bool = False) -> list[Outbound]:
-        """Decide the steps whose evidence is complete, then close the session if it may."""
-        outputs = self._decide_ready(state, now_ms, force)
+    def _settle(
+        self, state: ReasonState, now_ms: int, force: bool = False, deadline: bool = False
+    ) -> list[Outbound]:
+        """Decide the steps whose evidence is complete (`deadline`: or that waited long
+        enough, at a tick), then close the session if it may."""
+        outputs = self._decide_ready(state, now_ms, force, deadline)
         pending = state.pending
         if (
             pending is not None
@@ -230,19 +235,30 @@ class ReasonStage:
 
     # -- decisions -----------------------------------------------------------------------
 
-    def _ready(self, state: ReasonState, step: PendingStep, now_ms: int) -> bool:
+    def upstream(self) -> dict[str, str]:
+        """Topics another stage turns into this one's inputs: the frames detect reads. Deadlines
+        fire only once that stage has processed them (streams/upstream.py)."""
+        return {self.topics.frames: "detect"} if self.uses_vision else {}
+
+    def _ready(self, state: ReasonState, step: PendingStep, now_ms: int, deadline: bool) -> bool:
+        """Its frames' detections are all in; or, at a deadline tick (sent only while detect
+        has processed the partition's frames to the end: upstream.py), it waited
+        `vision_wait_s`. An input never decides a step without its frames: after a restart the
+        detections can be minutes behind the weights (issue 38)."""
         return (
             not self.uses_vision
             or state.vision.covers(step.barrier)
-            or now_ms - step.received_ms >= self.vision_wait_ms
+            or (deadline and now_ms - step.received_ms >= self.vision_wait_ms)
         )
 
-    def _decide_ready(self, state: ReasonState, now_ms: int, force: bool) -> list[Outbound]:
+    def _decide_ready(
+        self, state: ReasonState, now_ms: int, force: bool, deadline: bool = False
+    ) -> list[Outbound]:
         """Steps in order; each decision updates the basket the next one is judged against."""
         outputs: list[Outbound] = []
         r = self.settings.reason
         vision = state.vision
-        while state.steps and (force or self._ready(state, state.steps[0], now_ms)):
+        while state.steps and (force or self._ready(state, state.steps[0], now_ms, deadline)):
             step = state.steps.pop(0)
             window = None
             blind: list[int] = []
@@ -380,7 +396,7 @@ class ReasonStage:
             outputs.append(self._close(state, pending, now_ms, incomplete=True))
             return Result(state, outputs)
         if state.steps:
-            return Result(state, self._settle(state, now_ms))
+            return Result(state, self._settle(state, now_ms, deadline=True))
         if state.closed_ms is not None and now_ms - state.closed_ms >= STATE_RETENTION_MS:
             return Result(None)
         return Result(state)

@@ -295,6 +295,11 @@ class ReconcileStage:
         links = tuple(t.encode() for t in state.traces if t != marker.traceparent)
         return [Outbound(self.topics.checkouts, state.cart_id, CHECKOUT, checkout, trace, links)]
 
+    def upstream(self) -> dict[str, str]:
+        """The anomaly stage turns basket changes into the reviews a checkout waits for: the
+        review deadline fires only once it has processed them (streams/upstream.py)."""
+        return {self.topics.basket_changes: "anomalies"}
+
     def needs_tick(self, state: ReconcileState, now_ms: int) -> bool:
         if state.closed_ms is not None:
             return now_ms - state.closed_ms >= STATE_RETENTION_MS

@@ -33,6 +33,7 @@ from cartstream.core.ids import now_ms
 from cartstream.core.settings import Settings
 from cartstream.core.telemetry import current_traceparent
 from cartstream.core.topics import changelog_topic_name, tick_topic_name
+from cartstream.streams.app import group_id
 from cartstream.streams.backlog import Backlog, Ends, tick_ends, tick_value
 from cartstream.streams.changelog import (
     PROGRESS_FIELD,
@@ -47,6 +48,7 @@ from cartstream.streams.log_holes import watch_changelog_tails
 from cartstream.streams.publish import Publisher, inbound_from, record_processed
 from cartstream.streams.stage import Inbound, Outbound, Stage
 from cartstream.streams.tracing import record_span
+from cartstream.streams.upstream import GroupProgress, Progress, UpstreamProgress
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,23 @@ class _Pending:
         ]
 
 
+def upstream_progress(app: faust.App, stage: Stage[Any], settings: Settings) -> dict[str, Progress]:
+    """The progress of each stage upstream of `stage` on the topic it turns into this stage's
+    inputs, named `<topic>@<stage>` (upstream.py): read in this worker where that stage runs,
+    else asked of the broker for its group (`settings.upstream_groups`, else the group a worker
+    running that role alone joins)."""
+    found: dict[str, Progress] = {}
+    named = getattr(stage, "upstream", None)
+    for topic, name in (named() if named is not None else {}).items():
+        group = settings.upstream_groups.get(name) or group_id(settings, (name,))
+        progress = UpstreamProgress(app, settings, topic, name, group)
+        app.timer(interval=GroupProgress.REFRESH_S, name=f"{stage.name}-upstream-{name}")(
+            progress.refresh
+        )
+        found[f"{topic}@{name}"] = progress
+    return found
+
+
 class StageRunner(InputRunner):
     def __init__(
         self, app: faust.App, stage: Stage[Any], settings: Settings, publisher: Publisher
@@ -165,7 +184,13 @@ class StageRunner(InputRunner):
             app.timer(interval=1.0, name=f"{stage.name}-deadlines")(self._send_ticks)
         self.topic = app.topic(*self.input_topics(), value_serializer="raw", key_serializer="raw")
         self._ticked: dict[str, int] = {}
-        self.backlog = Backlog(app, stage.name, stage.inputs(), self.in_order.expected)
+        self.backlog = Backlog(
+            app,
+            stage.name,
+            stage.inputs(),
+            self.in_order.expected,
+            upstream_progress(app, stage, settings),
+        )
         self.in_order.agent = app.agent(self.topic, name=stage.name, concurrency=1)(self._run)
 
     def input_topics(self) -> list[str]:

@@ -413,6 +413,9 @@ class Settings(BaseSettings):
     # a record the database refuses (not an outage: a constraint or permission a migration
     # added, bytes a column refuses) is retried this long, then dead-lettered (sink_runner.py)
     sink_refused_retry_s: float = Field(default=120.0, ge=0)
+    # the consumer group of a stage upstream of another (detect, for reason's deadlines) when
+    # it runs in another worker; default: the group a worker running that role alone joins
+    upstream_groups: dict[str, str] = Field(default_factory=dict)
     max_future_skew_s: float = Field(default=300.0, gt=0)
     max_frame_bytes: int = Field(default=2_000_000, gt=0)
     # telemetry (see services/telemetry.py and services/metrics.py)

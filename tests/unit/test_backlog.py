@@ -92,3 +92,55 @@ def test_a_tick_sent_further_on_than_the_stage_stands_is_short_after_a_restart()
     expected[TP("w", 3)] = 20
     assert backlog.short_of(3, sent) == []
     assert tick_ends(b"tick") is None  # a tick from before ticks carried their ends
+
+
+def test_deadlines_wait_for_the_upstream_stage_to_process_its_partition() -> None:
+    """Issue 38, point 6: reason's own inputs are all read, but detect has not processed the
+    partition's frames: no deadline fires until it has (a fault delays, never changes)."""
+    from cartstream.streams.upstream import LocalProgress, register
+
+    ends = {TP("w", 3): 20, TP("s", 3): 4, TP("frames", 3): 50}
+    app = SimpleNamespace(consumer=FakeConsumer(ends, {TP("frames", 3): 10}))
+    detect = SimpleNamespace(expected={})  # restarted: nothing processed since its commit
+    register(app, "detect", detect)
+    upstream = {"frames@detect": LocalProgress(app, "frames", detect)}
+    backlog = Backlog(app, "reason", ["w", "s"], {TP("w", 3): 20, TP("s", 3): 4}, upstream)
+    assert backlog.caught_up(3) is None  # detect committed 10 of 50
+    detect.expected[TP("frames", 3)] = 49
+    assert backlog.caught_up(3) is None
+    detect.expected[TP("frames", 3)] = 50
+    assert backlog.caught_up(3) == {"frames@detect": 50, "s": 4, "w": 20}
+    # a tick sent then is acted on by a worker only once its detect is as far on
+    detect.expected[TP("frames", 3)] = 12
+    assert backlog.short_of(3, {"frames@detect": 50, "s": 4, "w": 20}) == ["frames@detect"]
+
+
+def test_an_upstream_stage_in_another_group_is_asked_of_the_broker() -> None:
+    import asyncio
+
+    from cartstream.core.settings import Settings
+    from cartstream.streams.upstream import UpstreamProgress, register
+
+    app = SimpleNamespace()
+    progress = UpstreamProgress(app, Settings(), "frames", "detect", "cartstream-detect")
+    answers = [({3: 40}, {3: 50}), ({3: 50}, {3: 50})]
+    progress.remote._ask = lambda: answers.pop(0)  # type: ignore[method-assign]
+    assert (progress.position(3), progress.end(3)) == (None, None)  # unknown: behind
+    asyncio.run(progress.refresh())
+    assert (progress.position(3), progress.end(3)) == (40, 50)
+    asyncio.run(progress.refresh())  # asked at most once a second
+    assert progress.position(3) == 40
+    progress.remote._asked -= 2
+    asyncio.run(progress.refresh())
+    assert progress.position(3) == 50
+
+    def refused() -> Any:
+        raise ConnectionError("broker gone")
+
+    progress.remote._ask = refused  # type: ignore[method-assign]
+    progress.remote._asked -= 2
+    asyncio.run(progress.refresh())  # never raises; what was known stands
+    assert progress.position(3) == 50 and progress.remote.failed == 1
+    register(app, "detect", SimpleNamespace(expected={TP("frames", 3): 7}))
+    app.consumer = FakeConsumer({TP("frames", 3): 9}, {})
+    assert (progress.position(3), progress.end(3)) == (7, 9)  # detect runs here after all

@@ -1,10 +1,11 @@
 """`cartstream chaos`: a fault-free reference run, then the same carts under a seeded schedule of
 faults, then the verifier. Each run has its own broker, database and consumer groups.
 
-Both runs stretch the deadlines that exist for data that never comes (a step's frames, a
-checkout's last weight packets, the anomaly review: `EVAL_WORKER_SETTINGS`). Nothing is lost in
-these runs by design, so a deadline firing would only say how long a fault stalled the pipeline,
-and would make the two runs differ for that reason alone.
+Both runs use the product's default deadlines for data that never comes (a step's frames, a
+checkout's last weight packets, the anomaly review). A deadline fires only once the stage, and
+the stage upstream of it, have processed their partition to the end (streams/backlog.py,
+streams/upstream.py), so a fault delays decisions and never changes them: the verifier's
+"baskets identical to the reference" would show a decision a fault changed.
 """
 
 from __future__ import annotations
@@ -37,14 +38,6 @@ from cartstream.streams.app import parse_roles
 from cartstream.streams.worker import stateful_roles
 
 log = logging.getLogger(__name__)
-
-# deadlines for data that never comes, stretched (see the module docstring)
-STRETCHED = {
-    "CARTSTREAM_REASON__VISION_WAIT_S": "900",
-    "CARTSTREAM_REASON__CHECKOUT_WAIT_S": "900",
-    "CARTSTREAM_REVIEW_WAIT_S": "900",
-}
-
 
 @dataclass(frozen=True)
 class ChaosConfig:
@@ -132,7 +125,6 @@ def run_once(
         workers=config.workers,
         durable=durable,
         app_id=f"chaos-{label}-{uuid.uuid4().hex[:6]}",
-        worker_settings=STRETCHED,
         worker_log_level=config.worker_log_level,
     )
     catalog = Catalog.load(settings.catalog_path)
