@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -45,7 +44,7 @@ from cartstream.services.kafka.tail import read_topic
 from cartstream.services.kafka.topics import ensure_topics
 from cartstream.services.storage.migrate import upgrade
 from cartstream.services.storage.repository import Repository
-from cartstream.services.tools.harness import WorkerProcess, worker_env
+from cartstream.services.tools.harness import WorkerProcess, enforced_cart_auth, worker_env
 from cartstream.services.tools.report import write_report
 from cartstream.services.tools.scoring import score_anomalies, score_honest, score_run
 from cartstream.services.tools.summary import Percentiles, RunSummary
@@ -101,7 +100,7 @@ def run_demo(config: DemoConfig, settings: Settings, console: Console) -> RunSum
         settings = settings.with_overrides(
             database_url=database_url,
             otel_jsonl_path=folder / "spans.jsonl",
-            cart_auth=_cart_auth(settings),
+            cart_auth=enforced_cart_auth(settings),
         )
         run = Run(run_id, folder, database_url, settings)
         console.print(
@@ -136,15 +135,6 @@ def run_demo(config: DemoConfig, settings: Settings, console: Console) -> RunSum
                 threading.Event().wait()
         return summary
     raise AssertionError("unreachable")  # ExitStack does not swallow exceptions
-
-
-def _cart_auth(settings: Settings) -> dict[str, Any]:
-    """The store's cart keys as configured; with none, a fresh key for this run (kept in memory
-    only) and verification enforced, so the demo's carts sign and its worker verifies."""
-    auth = settings.cart_auth
-    if auth.mode != "off" or auth.master_keys:
-        return auth.model_dump()
-    return {"mode": "enforce", "master_keys": {"demo-1": secrets.token_urlsafe(32)}}
 
 
 @contextmanager

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cartstream.core.settings import Settings
 from cartstream.core.topics import tick_topic_name
@@ -109,6 +111,16 @@ def kafka_security_env(settings: Settings) -> dict[str, str]:
     if kafka.sasl_password is not None:
         env["CARTSTREAM_KAFKA__SASL_PASSWORD"] = kafka.sasl_password.get_secret_value()
     return env
+
+
+def enforced_cart_auth(settings: Settings) -> dict[str, Any]:
+    """The store's cart keys as configured; with none, a fresh key for this run (kept in memory
+    only) and verification enforced, as a store runs the product: the carts a run simulates
+    sign, its workers verify (the demo, the chaos suite)."""
+    auth = settings.cart_auth
+    if auth.mode != "off" or auth.master_keys:
+        return auth.model_dump()
+    return {"mode": "enforce", "master_keys": {"run-1": secrets.token_urlsafe(32)}}
 
 
 def cart_auth_env(settings: Settings) -> dict[str, str]:

@@ -12,9 +12,15 @@ headers), so the verifier can match each one to its dead letter. Kinds:
   future or past, sequence jumps of 2^62, ids holding NUL;
 - valid Avro that must be harmless: unknown carts and stores, duplicated and out-of-order
   session events;
-- a flood of 10 000 frames from one cart within one second: beyond the camera's burst each is
-  dead-lettered for its rate; the verifier counts the frames without a dead letter (the
-  burst, detected, per worker process that read them: `flood_unlettered`).
+- a flood of 10 000 frames from one cart within one second, signed with that cart's key when
+  the store has cart keys (a compromised cart: unsigned, the flood stops at authentication):
+  beyond the camera's burst each is dead-lettered for its rate; the verifier counts the frames
+  without a dead letter (the burst, detected, per worker process that read them:
+  `flood_unlettered`).
+
+With cart signatures enforced, every other hostile record on a cart topic is unsigned and is
+dead-lettered for that (error type AUTH) with a SPOOFED_EVENT alert naming its key, encoded
+when the key is not a valid id.
 
 Fuzz carts and sessions are named `fuzz-*`, so honest sessions are never addressed.
 """
@@ -33,12 +39,14 @@ from typing import Any
 
 import numpy as np
 
+from cartstream.core.cart_auth import Keyring
 from cartstream.core.settings import Settings
 from cartstream.models.render import encode_jpeg
 from cartstream.schemas.codec import MAGIC, AvroCodec
 from cartstream.schemas.records import CART_FRAME, SESSION_EVENT, WEIGHT_PACKET
 
 FUZZ_PREFIX = "fuzz-"
+FLOOD_CART = "fuzz-flood"
 FLOOD_FRAMES = 10_000
 HUGE_EVERY = 500  # records per value of several MB
 # kinds that must each end as a dead letter; the rest must be harmless
@@ -145,9 +153,9 @@ class HostileInput:
         for their rate (streams/frame_rate.py); the session never closes, so it bills nobody."""
         now = int(time.time() * 1000)
         for i in range(frames):
-            frame = self._frame(i, now, cart="fuzz-flood")
+            frame = self._frame(i, now, cart=FLOOD_CART)
             value = self.codec.encode(CART_FRAME, frame)
-            yield Hostile(self.t.frames, b"fuzz-flood", value, "flood")
+            yield Hostile(self.t.frames, FLOOD_CART.encode(), value, "flood")
 
     # -- pieces -------------------------------------------------------------------------------
 
@@ -223,6 +231,11 @@ class FuzzThread:
         self.refused: Counter[str] = Counter()  # the broker said no (too large, ...)
         self.delivered_ids: dict[str, set[str]] = defaultdict(set)
         self._thread = threading.Thread(target=self._main, name="fuzz", daemon=True)
+        auth = settings.cart_auth
+        key_id = auth.active_key_id if auth.master_keys else None
+        self._flood_signer = (
+            Keyring(auth.master_key_bytes()).fleet(key_id)(FLOOD_CART) if key_id else None
+        )
         self.error: str | None = None
 
     def start(self) -> None:
@@ -272,6 +285,9 @@ class FuzzThread:
 
     def _send(self, producer: Any, record: Hostile, n: int) -> None:
         headers = [("fuzz-id", str(n).encode()), ("fuzz-kind", record.kind.encode())]
+        signer = self._flood_signer if record.kind == "flood" else None
+        if signer is not None and record.key is not None and record.value is not None:
+            headers += signer.headers(record.topic, record.key, record.value, b"")
 
         def delivered(err: Any, _msg: Any) -> None:
             if err is None:

@@ -33,11 +33,13 @@ from cartstream.services.tools.chaos.acked import AckLedger, absent_from_log
 from cartstream.services.tools.chaos.cluster import Cluster, Topology
 from cartstream.services.tools.chaos.schedule import Fault, Shape, plan
 from cartstream.services.tools.chaos.verify import Outcome, Sample, Verdict, collect, verify
+from cartstream.services.tools.harness import enforced_cart_auth
 from cartstream.services.tools.process_cpu import CpuMeter
 from cartstream.streams.app import parse_roles
 from cartstream.streams.worker import stateful_roles
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ChaosConfig:
@@ -84,6 +86,9 @@ class ChaosResult:
 
 
 def run_chaos(config: ChaosConfig, settings: Settings, say: Callable[[str], None]) -> ChaosResult:
+    """The reference run, the chaos run and the verdict. Carts sign and workers verify as a
+    store runs the product (the configured cart keys, else a fresh key enforced: harness.py)."""
+    settings = settings.with_overrides(cart_auth=enforced_cart_auth(settings))
     faults = plan(config.seed, config.shape)
     run_id = f"chaos{config.seed}"  # the same session ids in both runs
     say(f"fault schedule (seed {config.seed}):")
