@@ -15,8 +15,7 @@ import faust
 
 from cartstream.core.settings import Settings
 from cartstream.exceptions import ConfigurationError
-from cartstream.streams import broker_wait, broker_workarounds, faust_fixes
-from cartstream.streams.lean_monitor import LeanMonitor
+from cartstream.streams.runtime import faust_compat
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +62,9 @@ def create_app(
     """A Faust app configured from settings (stages are attached by `worker.build_app`);
     `has_tables`: some role keeps a table."""
     tuning = settings.tuning
-    faust_fixes.install()  # see streams/faust_fixes.py: any broker needs them
-    broker_wait.wait_for_broker_on_bootstrap(settings.kafka.startup_wait_s)
+    faust_compat.install(settings)  # streams/runtime/faust_compat/FIXES.md
     # the one-record-per-batch workaround protects table recovery; stateless workers skip it
     batch_bytes = tuning.producer_max_batch_bytes if has_tables else 16384
-    # always: an app of another profile built earlier in this process must not leave its own
-    broker_workarounds.fetch_limits(tuning.fetch_max_wait_ms, tuning.fetch_min_bytes)
-    if tuning.end_offsets_from_fetch:
-        broker_workarounds.end_offsets_from_fetch()
     brokers = ";".join(f"kafka://{b}" for b in settings.kafka.bootstrap_list)
     settings.faust_datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
@@ -100,7 +94,7 @@ def create_app(
         web_host="127.0.0.1" if not web else "0.0.0.0",
         value_serializer="raw",
         key_serializer="raw",
-        Monitor=LeanMonitor,
+        Monitor=faust_compat.LeanMonitor,
     )
     log.info(
         "faust app %s for roles %s (broker profile %s)",

@@ -42,8 +42,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from cartstream.streams import faust_fixes
 from cartstream.streams.changelog import ChangelogWrites, Pending
+from cartstream.streams.runtime.faust_compat import faust_fixes
 
 log = logging.getLogger(__name__)
 

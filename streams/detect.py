@@ -65,7 +65,7 @@ class DetectStage:
     name = "detect"
     stateful = False
     # batches in inference at once. One: a single consumer of batches sees each partition's
-    # frames in offset order, which is how `InOrder` (streams/faust_fixes.py) can tell a frame
+    # frames in offset order, which is how `InOrder` (faust_compat/in_order.py) can tell a frame
     # that was never delivered and fetch it again; two consumers interleave their batches.
     in_flight = 1
 

@@ -17,9 +17,9 @@ from opentelemetry.trace import Span
 from cartstream.core.ids import now_ms
 from cartstream.core.settings import Settings
 from cartstream.core.telemetry import mark_error
-from cartstream.streams.in_order import InOrder
 from cartstream.streams.ingress import Admitted, Ingress
 from cartstream.streams.publish import Publisher, inbound_from, record_processed
+from cartstream.streams.runtime.faust_compat.in_order import InOrder
 from cartstream.streams.stage import Inbound, Outbound, Sink, Stage
 from cartstream.streams.tracing import process_span
 from cartstream.streams.upstream import register

@@ -44,8 +44,8 @@ from cartstream.streams.changelog import (
 )
 from cartstream.streams.checkpoint import checkpoint_of
 from cartstream.streams.input_runner import RETRY_FIRST_S, InputRunner
-from cartstream.streams.log_holes import watch_changelog_tails
 from cartstream.streams.publish import Publisher, inbound_from, record_processed
+from cartstream.streams.runtime.faust_compat.log_holes import watch_changelog_tails
 from cartstream.streams.stage import Inbound, Outbound, Stage
 from cartstream.streams.tracing import record_span
 from cartstream.streams.upstream import GroupProgress, Progress, UpstreamProgress

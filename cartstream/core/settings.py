@@ -188,7 +188,7 @@ class BrokerTuning(_Frozen):
             # - a group join waits session_timeout/2, so keep the session short;
             # - ListOffsets(latest) counts only the first record of the newest batch (on S3
             #   storage: of the newest second's first batch), so table recovery takes the end
-            #   offsets from a fetch's high watermark (streams/broker_workarounds.py), and
+            #   offsets from a fetch's high watermark (faust_compat/broker_workarounds.py), and
             #   every changelog record is its own batch as well;
             # - a fetch is answered only when fetch_max_wait expires, even when records
             #   arrive sooner (Faust waits 1.5 s), so every hop would add up to that. The

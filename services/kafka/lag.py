@@ -1,7 +1,7 @@
 """Consumer lag of a worker group, from outside: end offsets minus committed offsets.
 
 The embedded broker reports ListOffsets' end offsets low (Tansu counts only the first record of
-the newest batch; see streams/broker_workarounds.py), so a lag read here is a lower bound:
+the newest batch; see faust_compat/broker_workarounds.py), so a lag read here is a lower bound:
 `exact=True` raises each end to the high watermark of a fetch at that offset, which is right.
 The chaos verdict still reads the lower bound: with exact ends, one CI chaos run in three
 (2026-12-01) never read lag 0 after its faults although nothing was lost and every agent had

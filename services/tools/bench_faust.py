@@ -12,7 +12,7 @@ its last, per record:
   `tansu` profile, the worker's sensors) with Faust's own `Monitor` sensor put back, and one
   agent taking the records in batches (`take_events`, as `StageRunner` does);
 - *Faust agent, the worker's app*: the same with the worker's `LeanMonitor`
-  (streams/lean_monitor.py).
+  (streams/runtime/faust_compat/lean_monitor.py).
 
 Passes alternate between the kinds, and the fastest of each kind's passes is reported (the
 one least disturbed by the rest of the machine). A worker's stages spend their own work on top

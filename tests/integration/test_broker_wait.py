@@ -1,4 +1,4 @@
-"""A Kafka client that starts while no broker answers waits for one (streams/broker_wait.py),
+"""A Kafka client that starts while no broker answers waits for one (faust_compat/broker_wait.py),
 and gives up with a clear error when none comes in `kafka.startup_wait_s`."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
 from cartstream.services.kafka.broker import EmbeddedBroker, free_port
-from cartstream.streams.broker_wait import wait_for_broker_on_bootstrap
+from cartstream.streams.runtime.faust_compat.broker_wait import wait_for_broker_on_bootstrap
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The embedded broker's end offsets, and the fetch-based correction table recovery relies on
-(streams/broker_workarounds.py), on memory storage and on S3 storage across a kill -9."""
+(faust_compat/broker_workarounds.py), on memory storage and on S3 storage across a kill -9."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cartstream.services.kafka.broker import EmbeddedBroker
 from cartstream.services.kafka.durable import LocalS3
-from cartstream.streams.broker_workarounds import fetched_high_watermarks
+from cartstream.streams.runtime.faust_compat.broker_workarounds import fetched_high_watermarks
 from tests.topic_batches import create_topic, produce_batches
 
 TOPIC = "offsets.probe"

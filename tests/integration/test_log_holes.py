@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cartstream.services.kafka.broker import EmbeddedBroker
 from cartstream.services.kafka.durable import BUCKET, LocalS3
-from cartstream.streams.log_holes import _first_offset_from
+from cartstream.streams.runtime.faust_compat.log_holes import _first_offset_from
 from tests.topic_batches import create_topic, produce_batches
 
 TOPIC = "holes.probe"

@@ -1,6 +1,6 @@
 import asyncio
 
-from cartstream.streams.await_chain import await_chain
+from cartstream.streams.runtime.faust_compat.await_chain import await_chain
 
 
 async def _inner(gate: asyncio.Event) -> None:

@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 from faust.transport.drivers import aiokafka as driver
 
-from cartstream.streams.broker_workarounds import fetch_limits, fetched_high_watermarks
+from cartstream.streams.runtime.faust_compat.broker_workarounds import (
+    fetch_limits,
+    fetched_high_watermarks,
+)
 
 
 class FakeClient:

@@ -12,9 +12,9 @@ from typing import Any
 
 from faust.types import TP
 
-from cartstream.streams import faust_fixes
 from cartstream.streams.changelog import ChangelogWrites
 from cartstream.streams.checkpoint import Checkpoint, checkpoint_of
+from cartstream.streams.runtime.faust_compat import faust_fixes
 from tests.fake_clock import Clock
 
 W3 = TP("cart.weights", 3)

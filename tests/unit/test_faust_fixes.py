@@ -10,7 +10,10 @@ from typing import Any
 from faust.transport import consumer as faust_consumer
 from faust.types import TP
 
-from cartstream.streams.faust_fixes import committable, never_commit_skipped_messages
+from cartstream.streams.runtime.faust_compat.faust_fixes import (
+    committable,
+    never_commit_skipped_messages,
+)
 
 
 class Flow:
@@ -81,7 +84,7 @@ class Event:
 
 
 def test_a_commit_never_passes_a_record_that_was_not_processed() -> None:
-    from cartstream.streams.faust_fixes import never_commit_past_unprocessed
+    from cartstream.streams.runtime.faust_compat.faust_fixes import never_commit_past_unprocessed
 
     never_commit_past_unprocessed()
     never_commit_past_unprocessed()  # idempotent
@@ -111,7 +114,7 @@ def test_a_commit_never_passes_a_record_that_was_not_processed() -> None:
 def test_nothing_is_committed_while_commits_are_held() -> None:
     import time
 
-    from cartstream.streams.faust_fixes import (
+    from cartstream.streams.runtime.faust_compat.faust_fixes import (
         commits_held,
         hold_commits,
         never_commit_past_unprocessed,
@@ -138,7 +141,10 @@ def test_a_rebalance_never_waits_for_a_copy_stuck_outside_every_agent() -> None:
 
     from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
-    from cartstream.streams.faust_fixes import _was_dropped, never_hold_events_through_a_rebalance
+    from cartstream.streams.runtime.faust_compat.faust_fixes import (
+        _was_dropped,
+        never_hold_events_through_a_rebalance,
+    )
 
     never_hold_events_through_a_rebalance()
     never_hold_events_through_a_rebalance()  # idempotent
@@ -172,7 +178,7 @@ def test_streams_acknowledge_through_the_patched_consumer() -> None:
     """Faust's Cython stream iterator inlines `Consumer.ack`, bypassing every correction."""
     from faust import streams
 
-    from cartstream.streams.faust_fixes import install
+    from cartstream.streams.runtime.faust_compat.faust_fixes import install
 
     install()
     assert streams._CStreamIterator is None

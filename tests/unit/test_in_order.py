@@ -11,8 +11,8 @@ from typing import Any
 from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
-from cartstream.streams.faust_fixes import _was_dropped
-from cartstream.streams.in_order import InOrder, seek
+from cartstream.streams.runtime.faust_compat.faust_fixes import _was_dropped
+from cartstream.streams.runtime.faust_compat.in_order import InOrder, seek
 from tests.fake_clock import Clock
 
 WEIGHTS = TP("cart.weights", 3)
@@ -293,7 +293,7 @@ def test_a_broker_that_never_says_the_committed_offset_holds_up_neither_agent_no
 ) -> None:
     """aiokafka retries a committed-offset fetch for ever; it runs in the consumer thread's
     method queue, whose two workers also do every fetch. A bounded wait frees them."""
-    from cartstream.streams import in_order
+    from cartstream.streams.runtime.faust_compat import in_order
 
     tp = TP("cart.weights", 3)
     monkeypatch.setattr(in_order, "COMMITTED_TIMEOUT_S", 0.05)
@@ -322,7 +322,7 @@ def test_a_broker_that_never_says_the_committed_offset_holds_up_neither_agent_no
 
 
 def test_a_seek_holds_fausts_read_offset_below_its_target() -> None:
-    from cartstream.streams.read_offsets import ReadOffsets
+    from cartstream.streams.runtime.faust_compat.read_offsets import ReadOffsets
 
     consumer = Consumer(known=40)
     consumer._read_offset = ReadOffsets()
@@ -517,7 +517,7 @@ def test_a_recovery_waiting_for_a_hole_at_a_changelogs_tail_ends() -> None:
     """Issue 38: the broker acknowledged changelog offsets 41..43 and never stored them; the
     recovery waited for them for good. Confirmed absent, they count as recovered; a partition
     still moving, or one whose missing records are followed by others, is left alone."""
-    from cartstream.streams.log_holes import ChangelogTails, LogHoles
+    from cartstream.streams.runtime.faust_compat.log_holes import ChangelogTails, LogHoles
 
     now = [0.0]
     tail, moving, middle = TP("cl", 0), TP("cl", 1), TP("cl", 2)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from faust.sensors import Monitor
 from faust.types import TP
 
-from cartstream.streams.lean_monitor import LeanMonitor
+from cartstream.streams.runtime.faust_compat.lean_monitor import LeanMonitor
 
 
 def test_a_record_leaves_only_its_partitions_inbound_time() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from faust.types import TP
 
-from cartstream.streams.read_offsets import ReadOffsets
+from cartstream.streams.runtime.faust_compat.read_offsets import ReadOffsets
 
 TP0 = TP("cart.sessions", 0)
 
@@ -62,7 +62,7 @@ def test_a_new_assignment_ends_a_refetch() -> None:
 def test_install_gives_every_faust_consumer_these_offsets() -> None:
     from faust.transport import consumer as module
 
-    from cartstream.streams import faust_fixes
+    from cartstream.streams.runtime.faust_compat import faust_fixes
 
     faust_fixes.install()
     assert getattr(module.Consumer.__init__, "_cartstream_read_offsets", False)

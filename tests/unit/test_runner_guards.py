@@ -18,11 +18,11 @@ from cartstream.core.ids import claimed_id, id_problem
 from cartstream.core.settings import Settings
 from cartstream.exceptions import ValidationError
 from cartstream.schemas.validation import validate_session_event
-from cartstream.streams import in_order
 from cartstream.streams.batch_runner import BatchRunner
 from cartstream.streams.changelog import Replays
 from cartstream.streams.checkpoint import installed
-from cartstream.streams.in_order import InOrder
+from cartstream.streams.runtime.faust_compat import in_order
+from cartstream.streams.runtime.faust_compat.in_order import InOrder
 from cartstream.streams.stage import Inbound, Outbound
 from tests.unit.test_stage_batches import FakeApp, FakePublisher
 
@@ -152,9 +152,7 @@ def test_a_record_whose_ids_hold_control_characters_is_dead_lettered() -> None:
         validate_session_event(event, 1_000_000_000_000, 60)  # type: ignore[arg-type]
 
 
-def test_a_record_read_again_writes_its_keys_state_again(
-    settings: Settings, catalog: Any
-) -> None:
+def test_a_record_read_again_writes_its_keys_state_again(settings: Settings, catalog: Any) -> None:
     """At a rebalance Faust revokes every partition: pending changelog writes are dropped while
     the table keeps the states they held. The inputs read again must write those states, even
     though the stage finds them applied (the chaos suite saw sessions whose checkout was

@@ -18,11 +18,10 @@ from typing import Any
 from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
-from cartstream.streams.await_chain import await_chain
-from cartstream.streams.changelog import Replays
-from cartstream.streams.faust_fixes import acknowledge_absent, dropped
-from cartstream.streams.log_holes import LogHoles
-from cartstream.streams.read_offsets import ReadOffsets
+from cartstream.streams.runtime.faust_compat.await_chain import await_chain
+from cartstream.streams.runtime.faust_compat.faust_fixes import acknowledge_absent, dropped
+from cartstream.streams.runtime.faust_compat.log_holes import LogHoles
+from cartstream.streams.runtime.faust_compat.read_offsets import ReadOffsets
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +150,7 @@ class InOrder:
         self.holes = LogHoles(clock=lambda: self.clock())
         self._waiting: dict[Any, tuple[int, float]] = {}  # partition -> (offset sought, since)
         # offsets a table's recovery wants read again (changelog.py), for a stateful stage
-        self.replays: Replays | None = None
+        self.replays: Any = None  # changelog.Replays: `take(topic, partition)`
 
     def reset(self) -> None:
         self.expected.clear()

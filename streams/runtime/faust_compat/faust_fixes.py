@@ -316,7 +316,7 @@ def acknowledge_through_the_consumer() -> None:
 def install() -> None:
     """Every correction above, and read offsets that honour a seek back (read_offsets.py);
     idempotent: once per process is enough."""
-    from cartstream.streams import read_offsets
+    from cartstream.streams.runtime.faust_compat import read_offsets
 
     read_offsets.install()
     acknowledge_through_the_consumer()
