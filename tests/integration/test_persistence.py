@@ -98,3 +98,46 @@ def test_anomalies_and_links(repo: Repository) -> None:
     assert repo.save_anomaly(anomaly(a_id, "sess-b")) is False
     assert repo.anomaly_links(checkout_id_for("sess-b")) == [a_id]
     assert repo.anomalies_by_kind()["UNEXPLAINED_WEIGHT_CHANGE"] >= 1
+
+
+def test_a_row_postgres_refuses_is_dead_lettered_after_the_window_not_crash_looped(
+    repo: Repository,
+) -> None:
+    """Issue 38: a SPOOFED_EVENT alert whose cart id held a NUL byte; Postgres refused the row
+    (`DataError`), the persist agent crashed 94 times in one run and a checkout behind it never
+    reached its table. The refusal is not an outage: retried for the window, then dead-lettered
+    with its reason, and the records after it are written."""
+    import asyncio
+
+    from sqlalchemy.exc import DataError
+
+    from cartstream.core.settings import Settings
+    from cartstream.exceptions import StoreUnavailable
+    from cartstream.streams.persist import PersistSink
+    from cartstream.streams.stage import Inbound
+    from tests.unit.test_persist_sink import FakeApp, Letters
+
+    hostile = {**anomaly("nul-1", "s-nul"), "cart_id": "cart\x00evil"}
+    with pytest.raises(DataError) as refused:  # a refusal, not StoreUnavailable
+        repo.save_anomaly(hostile)
+    assert not isinstance(refused.value, StoreUnavailable)
+
+    from cartstream.streams import sink_runner
+
+    settings = Settings()
+    letters = Letters()
+    runner = sink_runner.SinkRunner(FakeApp(), PersistSink(settings, repo), settings, letters)  # type: ignore[arg-type]
+    clock = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    runner.sleep = sleep  # type: ignore[method-assign]
+    runner.clock = lambda: clock[0]
+    inbound = Inbound(settings.topics.anomalies, 1, 7, b"cart\x00evil", 0)
+    asyncio.run(runner._apply(hostile, inbound, 0, b"raw"))
+    (letter,) = letters.sent
+    assert letter.record["error_type"] == "REFUSED" and "NUL" in letter.record["reason"]
+    fine = checkout("s-after-nul")
+    asyncio.run(runner._apply(fine, Inbound(settings.topics.checkouts, 1, 8, b"c", 0), 0, b""))
+    assert repo.basket_of("s-after-nul") is not None
