@@ -37,9 +37,11 @@ def s3(tmp_path: Path) -> Iterator[LocalS3]:
         yield store
 
 
-def test_a_batch_the_broker_never_stored_is_a_hole_the_probe_sees(
-    s3: LocalS3, tmp_path: Path
-) -> None:
+def _probe_with_a_batch_lost(
+    s3: LocalS3, tmp_path: Path, lost: int, offsets: list[int]
+) -> list[int | None]:
+    """Ten single-record batches on S3 storage, the one at offset `lost` deleted behind the
+    broker's back (as a crash mid-produce leaves it); the probe's answers at `offsets`."""
     with EmbeddedBroker(
         log_path=tmp_path / "tansu.log", storage=s3.storage, env=s3.broker_env()
     ) as broker:
@@ -53,16 +55,16 @@ def test_a_batch_the_broker_never_stored_is_a_hole_the_probe_sees(
             region_name="us-east-1",
         )
         listed = objects.list_objects_v2(Bucket=BUCKET, Prefix="clusters/")["Contents"]
-        (fourth,) = [
-            o["Key"]
-            for o in listed
-            if o["Key"].endswith(
-                f"/{TOPIC}/partitions/0000000000/records/00000000000000000004.batch"
-            )
-        ]
-        objects.delete_object(Bucket=BUCKET, Key=fourth)
-        answers = asyncio.run(_first_offsets(broker.bootstrap, [3, 4, 9]))
-    assert answers == [3, 5, 9]
+        suffix = f"/{TOPIC}/partitions/0000000000/records/{lost:020d}.batch"
+        (batch,) = [o["Key"] for o in listed if o["Key"].endswith(suffix)]
+        objects.delete_object(Bucket=BUCKET, Key=batch)
+        return asyncio.run(_first_offsets(broker.bootstrap, offsets))
+
+
+def test_a_batch_the_broker_never_stored_is_a_hole_the_probe_sees(
+    s3: LocalS3, tmp_path: Path
+) -> None:
+    assert _probe_with_a_batch_lost(s3, tmp_path, 4, [3, 4, 9]) == [3, 5, 9]
 
 
 def test_a_hole_at_the_logs_tail_is_seen_up_to_the_high_watermark(
@@ -70,28 +72,7 @@ def test_a_hole_at_the_logs_tail_is_seen_up_to_the_high_watermark(
 ) -> None:
     """Issue 38: a changelog whose last record the broker acknowledged and never stored; the
     probe once answered nothing there, and a recovery waiting for it waited for good."""
-    with EmbeddedBroker(
-        log_path=tmp_path / "tansu.log", storage=s3.storage, env=s3.broker_env()
-    ) as broker:
-        create_topic(broker.bootstrap, TOPIC, 1)
-        asyncio.run(produce_batches(broker.bootstrap, TOPIC, 10, 1))
-        objects = boto3.client(
-            "s3",
-            endpoint_url=s3.endpoint,
-            aws_access_key_id="x",
-            aws_secret_access_key="x",
-            region_name="us-east-1",
-        )
-        listed = objects.list_objects_v2(Bucket=BUCKET, Prefix="clusters/")["Contents"]
-        (last,) = [
-            o["Key"]
-            for o in listed
-            if o["Key"].endswith(
-                f"/{TOPIC}/partitions/0000000000/records/00000000000000000009.batch"
-            )
-        ]
-        objects.delete_object(Bucket=BUCKET, Key=last)
-        answers = asyncio.run(_first_offsets(broker.bootstrap, [8, 9]))
+    answers = _probe_with_a_batch_lost(s3, tmp_path, 9, [8, 9])
     assert answers == [8, 10]  # 9 is not in the log, 10 is its end
 
 
