@@ -219,7 +219,7 @@ def test_a_refusal_that_ends_is_retried_and_the_checkout_written(settings: Setti
     store = RefusingStore(refusals=4)
     sink, letters, slept = _refusing_runner(settings, store)
     inbound = Inbound(settings.topics.checkouts, 0, 41, b"cart", 0)
-    asyncio.run(sink._apply(CHECKOUT, inbound, 0, b"raw"))
+    asyncio.run(sink._apply(CHECKOUT, inbound, 0))
     assert list(store.checkouts) == ["k1"] and store.tries == 5 and letters.sent == []
     assert sum(slept) < settings.sink_refused_retry_s
     sink.close()
