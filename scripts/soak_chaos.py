@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = "tests/e2e/test_chaos.py"
@@ -63,25 +64,9 @@ def run_once(test: str, keep: Path, index: int) -> tuple[bool, float, str]:
     return passed, took, why
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("-k", dest="only", default="", help="Only tests whose name has this.")
-    parser.add_argument("--keep", type=Path, default=Path("cartstream-soak"))
-    parser.add_argument("--out", type=Path, default=None, help="A markdown file for the table.")
-    args = parser.parse_args()
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
-    args.keep.mkdir(parents=True, exist_ok=True)
-    tests = [t for t in chaos_tests() if args.only in t]
-    rows: dict[str, list[tuple[bool, float, str]]] = {t: [] for t in tests}
-    started = dt.datetime.now(dt.UTC)
-    for index in range(1, args.runs + 1):
-        for test in tests:
-            passed, took, why = run_once(test, args.keep, index)
-            rows[test].append((passed, took, why))
-            print(f"run {index:2d} {test}: {'pass' if passed else 'FAIL'} in {took:.0f} s {why}")
-            sys.stdout.flush()
+def report(rows: dict[str, list[tuple[bool, float, str]]], started: dt.datetime, args: Any) -> str:
+    """The pass/fail table of the runs so far (written after every round, so a soak stopped
+    early still leaves its table)."""
     table = [
         "| test | runs | passed | failed | slowest (s) | runs (✓ pass, ✗ fail) |",
         "|---|---:|---:|---:|---:|---|",
@@ -114,9 +99,33 @@ def main() -> int:
             ),
         ]
     )
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("-k", dest="only", default="", help="Only tests whose name has this.")
+    parser.add_argument("--keep", type=Path, default=Path("cartstream-soak"))
+    parser.add_argument("--out", type=Path, default=None, help="A markdown file for the table.")
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    args.keep.mkdir(parents=True, exist_ok=True)
+    tests = [t for t in chaos_tests() if args.only in t]
+    rows: dict[str, list[tuple[bool, float, str]]] = {t: [] for t in tests}
+    started = dt.datetime.now(dt.UTC)
+    for index in range(1, args.runs + 1):
+        for test in tests:
+            passed, took, why = run_once(test, args.keep, index)
+            rows[test].append((passed, took, why))
+            print(f"run {index:2d} {test}: {'pass' if passed else 'FAIL'} in {took:.0f} s {why}")
+            sys.stdout.flush()
+        text = report(rows, started, args)  # after every round: a soak stopped early keeps it
+        if args.out is not None:
+            args.out.write_text(text + "\n")
     print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    failures = [r for results in rows.values() for r in results if not r[0]]
     return 0 if not failures else 1
 
 
