@@ -14,7 +14,8 @@ deadlines fire only while that stage has processed its topic's partition to the 
   offset (`InOrder.expected`) against the high watermark this consumer fetched;
 - `GroupProgress`: it runs in another consumer group (the chart's Deployment per role): that
   group's committed offsets against the log's end offsets, asked of the broker at most once a
-  `REFRESH_S` (kafka-python, in a thread); unknown until the first answer, so behind.
+  `REFRESH_S` while a deadline waits for it (kafka-python, in a thread); unknown until the
+  first answer, so behind.
 """
 
 from __future__ import annotations
@@ -94,19 +95,25 @@ class GroupProgress:
         self._asked = float("-inf")
         self._clients: tuple[Any, Any] | None = None
         self.failed = 0
+        self.wanted = False  # a deadline asked for the progress since the last refresh
 
     def position(self, partition: int) -> int | None:
+        self.wanted = True
         return self._committed.get(partition)
 
     def end(self, partition: int) -> int | None:
+        self.wanted = True
         return self._ends.get(partition)
 
     async def refresh(self) -> None:
-        """Ask the broker again (at most once a `REFRESH_S`); an error keeps what was known
-        and is logged once per streak. Never raises (a timer that raises stops the worker)."""
+        """Ask the broker again, if a deadline asked for the progress since the last time (a
+        worker with no deadline due asks nothing) and at most once a `REFRESH_S`; an error
+        keeps what was known and is logged once per streak. Never raises (a timer that raises
+        stops the worker)."""
         now = self.clock()
-        if now - self._asked < self.REFRESH_S:
+        if not self.wanted or now - self._asked < self.REFRESH_S:
             return
+        self.wanted = False
         self._asked = now
         try:
             committed, ends = await asyncio.to_thread(self._ask)

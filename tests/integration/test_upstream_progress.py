@@ -35,6 +35,7 @@ def test_a_groups_committed_offsets_and_the_logs_true_ends() -> None:
         )
         progress = GroupProgress(settings, "frames", "shop-detect")
         try:
+            progress.wanted = True  # a deadline asked
             asyncio.run(progress.refresh())
             assert progress.failed == 0
             assert (progress.position(1), progress.end(1)) == (3, 5)  # behind: 2 frames left

@@ -125,12 +125,15 @@ def test_an_upstream_stage_in_another_group_is_asked_of_the_broker() -> None:
     progress = UpstreamProgress(app, Settings(), "frames", "detect", "cartstream-detect")
     answers = [({3: 40}, {3: 50}), ({3: 50}, {3: 50})]
     progress.remote._ask = lambda: answers.pop(0)  # type: ignore[method-assign]
+    asyncio.run(progress.refresh())  # no deadline asked: nothing asked of the broker
+    assert len(answers) == 2
     assert (progress.position(3), progress.end(3)) == (None, None)  # unknown: behind
     asyncio.run(progress.refresh())
     assert (progress.position(3), progress.end(3)) == (40, 50)
     asyncio.run(progress.refresh())  # asked at most once a second
     assert progress.position(3) == 40
     progress.remote._asked -= 2
+    progress.position(3)  # a deadline asks again
     asyncio.run(progress.refresh())
     assert progress.position(3) == 50
 
@@ -139,6 +142,7 @@ def test_an_upstream_stage_in_another_group_is_asked_of_the_broker() -> None:
 
     progress.remote._ask = refused  # type: ignore[method-assign]
     progress.remote._asked -= 2
+    progress.end(3)
     asyncio.run(progress.refresh())  # never raises; what was known stands
     assert progress.position(3) == 50 and progress.remote.failed == 1
     register(app, "detect", SimpleNamespace(expected={TP("frames", 3): 7}))
