@@ -58,9 +58,10 @@ def behind(positions: Mapping[str, int | None], ends: Mapping[str, int | None]) 
     return sorted(late)
 
 
-def tick_value(ends: Ends) -> bytes:
-    """A deadline tick's value: the input ends the stage had processed when it was sent."""
-    return json.dumps({"ends": ends}, sort_keys=True).encode()
+def tick_value(ends: Ends, sent_ms: int) -> bytes:
+    """A deadline tick's value: the input ends the stage had processed when it was sent, and
+    when (wall clock, ms)."""
+    return json.dumps({"ends": ends, "sent_ms": sent_ms}, sort_keys=True).encode()
 
 
 def tick_ends(value: bytes | None) -> Ends | None:
@@ -70,6 +71,15 @@ def tick_ends(value: bytes | None) -> Ends | None:
     except (ValueError, TypeError, KeyError):
         return None
     return {str(t): (int(e) if e is not None else None) for t, e in ends.items()}
+
+
+def tick_sent_ms(value: bytes | None) -> int | None:
+    """When a tick was sent (None: a tick from before ticks said so)."""
+    try:
+        sent = json.loads(value or b"")["sent_ms"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return int(sent) if isinstance(sent, int) else None
 
 
 class Backlog:

@@ -34,7 +34,7 @@ from cartstream.core.settings import Settings
 from cartstream.core.telemetry import current_traceparent
 from cartstream.core.topics import changelog_topic_name, tick_topic_name
 from cartstream.streams.app import group_id
-from cartstream.streams.backlog import Backlog, Ends, tick_ends, tick_value
+from cartstream.streams.backlog import Backlog, Ends, tick_ends, tick_sent_ms, tick_value
 from cartstream.streams.changelog import (
     PROGRESS_FIELD,
     ChangelogWrites,
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 PARTITION_FIELD = "_partition"
 TICK_RESEND_MS = 5_000
+TICK_STALE_MS = 2 * TICK_RESEND_MS  # a tick handled later than this was read again: ignored
 
 
 class _Stored:
@@ -303,8 +304,16 @@ class StageRunner(InputRunner):
                 self.table.data[key] = _Stored.recovered(state, stored.record)
 
     def _on_tick(self, key: str, value: bytes | None, now: int, pending: _Pending) -> None:
+        """A tick says the partition was caught up when it was sent. Read again much later (a
+        partition re-read from an old committed offset after a broker restart) it says nothing
+        about now: steps received since may wait for frames detect has not processed yet, and
+        the chaos suite saw such a tick decide two steps without them. So a tick older than
+        `TICK_STALE_MS`, or sent by a worker further on, is ignored; `_send_ticks` sends a new
+        one while the deadline is still due."""
         state, partition = self._latest(key, pending)
-        sent_at = tick_ends(value)
+        sent_at, sent_ms = tick_ends(value), tick_sent_ms(value)
+        if state is not None and (sent_ms is None or now - sent_ms > TICK_STALE_MS):
+            return
         if state is not None and sent_at and self.backlog.short_of(partition, sent_at):
             return  # sent by a worker further on (before a restart): `_send_ticks` sends again
         self._ticked.pop(key, None)
@@ -380,5 +389,5 @@ class StageRunner(InputRunner):
                 continue
             self._ticked[key] = now
             await self.tick_topic.send(
-                key=str(key).encode(), value=tick_value(caught_up), partition=p
+                key=str(key).encode(), value=tick_value(caught_up, now), partition=p
             )

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from cartstream.streams.backlog import Backlog, behind, tick_ends, tick_value
+from cartstream.streams.backlog import Backlog, behind, tick_ends, tick_sent_ms, tick_value
 
 
 def test_a_partition_whose_log_ends_past_the_stage_position_is_behind() -> None:
@@ -81,8 +81,8 @@ def test_no_deadline_fires_for_a_partition_this_worker_no_longer_owns() -> None:
 def test_a_tick_sent_further_on_than_the_stage_stands_is_short_after_a_restart() -> None:
     """A tick carries the ends its sender had processed; a restarted worker that has not read
     that far yet holds it (its committed offset is behind them)."""
-    sent = tick_ends(tick_value({"w": 20, "s": 4}))
-    assert sent == {"s": 4, "w": 20}
+    sent = tick_ends(tick_value({"w": 20, "s": 4}, 1_000))
+    assert sent == {"s": 4, "w": 20} and tick_sent_ms(tick_value({"w": 1}, 1_000)) == 1_000
     committed = {TP("w", 3): 12, TP("s", 3): 4}
     expected: dict[Any, int] = {}
     backlog = Backlog(
@@ -92,6 +92,7 @@ def test_a_tick_sent_further_on_than_the_stage_stands_is_short_after_a_restart()
     expected[TP("w", 3)] = 20
     assert backlog.short_of(3, sent) == []
     assert tick_ends(b"tick") is None  # a tick from before ticks carried their ends
+    assert tick_sent_ms(tick_value({"w": 1}, 5)) == 5 and tick_sent_ms(b'{"ends": {}}') is None
 
 
 def test_deadlines_wait_for_the_upstream_stage_to_process_its_partition() -> None:

@@ -309,7 +309,7 @@ def test_deadline_ticks_wait_for_the_partitions_backlog(
     asyncio.run(stage_runner._send_ticks())
     sent = [s for s in topic.sent if s[2] == p]
     assert sorted(k.decode() for k, _, _ in sent) == keys
-    assert {v for _, v, _ in sent} == {tick_value({t: 10 for t in inputs})}
+    assert {v for _, v, _ in sent} == {tick_value({t: 10 for t in inputs}, runner.now_ms())}
 
     key, value, _ = sent[0]
     delivered = SimpleNamespace(
@@ -319,7 +319,12 @@ def test_deadline_ticks_wait_for_the_partitions_backlog(
     expected[TP(inputs[0], p)] = 7  # a restarted worker, not as far on as the sender
     asyncio.run(stage_runner.handle_batch([delivered]))
     assert ticked == []
+    sent_ms = runner.now_ms()
+    monkeypatch.setattr(runner, "now_ms", lambda: sent_ms + runner.TICK_STALE_MS + 1)
     expected[TP(inputs[0], p)] = 10
+    asyncio.run(stage_runner.handle_batch([delivered]))
+    assert ticked == []  # read again long after it was sent (a re-read from an old offset)
+    monkeypatch.setattr(runner, "now_ms", lambda: sent_ms + 1_000)
     asyncio.run(stage_runner.handle_batch([delivered]))
     assert ticked == [cart]
     stage.close()
