@@ -28,7 +28,7 @@ from cartstream.core.telemetry import (
 )
 from cartstream.schemas.codec import AvroCodec
 from cartstream.streams.ingress import Ingress
-from cartstream.streams.input_runner import RETRY_FIRST_S, in_order
+from cartstream.streams.input_runner import in_order, read_again_on_error
 from cartstream.streams.publish import Publisher, inbound_from
 from cartstream.streams.stage import Inbound, Outbound, Stage
 
@@ -101,19 +101,8 @@ class BatchRunner:
 
     async def guarded(self, messages: Sequence[Any]) -> None:
         """`handle`, and on any error the batch read again after a pause: never raises."""
-        try:
-            await self.handle(messages)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception(
-                "%s: a batch of %d frames failed; reading them again in %.1f s",
-                self.stage.name,
-                len(messages),
-                RETRY_FIRST_S,
-            )
-            await self.in_order.again(messages)
-            await asyncio.sleep(RETRY_FIRST_S)
+        what = f"{self.stage.name}: a batch of frames failed"
+        await read_again_on_error(self.handle(messages), self.in_order, messages, what)
 
     async def handle(self, messages: Sequence[Any]) -> None:
         """One batch: a `process <topic>` span linked to every frame in it; each detection's

@@ -7,8 +7,10 @@ validate it, dead-letter what fails, else hand it to the runner's `_apply`; then
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import faust
@@ -24,8 +26,33 @@ from cartstream.streams.stage import Inbound, Outbound, Sink, Stage
 from cartstream.streams.tracing import process_span
 from cartstream.streams.upstream import register
 
+log = logging.getLogger(__name__)
+
 RETRY_FIRST_S = 0.5  # the first retry of a failed write or batch ...
 RETRY_MAX_S = 10.0  # ... doubling up to this (a sink while its store is unavailable)
+
+
+async def read_again_on_error(
+    work: Awaitable[None],
+    guard: InOrder,
+    messages: Sequence[Any],
+    what: str,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Await `work` (the handling of `messages`); on any error but a cancellation, log it as
+    `what`, make the messages come again (`InOrder.again`: none of their acknowledgements is
+    committable) and pause `RETRY_FIRST_S`. Never raises: Faust would restart an agent that
+    raised and acknowledge what it held (`take_events` acks in a `finally`), so a row was never
+    written or frames never got detections (issue 38). A record that fails every time holds its
+    partition, loudly, rather than vanish from a bill."""
+    try:
+        await work
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("%s; reading %d records again in %.1f s", what, len(messages), RETRY_FIRST_S)
+        await guard.again(messages)
+        await sleep(RETRY_FIRST_S)
 
 
 def in_order(

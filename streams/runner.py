@@ -20,7 +20,6 @@ only once the stage has processed what its inputs hold on that partition (backlo
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -43,7 +42,7 @@ from cartstream.streams.changelog import (
     progress_of,
 )
 from cartstream.streams.checkpoint import checkpoint_of
-from cartstream.streams.input_runner import RETRY_FIRST_S, InputRunner
+from cartstream.streams.input_runner import InputRunner, read_again_on_error
 from cartstream.streams.publish import Publisher, inbound_from, record_processed
 from cartstream.streams.runtime.faust_compat.log_holes import watch_changelog_tails
 from cartstream.streams.stage import Inbound, Outbound, Stage
@@ -209,23 +208,8 @@ class StageRunner(InputRunner):
         )
         async for events in stream.take_events(self.max_batch, within=self.within_s):
             messages = [e.message for e in events]
-            try:
-                await self.handle_batch(messages)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Faust would restart the agent and acknowledge the whole batch (take_events
-                # acks in a `finally`): instead its records are read again, and nothing the
-                # batch did was stored (`handle_batch` rolled its keys back). A record that
-                # fails every time holds its partition, loudly, rather than vanish from a bill.
-                log.exception(
-                    "%s: a batch of %d records failed; reading them again in %.1f s",
-                    self.stage.name,
-                    len(messages),
-                    RETRY_FIRST_S,
-                )
-                await self.in_order.again(messages)
-                await asyncio.sleep(RETRY_FIRST_S)
+            what = f"{self.stage.name}: a batch failed"  # its keys were rolled back
+            await read_again_on_error(self.handle_batch(messages), self.in_order, messages, what)
 
     async def handle_batch(self, messages: Sequence[Any]) -> None:
         """Each record in order, inside its own `process <topic>` span, against its key's

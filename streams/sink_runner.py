@@ -40,7 +40,12 @@ from cartstream.core.telemetry import mark_error, tracer
 from cartstream.exceptions import StoreUnavailable
 from cartstream.schemas.records import DEAD_LETTER
 from cartstream.streams.deadletter import dead_letter
-from cartstream.streams.input_runner import RETRY_FIRST_S, RETRY_MAX_S, InputRunner
+from cartstream.streams.input_runner import (
+    RETRY_FIRST_S,
+    RETRY_MAX_S,
+    InputRunner,
+    read_again_on_error,
+)
 from cartstream.streams.publish import Publisher
 from cartstream.streams.stage import Inbound, Outbound, Sink
 
@@ -78,21 +83,8 @@ class SinkRunner(InputRunner):
 
     async def guarded(self, msg: Any) -> None:
         """`handle`, and on any error the record read again after a pause: never raises."""
-        try:
-            await self.handle(msg)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception(
-                "%s: %s[%d]@%d failed; reading it again in %.1f s",
-                self.sink.name,
-                msg.topic,
-                msg.partition,
-                msg.offset,
-                RETRY_FIRST_S,
-            )
-            await self.in_order.again([msg])
-            await self.sleep(RETRY_FIRST_S)
+        what = f"{self.sink.name}: {msg.topic}[{msg.partition}]@{msg.offset} failed"
+        await read_again_on_error(self.handle(msg), self.in_order, [msg], what, self.sleep)
 
     async def _apply(
         self, record: Mapping[str, Any], inbound: Inbound, now: int, value: bytes = b""

@@ -66,7 +66,7 @@ def test_a_detector_that_raises_reads_its_batch_again(
 ) -> None:
     """Faust restarted the agent and `take_events` acknowledged the batch: its frames never got
     detections, and the steps waiting for them were decided without."""
-    monkeypatch.setattr("cartstream.streams.batch_runner.RETRY_FIRST_S", 0.0)
+    monkeypatch.setattr("cartstream.streams.input_runner.RETRY_FIRST_S", 0.0)
     stage = Detector(failures=1)
     runner = BatchRunner(FakeApp(), stage, settings, FakePublisher(), 8, 5.0)  # type: ignore[arg-type]
     again: list[Any] = []
