@@ -64,6 +64,8 @@ class Checkpoint:
         self.last_commit: float | None = None
         self.clock: Callable[[], float] = time.monotonic
         self.failed = 0  # commits a failed delivery stopped
+        # partitions revoked while a commit's deliveries are awaited (None: no commit under way)
+        self._revoked_meanwhile: set[int] | None = None
 
     async def commit(self, consumer: Any, tps: Iterable[Any], start_new_transaction: bool) -> bool:
         """Faust's `Consumer._commit_tps`, in the order above; True if offsets were committed."""
@@ -83,15 +85,19 @@ class Checkpoint:
         offsets: dict[Any, int] = consumer._filter_committable_offsets(tps)
         taken = [(writes, writes.take()) for writes in self.writes]
         # 2. the states written and every delivery checked
+        self._revoked_meanwhile = set()
         try:
             await self._store(taken)
         except CommitFailed as exc:
             self.failed += 1
-            for writes, pending in taken:
-                writes.restore(pending)
+            revoked = self._revoked_meanwhile
+            for writes, pending in taken:  # not those of partitions revoked meanwhile
+                writes.restore({k: v for k, v in pending.items() if v[1] not in revoked})
             faust_fixes.unacknowledge(consumer, offsets)
             log.error("commit not made: %s; its records' states and offsets wait for the next", exc)
             return False
+        finally:
+            self._revoked_meanwhile = None
         if not offsets:
             return False
         # 3. Faust's own: attached messages, then the offsets
@@ -121,6 +127,8 @@ class Checkpoint:
 
     def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
         partitions = {tp.partition for tp in revoked}
+        if self._revoked_meanwhile is not None:
+            self._revoked_meanwhile |= partitions
         dropped = sum(writes.drop(partitions) for writes in self.writes)
         if dropped:
             log.info("dropped %d pending changelog writes of revoked partitions", dropped)

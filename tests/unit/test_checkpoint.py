@@ -174,3 +174,23 @@ def test_a_steady_worker_is_never_held() -> None:
         _commit(checkpoint, consumer)
         assert not faust_fixes.commits_held(app, clock.now)
     assert len(log) == 20
+
+
+def test_a_failed_commit_never_restores_states_of_partitions_revoked_meanwhile() -> None:
+    """A rebalance while the deliveries are awaited: had the failed commit put them back, the
+    next commit would write states of a partition another worker owns by then."""
+    app, checkpoint, writes, consumer, log, _ = _setup(delay_s=0.05)
+    writes.put("s3", {"v": 1}, 3)
+    writes.put("s4", {"v": 1}, 4)
+    writes.failing = True
+
+    async def commit_during_a_rebalance() -> bool:
+        committing = asyncio.ensure_future(checkpoint.commit(consumer, [W3], True))
+        await asyncio.sleep(0.01)
+        app.rebalance(3)
+        return await committing
+
+    assert not asyncio.run(commit_during_a_rebalance())
+    writes.failing = False
+    assert _commit(checkpoint, consumer) is False  # nothing to commit, states written
+    assert log == [("stored", 4, "s4", {"v": 1})]
