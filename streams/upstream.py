@@ -80,6 +80,7 @@ class GroupProgress:
     """Another consumer group's progress on one topic, refreshed by `refresh` (a timer)."""
 
     REFRESH_S = 1.0
+    STALE_S = 3.0
 
     def __init__(
         self,
@@ -93,17 +94,23 @@ class GroupProgress:
         self._committed: dict[int, int] = {}
         self._ends: dict[int, int] = {}
         self._asked = float("-inf")
+        self._answered_at = float("-inf")
         self._clients: tuple[Any, Any] | None = None
         self.failed = 0
         self.wanted = False  # a deadline asked for the progress since the last refresh
 
     def position(self, partition: int) -> int | None:
         self.wanted = True
-        return self._committed.get(partition)
+        return self._committed.get(partition) if self._fresh() else None
 
     def end(self, partition: int) -> int | None:
         self.wanted = True
-        return self._ends.get(partition)
+        return self._ends.get(partition) if self._fresh() else None
+
+    def _fresh(self) -> bool:
+        """An answer older than `STALE_S` (no deadline asked for a while) says nothing about
+        now: unknown, so behind, until the next refresh."""
+        return self.clock() - self._answered_at <= self.STALE_S
 
     async def refresh(self) -> None:
         """Ask the broker again, if a deadline asked for the progress since the last time (a
@@ -126,6 +133,7 @@ class GroupProgress:
             log.info("progress of group %s on %s known again", self.group, self.topic)
         self.failed = 0
         self._committed, self._ends = committed, ends
+        self._answered_at = self.clock()
 
     def _ask(self) -> tuple[dict[int, int], dict[int, int]]:
         from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition

@@ -122,8 +122,9 @@ def test_an_upstream_stage_in_another_group_is_asked_of_the_broker() -> None:
     from cartstream.core.settings import Settings
     from cartstream.streams.upstream import UpstreamProgress, register
 
-    app = SimpleNamespace()
+    app, now = SimpleNamespace(), [100.0]
     progress = UpstreamProgress(app, Settings(), "frames", "detect", "cartstream-detect")
+    progress.remote.clock = lambda: now[0]
     answers = [({3: 40}, {3: 50}), ({3: 50}, {3: 50})]
     progress.remote._ask = lambda: answers.pop(0)  # type: ignore[method-assign]
     asyncio.run(progress.refresh())  # no deadline asked: nothing asked of the broker
@@ -133,19 +134,18 @@ def test_an_upstream_stage_in_another_group_is_asked_of_the_broker() -> None:
     assert (progress.position(3), progress.end(3)) == (40, 50)
     asyncio.run(progress.refresh())  # asked at most once a second
     assert progress.position(3) == 40
-    progress.remote._asked -= 2
-    progress.position(3)  # a deadline asks again
+    now[0] += 2
     asyncio.run(progress.refresh())
     assert progress.position(3) == 50
+    now[0] += 10  # no deadline asked for a while: the last answer is stale, so behind
+    assert (progress.position(3), progress.end(3)) == (None, None)
 
     def refused() -> Any:
         raise ConnectionError("broker gone")
 
     progress.remote._ask = refused  # type: ignore[method-assign]
-    progress.remote._asked -= 2
-    progress.end(3)
-    asyncio.run(progress.refresh())  # never raises; what was known stands
-    assert progress.position(3) == 50 and progress.remote.failed == 1
+    asyncio.run(progress.refresh())  # never raises; what was known stays stale: behind
+    assert progress.position(3) is None and progress.remote.failed == 1
     register(app, "detect", SimpleNamespace(expected={TP("frames", 3): 7}))
     app.consumer = FakeConsumer({TP("frames", 3): 9}, {})
     assert (progress.position(3), progress.end(3)) == (7, 9)  # detect runs here after all
