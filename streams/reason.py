@@ -9,9 +9,8 @@ matched against it).
 A settled step is decided by the fusion posterior (`models/fusion.py`) once the detections of
 every frame the cart sent before the step's completing packet are in (or, if some never come,
 at a deadline tick `reason.vision_wait_s` after it, sent only once detect has processed the
-partition's frames to the end: a detect stage that is behind delays a decision, never changes
-it). `reason.mode` picks the evidence: fused (default),
-vision or weight; weight mode does not wait for frames.
+partition's frames: a lagging detect delays a decision, never changes it). `reason.mode` picks
+the evidence: fused (default), vision or weight; weight mode does not wait for frames.
 
 A checkout request or abandonment names the last weight packet the cart sent before it; the
 session's closing marker is published on `basket.changes` only after that packet was processed
@@ -236,15 +235,12 @@ class ReasonStage:
     # -- decisions -----------------------------------------------------------------------
 
     def upstream(self) -> dict[str, str]:
-        """Topics another stage turns into this one's inputs: the frames detect reads. Deadlines
-        fire only once that stage has processed them (streams/upstream.py)."""
+        """The frames detect turns into inputs: deadlines wait for it (streams/upstream.py)."""
         return {self.topics.frames: "detect"} if self.uses_vision else {}
 
     def _ready(self, state: ReasonState, step: PendingStep, now_ms: int, deadline: bool) -> bool:
-        """Its frames' detections are all in; or, at a deadline tick (sent only while detect
-        has processed the partition's frames to the end: upstream.py), it waited
-        `vision_wait_s`. An input never decides a step without its frames: after a restart the
-        detections can be minutes behind the weights (issue 38)."""
+        """Its frames' detections are in; or, at a deadline tick (upstream.py), it waited
+        `vision_wait_s`. No input decides without frames (a restart can delay them, issue 38)."""
         return (
             not self.uses_vision
             or state.vision.covers(step.barrier)
